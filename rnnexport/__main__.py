@@ -1,0 +1,3 @@
+from rnnexport.cli import main
+
+raise SystemExit(main())

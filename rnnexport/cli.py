@@ -1,0 +1,196 @@
+"""The ``rnnexport`` command: parses arguments, calls the API, maps errors to exit codes.
+
+Exit codes: 0 all passed; 1 a mismatch or failed check; 2 bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from rnnexport import __version__
+from rnnexport.errors import RNNExportError, UsageError
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own usage errors: exit 2, one message
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _runtime_list(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rnnexport", description=(
+        "Export PyTorch recurrent networks to TorchScript and ONNX and validate them on every "
+        "available runtime."))
+    parser.add_argument("--version", action="version", version=f"rnnexport {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("list", help="the built-in configurations and their shapes")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("export", help="export configurations to artifact folders (and validate them)")
+    p.add_argument("configs", nargs="*", metavar="NAME|SPEC.toml", help="built-in names or spec files")
+    p.add_argument("--all", action="store_true", help="every built-in configuration")
+    p.add_argument("--out", default="models", help="parent folder of the artifact folders (default: models)")
+    p.add_argument("--exporter", choices=["legacy", "dynamo"], default=None,
+                   help="ONNX exporter (default: legacy while torch has it, else dynamo)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset, 14..20 (default: 18)")
+    p.add_argument("--seed", type=int, default=None, help="override the spec's seed")
+    p.add_argument("--torchscript", choices=["script", "trace"], default="script",
+                   help="how model.pt is compiled (default: script)")
+    p.add_argument("--no-validate", action="store_true", help="write without validating")
+    _add_validation_args(p)
+
+    p = sub.add_parser("validate", help="validate artifact folders on every available runtime")
+    p.add_argument("paths", nargs="+", metavar="DIR", help="artifact folders, or folders of them")
+    _add_validation_args(p)
+    return parser
+
+
+def _add_validation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtimes", type=_runtime_list, default=None,
+                   help="comma-separated runtimes (default: every available one)")
+    p.add_argument("--atol", type=_nonnegative_float, default=None, help="absolute tolerance (default 1e-5)")
+    p.add_argument("--rtol", type=_nonnegative_float, default=None, help="relative tolerance (default 1e-4)")
+    p.add_argument("--cases", default=None,
+                   help="comma-separated cases BxS or bBxsS-h0zero|random (default: the shape sweep)")
+    p.add_argument("--json", dest="json_path", default=None, metavar="F", help="write a JSON report to F")
+    p.add_argument("--junit", default=None, metavar="F", help="write a JUnit XML report to F")
+
+
+def _tolerance(args: argparse.Namespace):
+    from rnnexport.compare import Tolerance
+
+    default = Tolerance()
+    return Tolerance(atol=default.atol if args.atol is None else args.atol,
+                     rtol=default.rtol if args.rtol is None else args.rtol)
+
+
+def _cases(args: argparse.Namespace):
+    if args.cases is None:
+        return None
+    from rnnexport.inputs import Case
+
+    try:
+        return [Case.parse(item.strip()) for item in args.cases.split(",") if item.strip()]
+    except ValueError as exc:
+        raise UsageError(f"--cases: {exc}") from None
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from rnnexport.spec import catalog
+
+    specs = catalog()
+    if args.json:
+        print(json.dumps({name: {"spec": spec.to_dict(), "shapes": {k: list(v) for k, v in spec.shapes().items()}}
+                          for name, spec in specs.items()}, indent=2))
+        return 0
+    print(f"{'name':<20}{'module':<62}{'input':<14}{'output':<14}h_n")
+    for name, spec in specs.items():
+        shapes = spec.shapes()
+        options = [f"num_layers={spec.num_layers}"] if spec.num_layers > 1 else []
+        options += ["batch_first=True"] if spec.batch_first else []
+        options += ["bidirectional=True"] if spec.bidirectional else []
+        module = f"nn.RNN({', '.join([str(spec.input_size), str(spec.hidden_size), *options])})"
+        print(f"{name:<20}{module:<62}{str(list(shapes['input'])):<14}{str(list(shapes['output'])):<14}"
+              f"{list(shapes['h_n'])}")
+    return 0
+
+
+def _finish(reports, args: argparse.Namespace) -> int:
+    """Print the table first (results are never lost to a bad report path), then the files."""
+    from rnnexport.report import format_table, write_json_report, write_junit
+
+    print(format_table(reports, color=sys.stdout.isatty()))
+    for path, writer in ((args.json_path, write_json_report), (args.junit, write_junit)):
+        if path:
+            try:
+                writer(reports, path)
+            except OSError as exc:
+                raise UsageError(f"cannot write report {path!r}: {exc.strerror or exc} "
+                                 "(the results are printed above)") from None
+    return 0 if all(r.passed for r in reports) else 1
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from rnnexport.errors import ValidationFailed
+    from rnnexport.export import DEFAULT_OPSET, export_spec
+    from rnnexport.spec import catalog, get_spec
+
+    if args.all and args.configs:
+        raise UsageError("give configuration names or --all, not both")
+    if not args.all and not args.configs:
+        raise UsageError(f"name a configuration or use --all; valid names: {', '.join(catalog())}")
+    specs = list(catalog().values()) if args.all else [get_spec(c) for c in args.configs]
+    if args.seed is not None:
+        specs = [spec.replace(seed=args.seed) for spec in specs]
+    tolerance, cases = _tolerance(args), _cases(args)
+    if cases is not None:
+        raise UsageError("--cases applies to `rnnexport validate`; export validates the default sweep")
+    reports, failed = [], []
+    for spec in specs:
+        try:
+            result = export_spec(
+                spec, args.out, exporter=args.exporter,
+                opset=DEFAULT_OPSET if args.opset is None else args.opset,
+                torchscript_method=args.torchscript, validate=not args.no_validate,
+                runtimes=args.runtimes, tolerance=tolerance,
+            )
+        except ValidationFailed as exc:
+            failed.append(str(exc))
+            continue
+        for note in result.notes:
+            print(f"note: {note}", file=sys.stderr)
+        print(f"wrote {result.path} (exporter {result.exporter})", file=sys.stderr)
+        if result.report is not None:
+            reports.append(result.report)
+    if failed:
+        if reports:
+            _finish(reports, args)
+        for message in failed:
+            print(f"rnnexport: {message}", file=sys.stderr)
+        return 1
+    return _finish(reports, args) if reports else 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from rnnexport.validate import validate_paths
+
+    reports = validate_paths(args.paths, runtimes=args.runtimes, tolerance=_tolerance(args), cases=_cases(args))
+    return _finish(reports, args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 passed, 1 mismatch, 2 bad usage or input)."""
+    try:
+        args = _build_parser().parse_args(argv)
+        command = {"list": _cmd_list, "export": _cmd_export, "validate": _cmd_validate}[args.command]
+        return command(args)
+    except RNNExportError as exc:
+        print(f"rnnexport: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("rnnexport: interrupted", file=sys.stderr)
+        return 130
+
+
+def console_main() -> None:
+    """Entry point of the ``rnnexport`` console script."""
+    raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""Tolerance semantics and comparison records. Records are data; `failures` judges them.
+
+An element passes when ``|a - b| <= atol + rtol * |b|`` (``b`` = the reference). NaN and ±Inf
+must sit at the same positions on both sides (and Inf with the same sign): a NaN on one side
+only is a mismatch, never a silent pass (``max(abs(diff))`` of a NaN is NaN, and
+``nan > tol`` is False).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Comparison", "Tolerance", "compare_arrays", "compare_shapes", "failures", "passed"]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Absolute and relative tolerance; defaults are float32's: atol 1e-5, rtol 1e-4.
+
+    `per_output` overrides both for named outputs, e.g. ``{"h_n": (1e-6, 1e-5)}``.
+    """
+
+    atol: float = 1e-5
+    rtol: float = 1e-4
+    per_output: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for label, value in (("atol", self.atol), ("rtol", self.rtol)):
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+                raise ValueError(f"{label} must be a finite number >= 0, got {value!r}")
+
+    def for_output(self, output: str) -> tuple[float, float]:
+        base = output.split("[")[0]
+        return self.per_output.get(output, self.per_output.get(base, (self.atol, self.rtol)))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How one output of one runtime compares with its expected value, for one case.
+
+    Attributes:
+        artifact: Artifact name.
+        runtime: Runtime that produced `actual`.
+        case: Case id, e.g. ``b3xs17-h0zero``.
+        output: Output name (``output``, ``h_n``) or an invariant's expression.
+        against: What was expected: ``torch`` (eager reference), ``golden`` (stored data) or
+            ``invariant``.
+        expected_shape / actual_shape: Shapes of both sides.
+        max_abs_error / max_rel_error: Over positions finite on both sides (None if shapes
+            differ). Relative error divides by ``|expected|`` where it is non-zero.
+        worst_index: Index of the element furthest outside (or closest to) the tolerance, or of
+            the first non-finite mismatch.
+        mismatched: Elements outside the tolerance, non-finite mismatches included.
+        nonfinite_mismatches: Positions where NaN/Inf differ between the sides.
+        total: Elements compared.
+        atol / rtol: Tolerance applied.
+    """
+
+    artifact: str
+    runtime: str
+    case: str
+    output: str
+    against: str
+    expected_shape: tuple[int, ...]
+    actual_shape: tuple[int, ...]
+    max_abs_error: float | None
+    max_rel_error: float | None
+    worst_index: tuple[int, ...] | None
+    mismatched: int
+    nonfinite_mismatches: int
+    total: int
+    atol: float
+    rtol: float
+
+    @property
+    def shape_ok(self) -> bool:
+        return self.expected_shape == self.actual_shape
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("expected_shape", "actual_shape", "worst_index"):
+            if data[key] is not None:
+                data[key] = list(data[key])
+        data["passed"] = passed(self)
+        return data
+
+
+def compare_arrays(
+    actual: np.ndarray,
+    expected: np.ndarray,
+    *,
+    tolerance: Tolerance,
+    artifact: str,
+    runtime: str,
+    case: str,
+    output: str,
+    against: str,
+) -> Comparison:
+    """Compare element-wise with NaN/Inf awareness; returns a record, never raises on mismatch."""
+    atol, rtol = tolerance.for_output(output)
+    actual = np.asarray(actual)
+    expected = np.asarray(expected)
+    labels = dict(artifact=artifact, runtime=runtime, case=case, output=output, against=against,
+                  expected_shape=tuple(expected.shape), actual_shape=tuple(actual.shape),
+                  atol=atol, rtol=rtol)
+    if actual.shape != expected.shape:
+        return Comparison(**labels, max_abs_error=None, max_rel_error=None, worst_index=None,
+                          mismatched=max(actual.size, expected.size), nonfinite_mismatches=0,
+                          total=expected.size)
+    a = actual.astype(np.float64)
+    b = expected.astype(np.float64)
+    finite = np.isfinite(a) & np.isfinite(b)
+    # Same non-finite pattern: NaN where NaN, +Inf where +Inf, -Inf where -Inf.
+    nonfinite_bad = ~finite & ~((np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b)))
+    diff = np.where(finite, np.abs(a - b), 0.0)
+    allowed = atol + rtol * np.abs(np.where(finite, b, 0.0))
+    outside = finite & (diff > allowed)
+    rel = np.divide(diff, np.abs(b), out=np.zeros_like(diff), where=finite & (b != 0))
+    nonfinite_count = int(nonfinite_bad.sum())
+    if a.size == 0:
+        worst = None
+    elif nonfinite_count:
+        worst = tuple(int(i) for i in np.argwhere(nonfinite_bad)[0])
+    else:
+        ratio = np.divide(diff, allowed, out=np.zeros_like(diff), where=allowed > 0)
+        ratio = np.where(allowed > 0, ratio, np.where(diff > 0, np.inf, 0.0))
+        worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(ratio)), a.shape))
+    return Comparison(
+        **labels,
+        max_abs_error=float(diff.max()) if a.size else 0.0,
+        max_rel_error=float(rel.max()) if a.size else 0.0,
+        worst_index=worst,
+        mismatched=int(outside.sum()) + nonfinite_count,
+        nonfinite_mismatches=nonfinite_count,
+        total=int(a.size),
+    )
+
+
+def compare_shapes(
+    actual_shape: tuple[int, ...],
+    expected_shape: tuple[int, ...],
+    *,
+    tolerance: Tolerance,
+    artifact: str,
+    runtime: str,
+    case: str,
+    output: str,
+    against: str,
+) -> Comparison:
+    """A record of a shape check alone (no values compared)."""
+    atol, rtol = tolerance.for_output(output)
+    same = tuple(actual_shape) == tuple(expected_shape)
+    return Comparison(
+        artifact=artifact, runtime=runtime, case=case, output=output, against=against,
+        expected_shape=tuple(expected_shape), actual_shape=tuple(actual_shape),
+        max_abs_error=0.0 if same else None, max_rel_error=0.0 if same else None, worst_index=None,
+        mismatched=0 if same else 1, nonfinite_mismatches=0, total=0, atol=atol, rtol=rtol,
+    )
+
+
+def passed(comparison: Comparison) -> bool:
+    """The verdict on one record: same shape and no element outside the tolerance."""
+    return comparison.shape_ok and comparison.mismatched == 0
+
+
+def failures(comparisons: list[Comparison]) -> list[Comparison]:
+    """The records that fail, in their original order."""
+    return [c for c in comparisons if not passed(c)]

@@ -1,0 +1,51 @@
+"""One exception hierarchy: user-facing errors carry their CLI exit code.
+
+`RNNExportError` and its subclasses are what a user can cause (a bad spec, a tampered artifact,
+a runtime that is not there) or what a check found (a mismatch). The CLI catches the base class,
+prints the message once, and exits with `exit_code`. Anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArtifactError",
+    "ExportError",
+    "RNNExportError",
+    "RuntimeUnavailableError",
+    "SpecError",
+    "UsageError",
+    "ValidationFailed",
+]
+
+
+class RNNExportError(Exception):
+    """Base class of every error a user can see. Exit code 2 (bad usage or bad input)."""
+
+    exit_code = 2
+
+
+class UsageError(RNNExportError):
+    """Bad command-line usage or API argument: unknown name, bad flag value."""
+
+
+class SpecError(RNNExportError):
+    """An invalid RNN specification (TOML or dict): names the key and the value."""
+
+
+class ArtifactError(RNNExportError):
+    """An artifact folder that cannot be trusted: missing, truncated, tampered, wrong schema."""
+
+
+class RuntimeUnavailableError(RNNExportError):
+    """A runtime was asked for explicitly but cannot run here; the message says why."""
+
+
+class ExportError(RNNExportError):
+    """An export that cannot produce a correct model (unsupported combination, missing package)."""
+
+
+class ValidationFailed(RNNExportError):
+    """A check ran and found a mismatch. Exit code 1."""
+
+    exit_code = 1

@@ -1,0 +1,123 @@
+"""ONNX through the torch.export-based exporter, with native ``RNN`` ops, plus ``model.pt2``.
+
+The module is wrapped in `rnnexport.ops.NativeRNN` (one custom op for the whole recurrence),
+exported once with ``torch.export`` (dynamic batch and seq), saved as ``model.pt2``, and that
+same program is translated to ONNX with `rnnexport.ops.onnx_translation`. Per-node metadata
+(source stack traces with absolute paths) is stripped from both files so that they are
+byte-identical from any working directory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rnnexport.errors import ExportError
+from rnnexport.export._capture import captured_messages
+from rnnexport.inputs import Case, make_inputs
+from rnnexport.spec import RNNSpec
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["export_onnx_dynamo", "export_program", "save_program"]
+
+
+def _require_onnxscript() -> None:
+    if importlib.util.find_spec("onnxscript") is None:
+        raise ExportError(
+            "the dynamo exporter needs the package 'onnxscript', which is not installed: "
+            "pip install onnxscript (or use --exporter legacy)"
+        )
+
+
+def export_program(module: torch.nn.Module, spec: RNNSpec) -> tuple[torch.export.ExportedProgram, list[str]]:
+    """``torch.export`` the module as one `rnnexport::rnn` op, with dynamic batch and seq.
+
+    Raises:
+        ExportError: the module is in training mode with dropout (the custom op is eval-only, and
+            a silently different model is never emitted).
+    """
+    import torch
+
+    from rnnexport.ops import NativeRNN
+
+    if module.training and spec.dropout > 0:
+        raise ExportError(
+            f"{spec.name}: cannot export a module in training mode with dropout={spec.dropout}: "
+            "dropout is random in training mode; call module.eval() first"
+        )
+    feeds = make_inputs(spec, Case(spec.batch_size, spec.seq_len, "random"))
+    args = tuple(torch.from_numpy(feeds[name].copy()) for name in spec.input_names)
+    batch = torch.export.Dim("batch", min=1)
+    seq = torch.export.Dim("seq", min=1)
+    dims = {"batch": batch, "seq": seq}
+    dynamic_shapes = {
+        name: {axis: dims[label] for axis, label in axes.items()}
+        for name, axes in spec.dynamic_axes().items()
+        if name in spec.input_names
+    }
+    wrapper = NativeRNN(module).eval()
+    with captured_messages() as messages, torch.no_grad():
+        program = torch.export.export(wrapper, args, dynamic_shapes=dynamic_shapes, strict=False)
+    for node in program.graph.nodes:
+        # Source locations (absolute paths) would make the files depend on the checkout.
+        for key in ("stack_trace", "source_fn_stack", "nn_module_stack", "from_node"):
+            node.meta.pop(key, None)
+    return program, messages
+
+
+def save_program(program: torch.export.ExportedProgram, path: Path) -> None:
+    """Write ``model.pt2``; reload with ``import rnnexport.ops`` then ``torch.export.load``."""
+    import torch
+
+    torch.export.save(program, str(path))
+
+
+def export_onnx_dynamo(program: torch.export.ExportedProgram, spec: RNNSpec, path: Path, *, opset: int) -> list[str]:
+    """Translate `program` to ONNX at `path` with native RNN ops; returns captured warnings."""
+    _require_onnxscript()
+    import onnx
+    import torch
+
+    import rnnexport.ops
+
+    with captured_messages() as messages:
+        onnx_program = torch.onnx.export(
+            program,
+            input_names=list(spec.input_names),
+            output_names=list(spec.output_names),
+            opset_version=opset,
+            custom_translation_table={torch.ops.rnnexport.rnn.default: rnnexport.ops.onnx_translation},
+            dynamo=True,
+            optimize=True,
+            verbose=False,
+        )
+    model = onnx_program.model_proto
+    _make_deterministic(model)
+    onnx.save(model, str(path))
+    return messages
+
+
+def _make_deterministic(model) -> None:
+    """Strip per-node metadata and name the RNN weights ``W_l{k}``, ``R_l{k}``, ``B_l{k}``."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    del model.metadata_props[:]
+    model.graph.doc_string = ""
+    renames: dict[str, str] = {}
+    initializers = {init.name for init in model.graph.initializer}
+    rnn_nodes = [node for node in model.graph.node if node.op_type == "RNN"]
+    for layer, node in enumerate(rnn_nodes):
+        for slot, prefix in ((1, "W"), (2, "R"), (3, "B")):
+            if slot < len(node.input) and node.input[slot] in initializers:
+                renames[node.input[slot]] = f"{prefix}_l{layer}"
+    for init in model.graph.initializer:
+        init.name = renames.get(init.name, init.name)
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            node.input[i] = renames.get(name, name)
+    for value_info in model.graph.value_info:
+        value_info.name = renames.get(value_info.name, value_info.name)

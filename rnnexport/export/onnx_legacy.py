@@ -1,0 +1,52 @@
+"""ONNX through the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``).
+
+Emits one native ONNX ``RNN`` op per layer. Batch and sequence axes are declared dynamic, and
+``h_0`` is always a graph input: without both, the exporter bakes the example batch into an
+``Expand`` (DESIGN.md, "Facts measured here").
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rnnexport.export._capture import captured_messages
+from rnnexport.inputs import Case, make_inputs
+from rnnexport.spec import RNNSpec
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["export_onnx_legacy", "legacy_exporter_available"]
+
+
+def legacy_exporter_available() -> bool:
+    """Whether the installed torch still has the TorchScript-based ONNX exporter."""
+    import torch
+
+    if "dynamo" not in inspect.signature(torch.onnx.export).parameters:
+        return False
+    return importlib.util.find_spec("torch.onnx._internal.torchscript_exporter") is not None
+
+
+def export_onnx_legacy(module: torch.nn.Module, spec: RNNSpec, path: Path, *, opset: int) -> list[str]:
+    """Export `module` to `path`; returns the exporter's warnings, recorded once each."""
+    import torch
+
+    feeds = make_inputs(spec, Case(spec.batch_size, spec.seq_len, "random"))
+    args = tuple(torch.from_numpy(feeds[name].copy()) for name in spec.input_names)
+    with captured_messages() as messages, torch.no_grad():
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=False,
+            input_names=list(spec.input_names),
+            output_names=list(spec.output_names),
+            dynamic_axes=spec.dynamic_axes(),
+            opset_version=opset,
+            do_constant_folding=True,
+        )
+    return messages

@@ -1,0 +1,90 @@
+"""Deterministic input cases and the default shape sweep.
+
+Every array is drawn from a NumPy generator keyed by (spec seed, batch, seq, initial-state kind),
+so each runtime, each process and each machine gets byte-identical feeds, whatever order the cases
+run in. Arrays are cached and read-only: no runtime can alter another's feed.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from rnnexport.spec import RNNSpec
+
+__all__ = ["Case", "INITIAL_STATES", "default_sweep", "golden_cases", "make_inputs"]
+
+INITIAL_STATES = ("zero", "random")
+
+
+@dataclass(frozen=True, order=True)
+class Case:
+    """One input case: batch size, sequence length, and how the initial state is filled."""
+
+    batch: int
+    seq: int
+    initial_state: str = "random"
+
+    def __post_init__(self) -> None:
+        if self.batch < 1 or self.seq < 1:
+            raise ValueError(f"case needs batch >= 1 and seq >= 1, got {self.batch}x{self.seq}")
+        if self.initial_state not in INITIAL_STATES:
+            raise ValueError(f"initial_state must be one of {INITIAL_STATES}, got {self.initial_state!r}")
+
+    @property
+    def id(self) -> str:
+        """Readable id, e.g. ``b3xs17-h0zero``."""
+        return f"b{self.batch}xs{self.seq}-h0{self.initial_state}"
+
+    @classmethod
+    def parse(cls, text: str) -> Case:
+        """Parse an id made by `id`, or ``BxS`` (random initial state)."""
+        try:
+            if "-h0" in text:
+                shape, state = text.split("-h0")
+            else:
+                shape, state = text, "random"
+            batch, seq = shape.lstrip("b").split("xs" if "xs" in shape else "x")
+            return cls(int(batch), int(seq), state)
+        except ValueError as exc:
+            raise ValueError(f"bad case {text!r}: expected BxS or bBxsS-h0zero|random ({exc})") from None
+
+
+def default_sweep(spec: RNNSpec) -> list[Case]:
+    """The documented shape, 1x1, an odd 3x17, a large 64x200 and a long 1x1000; each with a
+    zero and a random initial state."""
+    shapes = [(spec.batch_size, spec.seq_len), (1, 1), (3, 17), (64, 200), (1, 1000)]
+    cases = [Case(b, s, h) for b, s in dict.fromkeys(shapes) for h in INITIAL_STATES]
+    return cases
+
+
+def golden_cases(spec: RNNSpec) -> list[Case]:
+    """The cases whose inputs and outputs are stored with an artifact (kept small)."""
+    return [Case(spec.batch_size, spec.seq_len, "random"), Case(3, 17, "zero")]
+
+
+_STATE_CODE = {"zero": 0, "random": 1}
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_inputs(spec: RNNSpec, case: Case) -> tuple[tuple[str, np.ndarray], ...]:
+    rng = np.random.default_rng([spec.seed, case.batch, case.seq, _STATE_CODE[case.initial_state]])
+    shapes = spec.shapes(case.batch, case.seq)
+    arrays = [("input", rng.standard_normal(shapes["input"], dtype=np.float32))]
+    for state in spec.state_names:
+        shape = shapes[f"{state}_0"]
+        if case.initial_state == "zero":
+            value = np.zeros(shape, dtype=np.float32)
+        else:
+            value = rng.standard_normal(shape, dtype=np.float32)
+        arrays.append((f"{state}_0", value))
+    for _, array in arrays:
+        array.setflags(write=False)
+    return tuple(arrays)
+
+
+def make_inputs(spec: RNNSpec, case: Case) -> dict[str, np.ndarray]:
+    """Graph inputs of `case` (``input``, ``h_0``), float32, C-contiguous, read-only."""
+    return dict(_cached_inputs(spec, case))

@@ -1,0 +1,115 @@
+"""Runtime registry: every backend by its contract name (DESIGN.md, "CLI contract").
+
+`RUNTIMES` maps a name to how to build its runner and how to tell whether it can run here.
+Names that the contract reserves but this version does not implement are listed in
+`PLANNED` and reported as unavailable with that reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rnnexport.errors import RuntimeUnavailableError, UsageError
+from rnnexport.runtimes.base import Runner
+
+__all__ = ["PLANNED", "RUNTIMES", "RuntimeInfo", "availability", "make_runner", "resolve_runtimes"]
+
+
+def _module_missing(module: str) -> Callable[[], str | None]:
+    def check() -> str | None:
+        if importlib.util.find_spec(module) is None:
+            return f"Python package {module!r} is not installed"
+        return None
+    return check
+
+
+def _cuda() -> str | None:
+    from rnnexport.runtimes.onnx_runners import cuda_provider_status
+
+    return cuda_provider_status()
+
+
+def _build(module: str, cls: str, **kwargs) -> Callable[..., Runner]:
+    def factory(artifact, **options) -> Runner:
+        runner_cls = getattr(importlib.import_module(module), cls)
+        return runner_cls(artifact, **kwargs, **options)
+    return factory
+
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """A registered runtime: its factory, its availability check and the file it needs."""
+
+    name: str
+    factory: Callable[..., Runner]
+    check: Callable[[], str | None]
+    requires: str
+    description: str
+
+
+RUNTIMES: dict[str, RuntimeInfo] = {
+    info.name: info
+    for info in (
+        RuntimeInfo("torch", _build("rnnexport.runtimes.torch_runners", "TorchEagerRunner"),
+                    _module_missing("torch"), "weights.pt", "PyTorch eager (the reference)"),
+        RuntimeInfo("torchscript", _build("rnnexport.runtimes.torch_runners", "TorchScriptRunner"),
+                    _module_missing("torch"), "model.pt", "TorchScript reloaded with torch.jit.load"),
+        RuntimeInfo("torch-export", _build("rnnexport.runtimes.torch_runners", "TorchExportRunner"),
+                    _module_missing("torch"), "model.pt2", "torch.export program reloaded with torch.export.load"),
+        RuntimeInfo("onnxruntime-cpu",
+                    _build("rnnexport.runtimes.onnx_runners", "OnnxRuntimeRunner", provider="CPUExecutionProvider"),
+                    _module_missing("onnxruntime"), "model.onnx", "ONNX Runtime, CPUExecutionProvider"),
+        RuntimeInfo("onnxruntime-cuda",
+                    _build("rnnexport.runtimes.onnx_runners", "OnnxRuntimeRunner", provider="CUDAExecutionProvider"),
+                    _cuda, "model.onnx", "ONNX Runtime, CUDAExecutionProvider on a real GPU"),
+        RuntimeInfo("onnx-reference", _build("rnnexport.runtimes.onnx_runners", "OnnxReferenceRunner"),
+                    _module_missing("onnx"), "model.onnx", "onnx.reference.ReferenceEvaluator (small cases)"),
+    )
+}
+
+PLANNED = {
+    "openvino": "not implemented in this rnnexport version",
+    "libtorch-cpp": "not implemented in this rnnexport version",
+    "onnxruntime-node": "not implemented in this rnnexport version",
+}
+
+
+def availability(name: str) -> str | None:
+    """None if runtime `name` can run here, else the reason it cannot."""
+    if name in PLANNED:
+        return PLANNED[name]
+    return RUNTIMES[name].check()
+
+
+def resolve_runtimes(requested: list[str] | None) -> tuple[list[str], dict[str, str]]:
+    """The runtimes to run, and the unavailable ones with their reasons (for the report).
+
+    With `requested` None: every registered runtime that is really available here. Otherwise
+    exactly those named; ``torch`` (the reference) is always run.
+
+    Raises:
+        UsageError: an unknown runtime name (the message lists the valid ones).
+        RuntimeUnavailableError: a runtime that was asked for cannot run here (with the reason).
+    """
+    known = [*RUNTIMES, *PLANNED]
+    if requested is None:
+        skipped = {name: reason for name in known if (reason := availability(name))}
+        return [name for name in RUNTIMES if name not in skipped], skipped
+    unknown = [name for name in requested if name not in known]
+    if unknown:
+        raise UsageError(f"unknown runtime {unknown[0]!r}; valid runtimes: {', '.join(known)}")
+    for name in requested:
+        reason = availability(name)
+        if reason:
+            raise RuntimeUnavailableError(f"runtime {name!r} was asked for but is not available: {reason}")
+    chosen = list(dict.fromkeys(["torch", *requested]))
+    return chosen, {}
+
+
+def make_runner(name: str, artifact, **options) -> Runner:
+    """A runner of runtime `name` for `artifact` (not loaded yet)."""
+    return RUNTIMES[name].factory(artifact, **options)

@@ -1,0 +1,68 @@
+"""The runner interface: load an artifact, infer on named numpy feeds, close."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from rnnexport.artifacts import Artifact
+    from rnnexport.inputs import Case
+
+__all__ = ["Runner"]
+
+
+class Runner(ABC):
+    """One backend running one artifact. Use as a context manager::
+
+        with OnnxRuntimeRunner(artifact, "CPUExecutionProvider") as runner:
+            outputs = runner.infer({"input": x, "h_0": h})
+
+    Subclasses set `name` and `requires` (the artifact file they load) and implement
+    `_load` and `_infer`. `availability` says, without loading anything heavy twice, whether
+    the backend can run in this environment.
+    """
+
+    name: ClassVar[str]
+    requires: ClassVar[str | None] = None
+
+    def __init__(self, artifact: Artifact) -> None:
+        self.artifact = artifact
+        self._loaded = False
+
+    @classmethod
+    def availability(cls) -> str | None:
+        """None when the backend can run here, else the reason it cannot."""
+        return None
+
+    def supports(self, case: Case) -> str | None:
+        """None when this runner runs `case`, else why it is left out (e.g. too slow)."""
+        return None
+
+    def load(self) -> None:
+        if not self._loaded:
+            self._load()
+            self._loaded = True
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs by graph output name (``output``, ``h_n``), as float32 numpy arrays."""
+        self.load()
+        return self._infer(feeds)
+
+    def close(self) -> None:
+        self._loaded = False
+
+    def __enter__(self) -> Runner:
+        self.load()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @abstractmethod
+    def _load(self) -> None: ...
+
+    @abstractmethod
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...

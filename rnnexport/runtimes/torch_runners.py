@@ -1,0 +1,78 @@
+"""PyTorch-side runners: eager (the reference), reloaded TorchScript, reloaded torch.export."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rnnexport.errors import ArtifactError
+from rnnexport.runtimes.base import Runner
+
+__all__ = ["TorchEagerRunner", "TorchExportRunner", "TorchScriptRunner"]
+
+
+class _ModuleRunner(Runner):
+    """Calls a module as ``m(input, h_0) -> (output, h_n)`` under ``torch.no_grad``."""
+
+    _module = None
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        spec = self.artifact.spec
+        args = [torch.from_numpy(np.array(feeds[name], dtype=np.float32)) for name in spec.input_names]
+        with torch.no_grad():
+            output, h_n = self._module(*args)
+        return {"output": output.numpy(), "h_n": h_n.numpy()}
+
+    def close(self) -> None:
+        self._module = None
+        super().close()
+
+
+class TorchEagerRunner(_ModuleRunner):
+    """The reference: the nn.RNN rebuilt from ``weights.pt`` (no RNG involved)."""
+
+    name = "torch"
+    requires = "weights.pt"
+
+    def _load(self) -> None:
+        from rnnexport.builder import module_from_state_dict
+
+        try:
+            self._module = module_from_state_dict(self.artifact.spec, self.artifact.state_dict())
+        except (RuntimeError, KeyError) as exc:
+            raise ArtifactError(f"{self.artifact.path}: weights.pt does not fit the spec ({exc})") from None
+
+
+class TorchScriptRunner(_ModuleRunner):
+    """``model.pt`` reloaded with ``torch.jit.load``."""
+
+    name = "torchscript"
+    requires = "model.pt"
+
+    def _load(self) -> None:
+        import torch
+
+        path = self.artifact.path / "model.pt"
+        try:
+            self._module = torch.jit.load(str(path), map_location="cpu").eval()
+        except Exception as exc:  # torch raises RuntimeError or ValueError for a bad archive
+            raise ArtifactError(f"{path}: cannot load TorchScript ({type(exc).__name__}: {exc})") from None
+
+
+class TorchExportRunner(_ModuleRunner):
+    """``model.pt2`` reloaded with ``torch.export.load`` (after ``import rnnexport.ops``)."""
+
+    name = "torch-export"
+    requires = "model.pt2"
+
+    def _load(self) -> None:
+        import torch
+
+        import rnnexport.ops  # registers rnnexport::rnn, which the program calls
+
+        path = self.artifact.path / "model.pt2"
+        try:
+            self._module = torch.export.load(str(path)).module()
+        except Exception as exc:
+            raise ArtifactError(f"{path}: cannot load torch.export program ({type(exc).__name__}: {exc})") from None

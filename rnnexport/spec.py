@@ -1,0 +1,223 @@
+"""RNNSpec: one recurrent configuration as data, loaded from TOML or the built-in catalog.
+
+A spec is everything needed to rebuild the module and its example inputs bit for bit:
+the architecture (the arguments of ``nn.RNN``), the documented example shape and the seed.
+The four documented configurations live as TOML files in ``rnnexport/catalog/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rnnexport.errors import SpecError, UsageError
+
+__all__ = ["CELLS", "NONLINEARITIES", "RNNSpec", "catalog", "get_spec", "load_spec", "spec_from_dict"]
+
+CELLS = ("rnn",)
+NONLINEARITIES = ("tanh", "relu")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class RNNSpec:
+    """One recurrent network configuration.
+
+    Attributes:
+        name: Folder name of the artifact (letters, digits, ``_ . -``).
+        cell: Recurrent cell; ``"rnn"`` (Elman RNN, ``nn.RNN``).
+        input_size: Features per time step (``I``).
+        hidden_size: Hidden features (``H``).
+        num_layers: Stacked layers. Default 1.
+        bidirectional: Two directions per layer; output has ``2*H`` features. Default False.
+        batch_first: Input/output layout ``[batch, seq, feature]`` when True, else
+            ``[seq, batch, feature]``. ``h_0``/``h_n`` are ``[layers*dirs, batch, H]`` either way.
+            Default False (PyTorch's default).
+        nonlinearity: ``"tanh"`` or ``"relu"``. Default ``"tanh"``.
+        bias: Whether the cell has ``b_ih``/``b_hh``. Default True.
+        dropout: Dropout between layers; exported models are in eval mode, where it is the
+            identity. Default 0.0.
+        batch_size: Documented (example) batch size. Default 1.
+        seq_len: Documented (example) sequence length. Default 1.
+        seed: Seed of the weights and of every generated input. Default 0.
+    """
+
+    name: str
+    input_size: int
+    hidden_size: int
+    cell: str = "rnn"
+    num_layers: int = 1
+    bidirectional: bool = False
+    batch_first: bool = False
+    nonlinearity: str = "tanh"
+    bias: bool = True
+    dropout: float = 0.0
+    batch_size: int = 1
+    seq_len: int = 1
+    seed: int = 0
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """Names of the recurrent state tensors (``h`` for RNN)."""
+        return ("h",)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return ("input", *(f"{s}_0" for s in self.state_names))
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return ("output", *(f"{s}_n" for s in self.state_names))
+
+    def sequence_shape(self, batch: int, seq: int, features: int) -> tuple[int, int, int]:
+        """Shape of a sequence tensor in this spec's layout."""
+        return (batch, seq, features) if self.batch_first else (seq, batch, features)
+
+    def shapes(self, batch: int | None = None, seq: int | None = None) -> dict[str, tuple[int, ...]]:
+        """Shapes of every graph input and output; defaults to the documented batch and seq."""
+        batch = self.batch_size if batch is None else batch
+        seq = self.seq_len if seq is None else seq
+        state = (self.num_layers * self.num_directions, batch, self.hidden_size)
+        shapes = {
+            "input": self.sequence_shape(batch, seq, self.input_size),
+            "output": self.sequence_shape(batch, seq, self.num_directions * self.hidden_size),
+        }
+        for s in self.state_names:
+            shapes[f"{s}_0"] = state
+            shapes[f"{s}_n"] = state
+        return shapes
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """Symbolic axes of every graph input and output: batch and sequence are dynamic."""
+        seq_axes = {0: "batch", 1: "seq"} if self.batch_first else {0: "seq", 1: "batch"}
+        axes: dict[str, dict[int, str]] = {"input": dict(seq_axes), "output": dict(seq_axes)}
+        for s in self.state_names:
+            axes[f"{s}_0"] = {1: "batch"}
+            axes[f"{s}_n"] = {1: "batch"}
+        return axes
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> RNNSpec:
+        """A validated copy with some fields changed."""
+        return spec_from_dict({**self.to_dict(), **changes})
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(RNNSpec)}
+_REQUIRED = tuple(f.name for f in dataclasses.fields(RNNSpec) if f.default is dataclasses.MISSING)
+
+
+def _check_type(key: str, value: Any, kind: type) -> None:
+    # bool is a subclass of int: `num_layers = true` must not pass as 1.
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise SpecError(
+            f"spec key {key!r}: expected {kind.__name__}, got {type(value).__name__} {value!r}"
+        )
+
+
+def spec_from_dict(data: dict[str, Any], *, source: str = "spec") -> RNNSpec:
+    """Validate a mapping of spec keys and build an `RNNSpec`.
+
+    Raises:
+        SpecError: naming the key and the value for an unknown key, a missing key, a wrong type or
+            an invalid value.
+    """
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a table of spec keys, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, list(_FIELDS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SpecError(
+            f"{source}: unknown key {key!r}{hint}; valid keys: {', '.join(_FIELDS)}"
+        )
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise SpecError(f"{source}: missing required key {missing[0]!r}")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        kind = {"int": int, "bool": bool, "str": str, "float": float}[str(_FIELDS[key].type)]
+        _check_type(key, value, kind)
+        values[key] = float(value) if kind is float else value
+
+    def bad(key: str, valid: str) -> SpecError:
+        return SpecError(f"{source}: invalid value for {key!r}: {values[key]!r}; valid: {valid}")
+
+    if "name" in values and not _NAME_RE.match(values["name"]):
+        raise bad("name", "1-64 letters, digits, '_', '.', '-', starting with a letter or digit")
+    for key in ("input_size", "hidden_size", "num_layers", "batch_size", "seq_len"):
+        if key in values and values[key] < 1:
+            raise bad(key, "an integer >= 1")
+    if "seed" in values and not 0 <= values["seed"] < 2**63:
+        raise bad("seed", "an integer in [0, 2**63)")
+    if "cell" in values and values["cell"] not in CELLS:
+        raise bad("cell", " | ".join(repr(c) for c in CELLS))
+    if "nonlinearity" in values and values["nonlinearity"] not in NONLINEARITIES:
+        raise bad("nonlinearity", " | ".join(repr(n) for n in NONLINEARITIES))
+    if "dropout" in values and not 0.0 <= values["dropout"] < 1.0:
+        raise bad("dropout", "a number in [0, 1)")
+    return RNNSpec(**values)
+
+
+def load_spec(path: str | Path) -> RNNSpec:
+    """Load and validate a spec from a TOML file.
+
+    Raises:
+        SpecError: the file is unreadable, is not TOML, or holds an invalid spec.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read spec file {str(path)!r}: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"spec file {str(path)!r} is not valid TOML: {exc}") from None
+    data.setdefault("name", path.stem)
+    return spec_from_dict(data, source=f"spec file {str(path)!r}")
+
+
+def catalog() -> dict[str, RNNSpec]:
+    """The built-in configurations (``rnnexport/catalog/*.toml``), by name, in sorted order."""
+    specs = {}
+    for entry in sorted(resources.files("rnnexport.catalog").iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            data = tomllib.loads(entry.read_text(encoding="utf-8"))
+            spec = spec_from_dict(data, source=f"built-in spec {entry.name!r}")
+            specs[spec.name] = spec
+    return specs
+
+
+def get_spec(name_or_path: str) -> RNNSpec:
+    """A built-in configuration by name, or a spec loaded from a ``.toml`` path.
+
+    Raises:
+        UsageError: unknown name; the message lists the valid names and the closest match.
+    """
+    if name_or_path.endswith(".toml") or Path(name_or_path).is_file():
+        return load_spec(name_or_path)
+    specs = catalog()
+    if name_or_path in specs:
+        return specs[name_or_path]
+    close = difflib.get_close_matches(name_or_path, list(specs), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise UsageError(
+        f"unknown configuration {name_or_path!r}.{hint} Valid names: {', '.join(specs)}; "
+        "or pass a path to a spec .toml file."
+    )

@@ -1,0 +1,207 @@
+"""Orchestration: runners x cases -> comparison records -> one report per artifact.
+
+Every runtime is compared with the eager reference (``torch``, rebuilt from the stored weights)
+on the whole shape sweep, with the stored golden outputs on the golden cases, and checked for
+the RNN invariants. Nothing here judges: `ArtifactReport.passed` applies `compare.passed`.
+Nothing here writes into the artifact folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnnexport.artifacts import Artifact, discover_artifacts, open_artifact, versions
+from rnnexport.compare import Comparison, Tolerance, compare_arrays, failures
+from rnnexport.errors import RNNExportError, RuntimeUnavailableError
+from rnnexport.inputs import Case, default_sweep, make_inputs
+from rnnexport.invariants import check_invariants
+from rnnexport.runtimes import RUNTIMES, make_runner, resolve_runtimes
+
+__all__ = ["ArtifactReport", "RunError", "validate_artifact", "validate_paths"]
+
+
+@dataclass(frozen=True)
+class RunError:
+    """A runtime that raised while loading or running a case (a failure, not a skip)."""
+
+    artifact: str
+    runtime: str
+    case: str | None
+    message: str
+
+
+@dataclass
+class ArtifactReport:
+    """Everything one validation of one artifact found."""
+
+    artifact: str
+    path: str
+    runtimes: list[str]
+    skipped: dict[str, str]
+    cases: list[str]
+    comparisons: list[Comparison] = field(default_factory=list)
+    errors: list[RunError] = field(default_factory=list)
+    left_out: list[dict[str, str]] = field(default_factory=list)
+    golden_versions: dict[str, str] = field(default_factory=dict)
+    current_versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failures(self) -> list[Comparison]:
+        return failures(self.comparisons)
+
+    @property
+    def passed(self) -> bool:
+        return not self.errors and not self.failures
+
+    def runtime_summary(self) -> dict[str, dict[str, Any]]:
+        """Per runtime: status, cases run, worst error against the reference (for manifests)."""
+        summary: dict[str, dict[str, Any]] = {}
+        for runtime in self.runtimes:
+            mine = [c for c in self.comparisons if c.runtime == runtime]
+            errors = [e for e in self.errors if e.runtime == runtime]
+            vs_torch = [c.max_abs_error for c in mine if c.against == "torch" and c.max_abs_error is not None]
+            summary[runtime] = {
+                "status": "failed" if errors or failures(mine) else "passed",
+                "cases": len({c.case for c in mine}),
+                "max_abs_error_vs_torch": max(vs_torch) if vs_torch else None,
+            }
+        for runtime, reason in self.skipped.items():
+            summary[runtime] = {"status": "skipped", "reason": reason}
+        return summary
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "artifact": self.artifact,
+            "path": self.path,
+            "passed": self.passed,
+            "runtimes": self.runtime_summary(),
+            "cases": self.cases,
+            "golden_versions": self.golden_versions,
+            "current_versions": self.current_versions,
+            "errors": [e.__dict__ for e in self.errors],
+            "left_out": self.left_out,
+            "comparisons": [c.to_json() for c in self.comparisons],
+        }
+
+
+def _cases_for(artifact: Artifact, cases: list[Case] | None, golden: dict[Case, Any]) -> list[Case]:
+    chosen = default_sweep(artifact.spec) if cases is None else list(cases)
+    return list(dict.fromkeys([*chosen, *golden]))
+
+
+def validate_artifact(
+    artifact: Artifact | str | Path,
+    *,
+    runtimes: list[str] | None = None,
+    tolerance: Tolerance | None = None,
+    cases: list[Case] | None = None,
+    runner_options: dict[str, dict[str, Any]] | None = None,
+) -> ArtifactReport:
+    """Run `artifact` on every chosen runtime over the sweep; return the records.
+
+    Args:
+        artifact: An opened artifact or the path of one (verified on opening).
+        runtimes: Runtime names; None (default) means every runtime available here.
+        tolerance: Defaults to `Tolerance()` (atol 1e-5, rtol 1e-4).
+        cases: Input cases; defaults to `default_sweep`. The golden cases always run too.
+        runner_options: Extra constructor arguments per runtime name (e.g. threads).
+
+    Raises:
+        ArtifactError: the artifact is missing, tampered or unreadable.
+        UsageError / RuntimeUnavailableError: an unknown or unavailable runtime was asked for.
+    """
+    if not isinstance(artifact, Artifact):
+        artifact = open_artifact(artifact)
+    tolerance = tolerance or Tolerance()
+    chosen, skipped = resolve_runtimes(runtimes)
+    spec = artifact.spec
+    for name in list(chosen):
+        needed = RUNTIMES[name].requires
+        if artifact.file(needed) is None:
+            if runtimes is not None and name in runtimes:
+                raise RuntimeUnavailableError(
+                    f"runtime {name!r} was asked for but artifact {artifact.path} has no {needed}"
+                )
+            chosen.remove(name)
+            skipped[name] = f"artifact has no {needed}"
+    golden = artifact.golden()
+    case_list = _cases_for(artifact, cases, golden)
+    report = ArtifactReport(
+        artifact=artifact.name, path=str(artifact.path), runtimes=chosen, skipped=skipped,
+        cases=[c.id for c in case_list], golden_versions=dict(artifact.manifest.get("versions", {})),
+        current_versions=versions(),
+    )
+    feeds = {case: ({n: golden[case][n] for n in spec.input_names} if case in golden else make_inputs(spec, case))
+             for case in case_list}
+    options = runner_options or {}
+
+    reference: dict[Case, dict[str, np.ndarray]] = {}
+    for name in chosen:  # "torch" comes first: it is the reference for the others
+        runner = make_runner(name, artifact, **options.get(name, {}))
+        try:
+            runner.load()
+        except RNNExportError as exc:
+            if name == "torch":
+                raise
+            report.errors.append(RunError(artifact.name, name, None, str(exc)))
+            continue
+        try:
+            for case in case_list:
+                reason = runner.supports(case)
+                if reason:
+                    report.left_out.append({"runtime": name, "case": case.id, "reason": reason})
+                    continue
+                try:
+                    outputs = runner.infer(feeds[case])
+                except Exception as exc:  # a runtime crash on one case must not end the run
+                    report.errors.append(RunError(artifact.name, name, case.id, f"{type(exc).__name__}: {exc}"))
+                    continue
+                if name == "torch":
+                    reference[case] = outputs
+                report.comparisons.extend(
+                    _compare_case(artifact, name, case, outputs, reference.get(case), golden.get(case), tolerance)
+                )
+        finally:
+            runner.close()
+    return report
+
+
+def _compare_case(
+    artifact: Artifact,
+    runtime: str,
+    case: Case,
+    outputs: dict[str, np.ndarray],
+    reference: dict[str, np.ndarray] | None,
+    golden: dict[str, np.ndarray] | None,
+    tolerance: Tolerance,
+) -> list[Comparison]:
+    spec = artifact.spec
+    labels = dict(tolerance=tolerance, artifact=artifact.name, runtime=runtime, case=case.id)
+    records = []
+    for output in spec.output_names:
+        if runtime != "torch" and reference is not None:
+            records.append(compare_arrays(outputs[output], reference[output], output=output, against="torch", **labels))
+        if golden is not None:
+            records.append(compare_arrays(outputs[output], golden[output], output=output, against="golden", **labels))
+    records.extend(check_invariants(spec, outputs, batch=case.batch, seq=case.seq, **labels))
+    return records
+
+
+def validate_paths(
+    paths: list[str | Path],
+    *,
+    runtimes: list[str] | None = None,
+    tolerance: Tolerance | None = None,
+    cases: list[Case] | None = None,
+) -> list[ArtifactReport]:
+    """Validate every artifact folder found under `paths` (folders, or folders of folders).
+
+    All folders are opened and verified before anything runs, so a tampered artifact stops
+    the run before minutes of work.
+    """
+    artifacts = [open_artifact(path) for path in discover_artifacts(list(paths))]
+    return [validate_artifact(a, runtimes=runtimes, tolerance=tolerance, cases=cases) for a in artifacts]
