@@ -258,6 +258,12 @@ def discover_artifacts(paths: list[str | Path]) -> list[Path]:
     return found
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _backup_name(final: Path) -> Path:
     return final.parent / f".{final.name}.previous"
 
@@ -289,6 +295,7 @@ def staged_folder(final: Path) -> Iterator[Path]:
         final.parent.mkdir(parents=True, exist_ok=True)
         _recover(final)
         staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700; artifacts are shared
     except OSError as exc:
         raise UsageError(f"output folder {str(final.parent)!r} cannot be written: {exc.strerror or exc}") from None
     try:

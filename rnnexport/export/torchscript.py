@@ -1,19 +1,30 @@
-"""TorchScript export: ``model.pt``, called like the module: ``m(input, h_0) -> (output, h_n)``."""
+"""TorchScript export: ``model.pt``, called like the module: ``m(input, h_0) -> (output, h_n)``.
+
+``torch.jit.script`` is not byte-deterministic within a long-lived process: it iterates a
+``set`` of constant names (``torch/jit/_recursive.py``, ``infer_concrete_type_builder``), so
+the saved code depends on Python's string hash seed, and the types it compiled earlier in the
+process change the names it gives later ones. `export_torchscript` therefore compiles in a fresh
+Python process with ``PYTHONHASHSEED=0``, from the weights already written to disk.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rnnexport.errors import UsageError
+from rnnexport.errors import ExportError, UsageError
 from rnnexport.export._capture import captured_messages
 from rnnexport.inputs import Case, make_inputs
-from rnnexport.spec import RNNSpec
+from rnnexport.spec import RNNSpec, spec_from_dict
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["METHODS", "export_torchscript"]
+__all__ = ["METHODS", "compile_and_save", "export_torchscript"]
 
 METHODS = ("script", "trace")
 
@@ -39,18 +50,10 @@ def _signature_module(module: torch.nn.Module) -> torch.nn.Module:
     return RecurrentModel(module).eval()
 
 
-def export_torchscript(
-    module: torch.nn.Module, spec: RNNSpec, path: Path, *, method: str = "script"
-) -> list[str]:
-    """Compile `module` with ``torch.jit.script`` (default) or ``torch.jit.trace`` and save it.
-
-    ``torch.jit.save`` is byte-deterministic for the same module. Returns the warnings torch
-    raised (TorchScript is deprecated in torch 2.13), recorded instead of printed.
-    """
+def compile_and_save(module: torch.nn.Module, spec: RNNSpec, path: Path, *, method: str = "script") -> list[str]:
+    """Compile in this process and save; deterministic only in a fresh ``PYTHONHASHSEED=0`` one."""
     import torch
 
-    if method not in METHODS:
-        raise UsageError(f"unknown TorchScript method {method!r}; valid: {', '.join(METHODS)}")
     module = _signature_module(module)
     with captured_messages() as messages:
         if method == "script":
@@ -61,3 +64,43 @@ def export_torchscript(
             compiled = torch.jit.trace(module, example, check_trace=False)
         torch.jit.save(compiled, str(path))
     return messages
+
+
+def export_torchscript(spec: RNNSpec, weights: Path, path: Path, *, method: str = "script") -> list[str]:
+    """Compile the module rebuilt from `weights` (a state dict file) in a fresh process.
+
+    Returns the warnings torch raised (TorchScript is deprecated in torch 2.13), recorded
+    instead of printed.
+
+    Raises:
+        UsageError: unknown `method` (valid: script, trace).
+        ExportError: the compiling process failed; its last error line is in the message.
+    """
+    if method not in METHODS:
+        raise UsageError(f"unknown TorchScript method {method!r}; valid: {', '.join(METHODS)}")
+    request = json.dumps({"spec": spec.to_dict(), "weights": str(weights), "path": str(path), "method": method})
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(
+        [sys.executable, "-m", "rnnexport.export.torchscript"], input=request, env=env,
+        capture_output=True, text=True, check=False,
+    )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise ExportError(f"{spec.name}: TorchScript compilation failed: {last}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _worker() -> None:
+    import torch
+
+    from rnnexport.builder import module_from_state_dict
+
+    request = json.loads(sys.stdin.read())
+    spec = spec_from_dict(request["spec"])
+    module = module_from_state_dict(spec, torch.load(request["weights"], weights_only=True))
+    messages = compile_and_save(module, spec, Path(request["path"]), method=request["method"])
+    print(json.dumps(messages))
+
+
+if __name__ == "__main__":
+    _worker()
