@@ -155,6 +155,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
             )
         except ValidationFailed as exc:
             failed.append(str(exc))
+            if exc.report is not None:
+                reports.append(exc.report)
             continue
         for note in result.notes:
             print(f"note: {note}", file=sys.stderr)

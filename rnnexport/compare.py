@@ -115,8 +115,9 @@ def compare_arrays(
     finite = np.isfinite(a) & np.isfinite(b)
     # Same non-finite pattern: NaN where NaN, +Inf where +Inf, -Inf where -Inf.
     nonfinite_bad = ~finite & ~((np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b)))
-    diff = np.where(finite, np.abs(a - b), 0.0)
-    allowed = atol + rtol * np.abs(np.where(finite, b, 0.0))
+    a_finite, b_finite = np.where(finite, a, 0.0), np.where(finite, b, 0.0)
+    diff = np.abs(a_finite - b_finite)
+    allowed = atol + rtol * np.abs(b_finite)
     outside = finite & (diff > allowed)
     rel = np.divide(diff, np.abs(b), out=np.zeros_like(diff), where=finite & (b != 0))
     nonfinite_count = int(nonfinite_bad.sum())

@@ -46,6 +46,10 @@ class ExportError(RNNExportError):
 
 
 class ValidationFailed(RNNExportError):
-    """A check ran and found a mismatch. Exit code 1."""
+    """A check ran and found a mismatch. Exit code 1. `report` holds what was found, if any."""
 
     exit_code = 1
+
+    def __init__(self, message: str, report: object = None) -> None:
+        super().__init__(message)
+        self.report = report

@@ -163,7 +163,8 @@ def export_spec(
                 shutil.copytree(stage, rejected)
                 raise ValidationFailed(
                     f"{spec.name}: the exported artifact does not match PyTorch; it was not installed "
-                    f"(kept for inspection in {rejected}); {final} is unchanged"
+                    f"(kept for inspection in {rejected}); {final} is unchanged",
+                    report,
                 )
     return result
 

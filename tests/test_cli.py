@@ -1,0 +1,233 @@
+"""The CLI contract: commands, exit codes (0 pass, 1 mismatch, 2 bad input), one clear message."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DOCUMENTED, MODELS, REPO, mutate_onnx, rnn_weights, run_process, set_array
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_list(cli):
+    code, out, _ = cli("list")
+    assert code == 0
+    assert "deep_bidirectional" in out and "[40, 10, 16]" in out and "[6, 40, 8]" in out
+    code, out, _ = cli("list", "--json")
+    data = json.loads(out)
+    assert data["seq_first"]["shapes"]["input"] == [10, 40, 5]
+
+
+def test_validate_committed_models_with_reports(cli, tmp_path):
+    code, out, err = cli("validate", MODELS, "--json", tmp_path / "r.json", "--junit", tmp_path / "r.xml",
+                         "--cases", "40x10,b1xs1-h0zero")
+    assert code == 0, out + err
+    assert "4 of 4 artifact(s) passed" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["schema"] == "rnnexport.validation/1" and report["passed"] is True
+    assert [a["artifact"] for a in report["artifacts"]] == sorted(DOCUMENTED)
+    root = ET.parse(tmp_path / "r.xml").getroot()
+    assert root.tag == "testsuites" and len(root.findall("testsuite")) == 4
+    cases = root.findall("testsuite/testcase")
+    assert cases and not root.findall("testsuite/testcase/failure")
+    assert all(c.get("classname").startswith("rnnexport.") for c in cases)
+
+
+def test_mismatch_exits_1_naming_runtime_output_and_error(cli, artifact_copy, tmp_path):
+    from onnx import numpy_helper
+
+    folder = artifact_copy("deep_bidirectional")
+
+    def perturb(model):
+        w = rnn_weights(model, 2)["R"]
+        array = numpy_helper.to_array(w).copy()
+        array[1, 0, 0] += 0.1
+        set_array(w, array)
+
+    mutate_onnx(folder, perturb)
+    code, out, err = cli("validate", folder, "--runtimes", "onnxruntime-cpu", "--cases", "3x17",
+                         "--junit", tmp_path / "r.xml")
+    assert code == 1
+    assert "FAIL deep_bidirectional | onnxruntime-cpu | b3xs17-h0random | output vs torch" in out
+    assert "max abs error" in out and "worst at [" in out
+    assert ET.parse(tmp_path / "r.xml").getroot().findall("testsuite/testcase/failure")
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["export", "nope"], "unknown configuration 'nope'.*Valid names: deep, deep_bidirectional"),
+        (["export"], "name a configuration or use --all"),
+        (["export", "deep", "--opset", "9"], "opset 9 is not supported; valid: 14..20"),
+        (["validate", "{tmp}/nothing"], "no such file or directory"),
+        (["validate", "{models}", "--runtimes", "tensorrt"], "unknown runtime 'tensorrt'; valid runtimes: torch,"),
+        (["validate", "{models}", "--runtimes", "openvino"], "runtime 'openvino' was asked for but is not available"),
+        (["validate", "{models}", "--atol", "-1"], "expected a finite number >= 0"),
+        (["validate", "{models}", "--cases", "3y17"], "--cases: bad case '3y17'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+    ids=["unknown-name", "no-name", "bad-opset", "missing-dir", "unknown-runtime", "unavailable-runtime",
+         "bad-atol", "bad-case", "unknown-command"],
+)
+def test_bad_usage_exits_2_with_one_message(cli, tmp_path, args, match):
+    import re
+
+    args = [a.format(tmp=tmp_path, models=MODELS) for a in args]
+    code, out, err = cli(*args)
+    assert code == 2
+    assert re.search(match, err), err
+    assert err.count("rnnexport: error:") == 1 and "Traceback" not in err
+
+
+def test_unavailable_cuda_is_an_error_when_asked_for(cli):
+    from rnnexport.runtimes import availability
+
+    reason = availability("onnxruntime-cuda")
+    if reason is None:
+        pytest.skip("a real CUDA GPU is present here: onnxruntime-cuda is available")
+    code, _, err = cli("validate", MODELS / "deep", "--runtimes", "onnxruntime-cuda")
+    assert code == 2 and "onnxruntime-cuda" in err and reason in err
+
+
+def test_invalid_spec_file_exits_2(cli, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('input_size = 5\nhidden_size = 8\nnonlinearity = "gelu"\n')
+    code, _, err = cli("export", bad, "--out", tmp_path / "out")
+    assert code == 2 and "'nonlinearity': 'gelu'" in err
+    bad.write_text("input_size = [")
+    code, _, err = cli("export", bad, "--out", tmp_path / "out")
+    assert code == 2 and "not valid TOML" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("damage", ["tamper", "truncate", "delete", "manifest"])
+def test_damaged_artifact_exits_2(cli, artifact_copy, damage):
+    folder = artifact_copy("single_layer")
+    onnx_file = folder / "model.onnx"
+    if damage == "tamper":
+        data = bytearray(onnx_file.read_bytes())
+        data[-10] ^= 1
+        onnx_file.write_bytes(bytes(data))
+    elif damage == "truncate":
+        onnx_file.write_bytes(onnx_file.read_bytes()[:100])
+    elif damage == "delete":
+        onnx_file.unlink()
+    else:
+        (folder / "manifest.json").unlink()
+    code, _, err = cli("validate", folder)
+    assert code == 2 and "Traceback" not in err
+    assert ("model.onnx" in err) if damage != "manifest" else ("no manifest.json" in err)
+
+
+def test_unwritable_output_folder_exits_2(cli, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    code, _, err = cli("export", "single_layer", "--out", blocker / "models", "--no-validate")
+    assert code == 2 and "cannot be written" in err and str(blocker) in err
+
+
+def test_bad_report_path_keeps_printed_results(cli, tmp_path):
+    code, out, err = cli("validate", MODELS / "deep", "--cases", "3x17", "--json", tmp_path / "no" / "dir" / "r.json")
+    assert code == 2
+    assert "1 of 1 artifact(s) passed" in out
+    assert "cannot write report" in err and "printed above" in err
+
+
+def test_process_exit_codes_and_no_traceback(tmp_path):
+    done = run_process("validate", tmp_path / "missing")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0  # one line
+    done = run_process("--help")
+    assert done.returncode == 0 and "export" in done.stdout
+
+
+def test_export_all_reproduces_models_byte_for_byte(tmp_path):
+    manifest = json.loads((MODELS / "deep" / "manifest.json").read_text())
+    from rnnexport.artifacts import versions
+
+    if {k: v for k, v in manifest["versions"].items()} != versions():
+        pytest.skip(f"installed versions {versions()} differ from those that made models/ "
+                    f"({manifest['versions']}): byte identity is only promised for the same versions")
+    # From another working directory, with the default --out resolved there.
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    done = run_process("export", "--all", cwd=work)
+    assert done.returncode == 0, done.stderr
+    assert digest(work / "models") == digest(MODELS)
+
+
+def test_export_killed_midway_leaves_previous_folder_valid(tmp_path, cli):
+    out = tmp_path / "models"
+    shutil.copytree(MODELS / "single_layer", out / "single_layer")
+    before = digest(out / "single_layer")
+    # The child dies by SIGKILL (no cleanup runs) right after it wrote model.onnx into staging.
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        import rnnexport.export as ex
+        real = ex._check_onnx
+        def die(path):
+            real(path)
+            os.kill(os.getpid(), signal.SIGKILL)
+        ex._check_onnx = die
+        from rnnexport.cli import main
+        sys.exit(main(["export", "single_layer", "--seed", "5", "--out", {str(out)!r}]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == -signal.SIGKILL
+    assert digest(out / "single_layer") == before
+    assert any(p.name.startswith(".single_layer.staging-") for p in out.iterdir())
+    code, stdout, _ = cli("validate", out, "--cases", "3x17")
+    assert code == 0, stdout
+    # The next export of the same name clears the stale staging folder.
+    code, _, _ = cli("export", "single_layer", "--out", out, "--no-validate")
+    assert code == 0 and sorted(p.name for p in out.iterdir()) == ["single_layer"]
+
+
+def test_failing_export_is_not_installed(cli, tmp_path, monkeypatch):
+    import rnnexport.export as ex
+    from rnnexport.export import onnx_legacy
+
+    out = tmp_path / "models"
+    shutil.copytree(MODELS / "deep", out / "deep")
+    before = digest(out / "deep")
+    real = onnx_legacy.export_onnx_legacy
+
+    def wrong_export(module, spec, path, *, opset):
+        import torch
+
+        with torch.no_grad():
+            module.bias_hh_l1.add_(0.5)  # the ONNX file gets other weights than weights.pt
+        try:
+            return real(module, spec, path, opset=opset)
+        finally:
+            with torch.no_grad():
+                module.bias_hh_l1.sub_(0.5)
+
+    monkeypatch.setattr(onnx_legacy, "export_onnx_legacy", wrong_export)
+    monkeypatch.setattr(ex, "export_onnx_legacy", wrong_export, raising=False)
+    code, out_text, err = cli("export", "deep", "--out", out, "--runtimes", "onnxruntime-cpu")
+    assert code == 1
+    assert "does not match PyTorch; it was not installed" in err
+    assert "FAIL deep | onnxruntime-cpu" in out_text
+    assert digest(out / "deep") == before
+    assert (out / ".deep.rejected" / "model.onnx").exists()
+
+
+def test_python_m_entry_point():
+    done = subprocess.run([sys.executable, "-m", "rnnexport", "list"], capture_output=True, text=True,
+                          cwd=REPO, timeout=120, env={**os.environ})
+    assert done.returncode == 0 and "single_layer" in done.stdout

@@ -1,0 +1,155 @@
+"""The validator must catch wrong models; each wrong artifact here is internally consistent
+(its manifest matches the changed file), so only the numerical checks can find it."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from onnx import numpy_helper
+
+from rnnexport.compare import Tolerance
+from rnnexport.inputs import Case
+from rnnexport.validate import validate_artifact
+from tests.conftest import MODELS, mutate_onnx, restamp, rnn_weights, set_array
+
+QUICK = [Case(40, 10, "random"), Case(3, 17, "zero"), Case(3, 17, "random")]
+
+
+def failing(report) -> set[tuple[str, str, str]]:
+    return {(c.runtime, c.output, c.against) for c in report.failures}
+
+
+@pytest.mark.parametrize("name", ["deep", "deep_bidirectional", "seq_first", "single_layer"])
+def test_committed_artifact_passes_on_every_available_runtime(name):
+    report = validate_artifact(MODELS / name)
+    assert report.passed, [str(c) for c in report.failures] + [str(e) for e in report.errors]
+    assert {"torch", "torchscript", "torch-export", "onnxruntime-cpu", "onnx-reference"} <= set(report.runtimes)
+    assert "onnxruntime-cuda" in report.runtimes or "onnxruntime-cuda" in report.skipped
+    assert len(report.cases) == 10
+    # Golden data is checked on every runtime, and every output shape is documented.
+    assert {c.runtime for c in report.comparisons if c.against == "golden"} == set(report.runtimes)
+
+
+def test_perturbed_onnx_weight_is_caught(artifact_copy):
+    folder = artifact_copy("deep")
+
+    def perturb(model):
+        w = rnn_weights(model, 1)["W"]
+        array = numpy_helper.to_array(w).copy()
+        array[0, 3, 2] += 0.05
+        set_array(w, array)
+
+    mutate_onnx(folder, perturb)
+    report = validate_artifact(folder, cases=QUICK)
+    assert not report.passed
+    onnx_runtimes = {"onnxruntime-cpu", "onnx-reference"}
+    assert {r for r, _, _ in failing(report)} == onnx_runtimes
+    assert ("onnxruntime-cpu", "output", "torch") in failing(report)
+    assert ("onnxruntime-cpu", "h_n", "golden") in failing(report)
+
+
+def test_swapped_directions_are_caught(artifact_copy):
+    folder = artifact_copy("deep_bidirectional")
+
+    def swap(model):
+        for tensor in rnn_weights(model, 0).values():
+            array = numpy_helper.to_array(tensor)
+            set_array(tensor, array[::-1].copy())  # [D, ...]: forward <-> reverse
+
+    mutate_onnx(folder, swap)
+    report = validate_artifact(folder, runtimes=["onnxruntime-cpu"], cases=QUICK)
+    assert ("onnxruntime-cpu", "output", "torch") in failing(report)
+    worst = max((c for c in report.failures if c.output == "output"), key=lambda c: c.max_abs_error)
+    assert worst.max_abs_error > 1e-2 and worst.worst_index is not None
+
+
+def test_dropped_bias_is_caught(artifact_copy):
+    folder = artifact_copy("single_layer")
+
+    def drop_bias(model):
+        node = next(n for n in model.graph.node if n.op_type == "RNN")
+        node.input[3] = ""
+
+    mutate_onnx(folder, drop_bias)
+    report = validate_artifact(folder, runtimes=["onnxruntime-cpu"], cases=QUICK)
+    assert {("onnxruntime-cpu", "output", "torch"), ("onnxruntime-cpu", "h_n", "torch")} <= failing(report)
+
+
+def test_torchscript_from_another_seed_is_caught(tmp_path, artifact_copy):
+    from rnnexport.export import export_spec
+    from rnnexport.spec import get_spec
+
+    folder = artifact_copy("deep")
+    other = export_spec(get_spec("deep").replace(seed=1), tmp_path / "other", validate=False).path
+    shutil.copyfile(other / "model.pt", folder / "model.pt")
+    restamp(folder, "model.pt")
+    report = validate_artifact(folder, runtimes=["torchscript"], cases=QUICK)
+    assert {r for r, _, _ in failing(report)} == {"torchscript"}
+    assert ("torchscript", "output", "torch") in failing(report)
+
+
+def test_wrong_layout_is_caught(artifact_copy):
+    # seq_first and single_layer share weights (same seed and sizes) but not the layout.
+    folder = artifact_copy("single_layer")
+    shutil.copyfile(MODELS / "seq_first" / "model.onnx", folder / "model.onnx")
+    restamp(folder, "model.onnx")
+    report = validate_artifact(folder, runtimes=["onnxruntime-cpu"], cases=QUICK)
+    assert not report.passed
+    # ORT rejects h_0 of the wrong batch, or computes on the wrong axis: either is a failure.
+    assert report.errors or ("onnxruntime-cpu", "output", "torch") in failing(report)
+
+
+def test_altered_golden_is_caught_with_location(artifact_copy):
+    from rnnexport.artifacts import read_npz, write_npz
+
+    folder = artifact_copy("deep")
+    arrays = read_npz(folder / "golden.npz")
+    arrays["b3xs17-h0zero/output"] = arrays["b3xs17-h0zero/output"].copy()
+    arrays["b3xs17-h0zero/output"][2, 16, 5] += 1e-3
+    write_npz(folder / "golden.npz", arrays)
+    restamp(folder, "golden.npz")
+    report = validate_artifact(folder, cases=QUICK)
+    bad = report.failures
+    assert bad and all(c.against == "golden" and c.case == "b3xs17-h0zero" and c.output == "output" for c in bad)
+    assert {c.worst_index for c in bad} == {(2, 16, 5)}
+    assert {c.runtime for c in bad} == set(report.runtimes)
+
+
+def test_tolerance_is_applied():
+    # ORT differs from eager by ~1e-7: a zero tolerance must fail it, the default must not.
+    strict = validate_artifact(MODELS / "single_layer", runtimes=["onnxruntime-cpu"], cases=QUICK,
+                               tolerance=Tolerance(atol=0.0, rtol=0.0))
+    assert ("onnxruntime-cpu", "output", "torch") in failing(strict)
+
+
+def test_runtime_crash_is_a_failure_not_an_abort(artifact_copy, monkeypatch):
+    from rnnexport.runtimes.onnx_runners import OnnxRuntimeRunner
+
+    def boom(self, feeds):
+        raise RuntimeError("simulated runtime crash")
+
+    monkeypatch.setattr(OnnxRuntimeRunner, "_infer", boom)
+    report = validate_artifact(MODELS / "deep", runtimes=["onnxruntime-cpu", "torchscript"], cases=QUICK)
+    assert not report.passed
+    assert {e.runtime for e in report.errors} == {"onnxruntime-cpu"}
+    assert "simulated runtime crash" in report.errors[0].message
+    assert report.runtime_summary()["torchscript"]["status"] == "passed"
+
+
+def test_nan_in_runtime_output_is_caught(monkeypatch):
+    from rnnexport.runtimes.onnx_runners import OnnxRuntimeRunner
+
+    real = OnnxRuntimeRunner._infer
+
+    def with_nan(self, feeds):
+        outputs = real(self, feeds)
+        outputs["h_n"] = outputs["h_n"].copy()
+        outputs["h_n"].flat[0] = np.nan
+        return outputs
+
+    monkeypatch.setattr(OnnxRuntimeRunner, "_infer", with_nan)
+    report = validate_artifact(MODELS / "deep", runtimes=["onnxruntime-cpu"], cases=QUICK)
+    nan_failures = [c for c in report.failures if c.output == "h_n" and c.against == "torch"]
+    assert nan_failures and all(c.nonfinite_mismatches == 1 for c in nan_failures)
