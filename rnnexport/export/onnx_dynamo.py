@@ -96,8 +96,31 @@ def export_onnx_dynamo(program: torch.export.ExportedProgram, spec: RNNSpec, pat
         )
     model = onnx_program.model_proto
     _make_deterministic(model)
+    _name_dynamic_axes(model, spec)
     onnx.save(model, str(path))
     return messages
+
+
+def _name_dynamic_axes(model, spec: RNNSpec) -> None:
+    """Name the symbolic dims ``batch`` and ``seq`` as the contract says.
+
+    torch.export names them after its own symbols (``s31``) when two ``Dim``s could be confused,
+    so the names are mapped back from the graph inputs' positions.
+    """
+    axes = spec.dynamic_axes()
+    renames: dict[str, str] = {}
+    for value in model.graph.input:
+        for axis, label in axes.get(value.name, {}).items():
+            dim = value.type.tensor_type.shape.dim[axis]
+            if dim.dim_param:
+                renames[dim.dim_param] = label
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in renames:
+                dim.dim_param = renames[dim.dim_param]
+    for value in model.graph.output:
+        for axis, label in axes.get(value.name, {}).items():
+            value.type.tensor_type.shape.dim[axis].dim_param = label
 
 
 def _make_deterministic(model) -> None:

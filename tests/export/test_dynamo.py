@@ -1,0 +1,170 @@
+"""The torch.export-based path: artifacts, determinism, process history, .pt2, fallbacks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from rnnexport.errors import ExportError, UsageError
+from rnnexport.export import export_spec
+from rnnexport.spec import get_spec
+from rnnexport.validate import validate_artifact
+from tests.conftest import REPO, run_process
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def dynamo_artifact(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dynamo")
+    return export_spec(get_spec("deep_bidirectional"), out, exporter="dynamo").path
+
+
+def test_dynamo_artifact_validates_on_every_runtime(dynamo_artifact):
+    manifest = json.loads((dynamo_artifact / "manifest.json").read_text())
+    assert manifest["exporter"] == "dynamo" and manifest["validation"]["passed"] is True
+    report = validate_artifact(dynamo_artifact)
+    assert report.passed
+    assert {"torch-export", "onnxruntime-cpu", "torchscript"} <= set(report.runtimes)
+    # Sequence lengths other than the example's (10) ran on ONNX Runtime and the .pt2.
+    ran = {(c.runtime, c.case) for c in report.comparisons if c.against == "torch"}
+    for case in ("b1xs1-h0zero", "b3xs17-h0random", "b1xs1000-h0random", "b64xs200-h0zero"):
+        assert ("onnxruntime-cpu", case) in ran and ("torch-export", case) in ran
+
+
+def test_dynamo_export_is_byte_identical_across_processes_and_directories(tmp_path):
+    digests = []
+    for where in ("a", "b/c"):
+        cwd = tmp_path / where
+        cwd.mkdir(parents=True)
+        done = run_process("export", "single_layer", "--exporter", "dynamo", "--no-validate", "--out", "out", cwd=cwd)
+        assert done.returncode == 0, done.stderr
+        folder = cwd / "out" / "single_layer"
+        digests.append({p.name: sha(p) for p in sorted(folder.iterdir())})
+    assert digests[0] == digests[1]
+    for name in ("model.onnx", "model.pt2"):
+        assert str(tmp_path).encode() not in (tmp_path / "a" / "out" / "single_layer" / name).read_bytes()
+
+
+def test_result_does_not_depend_on_what_ran_before(tmp_path):
+    """torch caches the first dispatch kernel it looks up: a default (unrolled, static) dynamo
+    export of an nn.RNN first must not change what rnnexport's export produces afterwards."""
+    script = textwrap.dedent("""
+        import sys, warnings
+        from pathlib import Path
+        import torch
+        warnings.simplefilter("ignore")
+        out = Path(sys.argv[1])
+        if sys.argv[2] == "static-first":
+            m = torch.nn.RNN(5, 8, num_layers=3, batch_first=True, bidirectional=True).eval()
+            torch.onnx.export(m, (torch.randn(40, 10, 5),), dynamo=True, verbose=False)
+            torch.export.export(m, (torch.randn(40, 10, 5),))
+        from rnnexport.builder import build_module
+        from rnnexport.export.onnx_dynamo import export_onnx_dynamo, export_program, save_program
+        from rnnexport.spec import get_spec
+        spec = get_spec("deep_bidirectional")
+        program, _ = export_program(build_module(spec), spec)
+        save_program(program, out / "model.pt2")
+        export_onnx_dynamo(program, spec, out / "model.onnx", opset=18)
+    """)
+    results = {}
+    for mode in ("fresh", "static-first"):
+        out = tmp_path / mode
+        out.mkdir()
+        done = subprocess.run([sys.executable, "-c", script, str(out), mode], capture_output=True, text=True,
+                              timeout=600, cwd=REPO)
+        assert done.returncode == 0, done.stderr[-2000:]
+        results[mode] = (sha(out / "model.onnx"), sha(out / "model.pt2"))
+    assert results["fresh"] == results["static-first"]
+    # And the static-first ONNX still runs at another sequence length.
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tmp_path / "static-first" / "model.onnx"), providers=["CPUExecutionProvider"])
+    output, h_n = session.run(None, {"input": np.zeros((3, 17, 5), np.float32), "h_0": np.zeros((6, 3, 8), np.float32)})
+    assert output.shape == (3, 17, 16) and h_n.shape == (6, 3, 8)
+
+
+def test_pt2_loads_in_a_fresh_process_through_rnnexport_ops(dynamo_artifact):
+    script = textwrap.dedent(f"""
+        import torch
+        import rnnexport.ops  # registers rnnexport::rnn
+        from rnnexport.artifacts import open_artifact
+        from rnnexport.builder import module_from_state_dict
+        artifact = open_artifact({str(dynamo_artifact)!r})
+        module = torch.export.load({str(dynamo_artifact / "model.pt2")!r}).module()
+        reference = module_from_state_dict(artifact.spec, artifact.state_dict())
+        for batch, seq in [(1, 1), (3, 17), (2, 300)]:
+            x, h = torch.randn(batch, seq, 5), torch.randn(6, batch, 8)
+            out, h_n = module(x, h)
+            ref_out, ref_h = reference(x, h)
+            assert out.shape == (batch, seq, 16) and h_n.shape == (6, batch, 8)
+            assert torch.equal(out, ref_out) and torch.equal(h_n, ref_h), (batch, seq)
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+    # Without the import the op is unknown: that is why the README says to import it.
+    bare = subprocess.run([sys.executable, "-c", f"import torch; torch.export.load({str(dynamo_artifact / 'model.pt2')!r})"],
+                          capture_output=True, text=True, timeout=600)
+    assert bare.returncode != 0 and "rnnexport" in bare.stderr
+
+
+def test_legacy_missing_defaults_to_dynamo_and_says_so(tmp_path, monkeypatch, cli):
+    from rnnexport.export import onnx_legacy
+
+    monkeypatch.setattr(onnx_legacy, "legacy_exporter_available", lambda: False)
+    result = export_spec(get_spec("single_layer"), tmp_path, validate=False)
+    assert result.exporter == "dynamo"
+    assert any("not in this torch; using --exporter dynamo" in n for n in result.notes)
+    assert json.loads((result.path / "manifest.json").read_text())["exporter"] == "dynamo"
+    code, _, err = cli("export", "seq_first", "--out", tmp_path, "--no-validate")
+    assert code == 0 and "note: the TorchScript-based ONNX exporter is not in this torch" in err
+    with pytest.raises(UsageError, match="no TorchScript-based ONNX exporter; use --exporter dynamo"):
+        export_spec(get_spec("single_layer"), tmp_path, exporter="legacy", validate=False)
+
+
+def test_missing_onnxscript_is_a_clear_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    from rnnexport.export import onnx_dynamo
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(onnx_dynamo.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxscript" else real(name, *a))
+    with pytest.raises(ExportError, match="needs the package 'onnxscript'.*pip install onnxscript"):
+        export_spec(get_spec("single_layer"), tmp_path, exporter="dynamo", validate=False)
+    assert not (tmp_path / "single_layer").exists()
+
+
+def test_training_mode_dropout_is_refused():
+    from rnnexport.builder import build_module
+    from rnnexport.export.onnx_dynamo import export_program
+
+    spec = get_spec("deep").replace(dropout=0.2)
+    module = build_module(spec).train()
+    with pytest.raises(ExportError, match="training mode with dropout=0.2"):
+        export_program(module, spec)
+    program, _ = export_program(module.eval(), spec)  # eval mode: dropout is the identity
+    assert program is not None
+
+
+def test_custom_op_schema_is_what_the_translation_expects():
+    """rnnexport depends on torch.library.custom_op's schema inference; fail loudly if it changes."""
+    import torch
+
+    import rnnexport.ops  # noqa: F401
+
+    schema = str(torch.ops.rnnexport.rnn.default._schema)
+    assert schema == (
+        "rnnexport::rnn(Tensor input, Tensor h_0, Tensor[] weights, str nonlinearity, SymInt hidden_size, "
+        "SymInt num_layers, bool bidirectional, bool batch_first, bool has_biases) -> (Tensor, Tensor)"
+    )
