@@ -101,6 +101,11 @@ def export_spec(
         if not legacy_exporter_available():
             raise UsageError("--exporter legacy: this torch has no TorchScript-based ONNX exporter; use --exporter dynamo")
 
+    if exporter == "dynamo":
+        from rnnexport.export.onnx_dynamo import require_onnxscript
+
+        require_onnxscript()  # before anything is written
+
     import torch
 
     from rnnexport.builder import build_module

@@ -21,10 +21,10 @@ from rnnexport.spec import RNNSpec
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["export_onnx_dynamo", "export_program", "save_program"]
+__all__ = ["export_onnx_dynamo", "export_program", "require_onnxscript", "save_program"]
 
 
-def _require_onnxscript() -> None:
+def require_onnxscript() -> None:
     if importlib.util.find_spec("onnxscript") is None:
         raise ExportError(
             "the dynamo exporter needs the package 'onnxscript', which is not installed: "
@@ -77,7 +77,7 @@ def save_program(program: torch.export.ExportedProgram, path: Path) -> None:
 
 def export_onnx_dynamo(program: torch.export.ExportedProgram, spec: RNNSpec, path: Path, *, opset: int) -> list[str]:
     """Translate `program` to ONNX at `path` with native RNN ops; returns captured warnings."""
-    _require_onnxscript()
+    require_onnxscript()
     import onnx
     import torch
 

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import torch
+
+from rnnexport.builder import build_module
+from rnnexport.errors import UsageError
+from rnnexport.export.torchscript import export_torchscript
+from rnnexport.spec import get_spec
+
+
+@pytest.mark.parametrize("method", ["script", "trace"])
+def test_torchscript_reloads_and_is_bit_identical_to_eager(tmp_path, method):
+    spec = get_spec("deep_bidirectional").replace(nonlinearity="relu")
+    module = build_module(spec)
+    torch.save(module.state_dict(), tmp_path / "weights.pt")
+    messages = export_torchscript(spec, tmp_path / "weights.pt", tmp_path / "model.pt", method=method)
+    assert any("deprecated" in m for m in messages)  # recorded, not printed
+    loaded = torch.jit.load(str(tmp_path / "model.pt"))
+    for batch, seq in [(1, 1), (3, 17), (2, 300)]:
+        x, h = torch.randn(batch, seq, 5), torch.randn(6, batch, 8)
+        with torch.no_grad():
+            got, want = loaded(x, h), module(x, h)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_torchscript_is_byte_deterministic_whatever_ran_before(tmp_path):
+    """torch.jit.script output depends on the hash seed and on earlier compilations in the
+    process; export_torchscript must not."""
+    spec = get_spec("deep")
+    torch.save(build_module(spec).state_dict(), tmp_path / "weights.pt")
+    # The archive's inner folder is named after the file, so both are called model.pt.
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    export_torchscript(spec, tmp_path / "weights.pt", tmp_path / "first" / "model.pt")
+    torch.jit.script(build_module(get_spec("single_layer")))  # pollute this process's jit state
+    export_torchscript(spec, tmp_path / "weights.pt", tmp_path / "second" / "model.pt")
+    digest = [hashlib.sha256((tmp_path / n / "model.pt").read_bytes()).hexdigest() for n in ("first", "second")]
+    assert digest[0] == digest[1]
+
+
+def test_unknown_method(tmp_path):
+    with pytest.raises(UsageError, match="unknown TorchScript method 'freeze'; valid: script, trace"):
+        export_torchscript(get_spec("deep"), tmp_path / "w.pt", tmp_path / "m.pt", method="freeze")
