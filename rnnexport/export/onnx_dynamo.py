@@ -83,7 +83,9 @@ def export_onnx_dynamo(program: torch.export.ExportedProgram, spec: RNNSpec, pat
 
     import rnnexport.ops
 
-    with captured_messages() as messages:
+    from rnnexport.export._torch_internals import reused_torchlib_registry
+
+    with captured_messages() as messages, reused_torchlib_registry():
         onnx_program = torch.onnx.export(
             program,
             input_names=list(spec.input_names),

@@ -1,0 +1,34 @@
+"""Fails loudly when torch changes the private internals that rnnexport patches for speed."""
+
+from __future__ import annotations
+
+import hashlib
+
+from rnnexport.builder import build_module
+from rnnexport.export._torch_internals import reused_torchlib_registry
+from rnnexport.export.onnx_dynamo import export_onnx_dynamo, export_program
+from rnnexport.spec import get_spec
+
+
+def test_registry_patch_applies():
+    from torch.onnx._internal.exporter import _registration
+
+    with reused_torchlib_registry() as applied:
+        assert applied, "torch.onnx's ONNXRegistry.from_torchlib changed: update rnnexport/export/_torch_internals.py"
+        first = _registration.ONNXRegistry.from_torchlib(18)
+        second = _registration.ONNXRegistry.from_torchlib(18)
+        assert first is not second and first.functions == second.functions
+        assert first.functions and all(a is not b for a, b in zip(first.functions.values(), second.functions.values()))
+    assert not getattr(_registration.ONNXRegistry.from_torchlib, "__wrapped__", None)
+
+
+def test_patched_export_is_identical_to_unpatched(tmp_path, monkeypatch):
+    import rnnexport.export._torch_internals as internals
+
+    spec = get_spec("deep")
+    program, _ = export_program(build_module(spec), spec)
+    export_onnx_dynamo(program, spec, tmp_path / "patched.onnx", opset=18)
+    monkeypatch.setattr(internals, "_registry_class", lambda: None)
+    export_onnx_dynamo(program, spec, tmp_path / "plain.onnx", opset=18)
+    digest = [hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in ("patched.onnx", "plain.onnx")]
+    assert digest[0] == digest[1]
