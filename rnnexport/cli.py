@@ -9,11 +9,15 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from rnnexport import __version__
 from rnnexport.errors import RNNExportError, UsageError
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from rnnexport.report import Progress
+
+__all__ = ["console_main", "main"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,6 +77,7 @@ def _add_validation_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated cases BxS or bBxsS-h0zero|random (default: the shape sweep)")
     p.add_argument("--json", dest="json_path", default=None, metavar="F", help="write a JSON report to F")
     p.add_argument("--junit", default=None, metavar="F", help="write a JUnit XML report to F")
+    p.add_argument("--html", default=None, metavar="F", help="write a self-contained HTML report to F")
 
 
 def _tolerance(args: argparse.Namespace):
@@ -116,10 +121,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _finish(reports, args: argparse.Namespace) -> int:
     """Print the table first (results are never lost to a bad report path), then the files."""
-    from rnnexport.report import format_table, write_json_report, write_junit
+    from rnnexport.report import format_table, write_html, write_json_report, write_junit
 
     print(format_table(reports, color=sys.stdout.isatty()))
-    for path, writer in ((args.json_path, write_json_report), (args.junit, write_junit)):
+    for path, writer in ((args.json_path, write_json_report), (args.junit, write_junit), (args.html, write_html)):
         if path:
             try:
                 writer(reports, path)
@@ -172,10 +177,27 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return _finish(reports, args) if reports else 0
 
 
+def _progress(artifacts: int, args: argparse.Namespace, cases) -> Progress:
+    """A progress bar sized by artifacts x runtimes x cases (shown on a terminal only)."""
+    from rnnexport.report import Progress
+    from rnnexport.runtimes import resolve_runtimes
+
+    runtimes = len(resolve_runtimes(args.runtimes)[0])
+    per_runtime = len(cases) + 2 if cases is not None else 10
+    return Progress(artifacts * runtimes * per_runtime)
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
+    from rnnexport.artifacts import discover_artifacts
     from rnnexport.validate import validate_paths
 
-    reports = validate_paths(args.paths, runtimes=args.runtimes, tolerance=_tolerance(args), cases=_cases(args))
+    cases = _cases(args)
+    progress = _progress(len(discover_artifacts(args.paths)), args, cases)
+    try:
+        reports = validate_paths(args.paths, runtimes=args.runtimes, tolerance=_tolerance(args), cases=cases,
+                                 on_step=progress)
+    finally:
+        progress.close()
     return _finish(reports, args)
 
 

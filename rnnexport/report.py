@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import json
+import math
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +14,10 @@ from typing import Any
 from rnnexport.compare import Comparison, passed
 from rnnexport.validate import ArtifactReport
 
-__all__ = ["JSON_SCHEMA", "describe_failure", "format_table", "report_json", "write_json_report", "write_junit"]
+__all__ = [
+    "JSON_SCHEMA", "Progress", "describe_failure", "describe_localization", "format_table", "report_json",
+    "versions_line", "write_html", "write_json_report", "write_junit",
+]
 
 JSON_SCHEMA = "rnnexport.validation/1"
 _GREEN, _RED, _DIM, _RESET = "\033[32m", "\033[31m", "\033[2m", "\033[0m"
@@ -32,6 +38,24 @@ def describe_failure(c: Comparison) -> str:
     if c.nonfinite_mismatches:
         detail += f", {c.nonfinite_mismatches} NaN/Inf mismatches"
     return f"{where}: {c.mismatched}/{c.total} elements outside atol={c.atol:g} rtol={c.rtol:g} ({detail})"
+
+
+def describe_localization(artifact: str, loc: dict[str, Any]) -> str:
+    return (f"{artifact} | {loc['runtime']} | {loc['case']}: first divergence at layer {loc['layer']} "
+            f"{loc['direction']} (h_n[{loc['h_n_index']}], max abs error {_fmt(loc['max_abs_error'])})")
+
+
+def versions_line(report: ArtifactReport) -> str:
+    """Which versions produced the golden data, and which are running now."""
+    keys = ("torch", "onnxruntime", "onnx", "numpy", "rnnexport")
+
+    def pick(versions: dict[str, str]) -> str:
+        return ", ".join(f"{k} {versions[k]}" for k in keys if k in versions) or "unknown"
+
+    golden, now = pick(report.golden_versions), pick(report.current_versions)
+    if golden == now:
+        return f"golden data made with the running versions ({now})"
+    return f"golden data made with {golden}; running {now}"
 
 
 def _rows(report: ArtifactReport) -> list[tuple[str, str, list[Comparison], list[str]]]:
@@ -58,6 +82,9 @@ def format_table(reports: Sequence[ArtifactReport], *, color: bool = False) -> s
     for report in reports:
         verdict = paint("PASS", _GREEN) if report.passed else paint("FAIL", _RED)
         lines.append(f"{report.artifact}  ({report.path})  {verdict}")
+        lines.append(f"  {versions_line(report)}")
+        if "not_applicable" in report.streaming:
+            lines.append(paint(f"  streaming check not applicable: {report.streaming['not_applicable']}", _DIM))
         cells = {(runtime, case): (records, errors) for runtime, case, records, errors in _rows(report)}
         width = max(12, *(len(r) + 2 for r in report.runtimes))
         lines.append(f"  {'case':<20}" + "".join(f"{r:>{width}}" for r in report.runtimes))
@@ -85,11 +112,13 @@ def format_table(reports: Sequence[ArtifactReport], *, color: bool = False) -> s
             lines.append(paint(f"  ERROR {error.artifact} | {error.runtime} | {error.case or 'load'}: {error.message}", _RED))
         for c in report.failures:
             lines.append(paint(f"  FAIL {describe_failure(c)}", _RED))
+        for loc in report.localizations:
+            lines.append(paint(f"  LOCATED {describe_localization(report.artifact, loc)}", _RED))
         lines.append("")
     total = len(reports)
     bad = sum(not r.passed for r in reports)
     lines.append(f"{total - bad} of {total} artifact(s) passed" + (f", {bad} failed" if bad else "")
-                 + " (cells: worst max abs error against torch and golden data)")
+                 + " (cells: worst max abs error against torch, golden data and chunked streaming)")
     return "\n".join(lines)
 
 
@@ -130,3 +159,98 @@ def write_junit(reports: Sequence[ArtifactReport], path: str | Path) -> None:
         suite.set("errors", str(errored))
         suite.set("skipped", str(skipped))
     ET.ElementTree(suites).write(str(path), encoding="utf-8", xml_declaration=True)
+
+
+def write_html(reports: Sequence[ArtifactReport], path: str | Path) -> None:
+    """A self-contained page (inline CSS, no scripts, no network): summary table, a heatmap of
+    the worst error per runtime x case for each artifact, and every failure."""
+    esc = html.escape
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>rnnexport validation</title><style>",
+        "body{font:14px system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}",
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}",
+        "td.l,th.l{text-align:left}.pass{color:#106b10;font-weight:bold}.fail{color:#b00;font-weight:bold}",
+        ".skip{color:#777}.err{background:#b00;color:#fff}li{margin:2px 0;font-family:monospace}",
+        "</style></head><body><h1>rnnexport validation</h1>",
+    ]
+    total_bad = sum(not r.passed for r in reports)
+    verdict = "<span class='pass'>all passed</span>" if not total_bad else f"<span class='fail'>{total_bad} failed</span>"
+    parts.append(f"<p>{len(reports)} artifact(s): {verdict}</p>")
+    parts.append("<table><tr><th class='l'>artifact</th><th class='l'>result</th>"
+                 "<th class='l'>runtimes</th><th class='l'>versions</th></tr>")
+    for report in reports:
+        status = "<span class='pass'>PASS</span>" if report.passed else "<span class='fail'>FAIL</span>"
+        runtimes = ", ".join(
+            f"{esc(name)}: {esc(entry['status'])}" for name, entry in report.runtime_summary().items()
+        )
+        parts.append(f"<tr><td class='l'><a href='#{esc(report.artifact)}'>{esc(report.artifact)}</a></td>"
+                     f"<td class='l'>{status}</td><td class='l'>{runtimes}</td>"
+                     f"<td class='l'>{esc(versions_line(report))}</td></tr>")
+    parts.append("</table>")
+    for report in reports:
+        cells = {(runtime, case): (records, errors) for runtime, case, records, errors in _rows(report)}
+        parts.append(f"<h2 id='{esc(report.artifact)}'>{esc(report.artifact)}</h2><p>{esc(report.path)}</p>")
+        parts.append("<table><tr><th class='l'>case</th>" + "".join(f"<th>{esc(r)}</th>" for r in report.runtimes) + "</tr>")
+        for case in report.cases:
+            row = [f"<td class='l'>{esc(case)}</td>"]
+            for runtime in report.runtimes:
+                records, errors = cells.get((runtime, case), ([], []))
+                values = [c.max_abs_error for c in records if c.against != "invariant" and c.max_abs_error is not None]
+                bad = errors or any(not passed(c) for c in records)
+                if errors:
+                    row.append("<td class='err' title='runtime error'>ERROR</td>")
+                elif not records:
+                    row.append("<td class='skip'>-</td>")
+                else:
+                    worst = max(values) if values else 0.0
+                    color = _heat(worst, min((c.atol for c in records), default=1e-5), bad)
+                    text = "FAIL " if bad else ""
+                    row.append(f"<td style='background:{color}'>{text}{worst:.1e}</td>")
+            parts.append("<tr>" + "".join(row) + "</tr>")
+        parts.append("</table>")
+        notes = [f"skipped {name}: {reason}" for name, reason in report.skipped.items()]
+        notes += [f"ERROR {e.runtime} | {e.case or 'load'}: {e.message}" for e in report.errors]
+        notes += [f"FAIL {describe_failure(c)}" for c in report.failures]
+        notes += [f"LOCATED {describe_localization(report.artifact, loc)}" for loc in report.localizations]
+        if notes:
+            parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+    parts.append("<p class='skip'>Cells: worst max abs error of the runtime on the case (against torch, golden "
+                 "data and chunked streaming); colour from green (exact) through yellow to red (at or above atol).</p>")
+    parts.append("</body></html>\n")
+    Path(path).write_text("".join(parts), encoding="utf-8")
+
+
+def _heat(error: float, atol: float, failed: bool) -> str:
+    """Background colour: green at 0, yellow around atol/100, red at atol and for failures."""
+    if failed:
+        return "#f4a0a0"
+    if error <= 0:
+        return "#c8f0c8"
+    position = min(1.0, max(0.0, (math.log10(error) - math.log10(atol) + 6) / 6))  # 1e-6*atol .. atol
+    red = int(200 + 55 * position)
+    green = int(240 - 60 * position)
+    return f"#{red:02x}{green:02x}a0"
+
+
+class Progress:
+    """A one-line progress bar on a terminal's stderr; silent when stderr is not a terminal."""
+
+    def __init__(self, total: int, stream=None) -> None:
+        self.total = max(total, 1)
+        self.done = 0
+        self.stream = stream or sys.stderr
+        self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def __call__(self, artifact: str, runtime: str, case: str) -> None:
+        self.done += 1
+        if self.enabled:
+            width = 30
+            filled = int(width * min(self.done, self.total) / self.total)
+            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+                              f"{artifact} {runtime} {case}\033[K")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\033[K")
+            self.stream.flush()

@@ -8,6 +8,7 @@ Nothing here writes into the artifact folder.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from rnnexport.errors import RNNExportError, RuntimeUnavailableError
 from rnnexport.inputs import Case, default_sweep, make_inputs
 from rnnexport.invariants import check_invariants
 from rnnexport.runtimes import RUNTIMES, make_runner, resolve_runtimes
+from rnnexport.spec import RNNSpec
 
 __all__ = ["ArtifactReport", "RunError", "validate_artifact", "validate_paths"]
 
@@ -48,6 +50,8 @@ class ArtifactReport:
     left_out: list[dict[str, str]] = field(default_factory=list)
     golden_versions: dict[str, str] = field(default_factory=dict)
     current_versions: dict[str, str] = field(default_factory=dict)
+    localizations: list[dict[str, Any]] = field(default_factory=list)
+    streaming: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failures(self) -> list[Comparison]:
@@ -84,6 +88,8 @@ class ArtifactReport:
             "current_versions": self.current_versions,
             "errors": [e.__dict__ for e in self.errors],
             "left_out": self.left_out,
+            "streaming": self.streaming,
+            "localizations": self.localizations,
             "comparisons": [c.to_json() for c in self.comparisons],
         }
 
@@ -100,6 +106,7 @@ def validate_artifact(
     tolerance: Tolerance | None = None,
     cases: list[Case] | None = None,
     runner_options: dict[str, dict[str, Any]] | None = None,
+    on_step: Callable[[str, str, str], None] | None = None,
 ) -> ArtifactReport:
     """Run `artifact` on every chosen runtime over the sweep; return the records.
 
@@ -109,6 +116,7 @@ def validate_artifact(
         tolerance: Defaults to `Tolerance()` (atol 1e-5, rtol 1e-4).
         cases: Input cases; defaults to `default_sweep`. The golden cases always run too.
         runner_options: Extra constructor arguments per runtime name (e.g. threads).
+        on_step: Called with (artifact, runtime, case id) before each case runs (progress).
 
     Raises:
         ArtifactError: the artifact is missing, tampered or unreadable.
@@ -138,6 +146,11 @@ def validate_artifact(
     feeds = {case: ({n: golden[case][n] for n in spec.input_names} if case in golden else make_inputs(spec, case))
              for case in case_list}
     options = runner_options or {}
+    stream_cases = streaming_cases(spec)
+    report.streaming = (
+        {"cases": [c.id for c, _ in stream_cases], "chunks": {c.id: list(ch) for c, ch in stream_cases}}
+        if stream_cases else {"not_applicable": "bidirectional: the reverse direction needs the whole sequence"}
+    )
 
     reference: dict[Case, dict[str, np.ndarray]] = {}
     for name in chosen:  # "torch" comes first: it is the reference for the others
@@ -155,6 +168,8 @@ def validate_artifact(
                 if reason:
                     report.left_out.append({"runtime": name, "case": case.id, "reason": reason})
                     continue
+                if on_step is not None:
+                    on_step(artifact.name, name, case.id)
                 try:
                     outputs = runner.infer(feeds[case])
                 except Exception as exc:  # a runtime crash on one case must not end the run
@@ -162,9 +177,20 @@ def validate_artifact(
                     continue
                 if name == "torch":
                     reference[case] = outputs
-                report.comparisons.extend(
-                    _compare_case(artifact, name, case, outputs, reference.get(case), golden.get(case), tolerance)
-                )
+                records = _compare_case(artifact, name, case, outputs, reference.get(case), golden.get(case), tolerance)
+                report.comparisons.extend(records)
+                if case in reference and name != "torch" and failures(records):
+                    located = localize(spec, outputs["h_n"], reference[case]["h_n"], tolerance)
+                    if located is not None:
+                        report.localizations.append({"runtime": name, "case": case.id, **located})
+            for case, chunks in stream_cases:
+                if runner.supports(case):
+                    continue
+                case_feeds = feeds[case] if case in feeds else make_inputs(spec, case)
+                try:
+                    report.comparisons.extend(_streaming_records(artifact, runner, case, chunks, case_feeds, tolerance))
+                except Exception as exc:
+                    report.errors.append(RunError(artifact.name, name, f"{case.id} (streaming)", f"{type(exc).__name__}: {exc}"))
         finally:
             runner.close()
     return report
@@ -191,12 +217,76 @@ def _compare_case(
     return records
 
 
+def streaming_cases(spec: RNNSpec) -> list[tuple[Case, tuple[int, ...]]]:
+    """Cases run in chunks for the streaming check, with their chunk lengths (unidirectional
+    models only: a bidirectional layer's reverse direction needs the whole sequence)."""
+    if spec.bidirectional:
+        return []
+    documented = spec.seq_len
+    cases = [(Case(3, 17, "zero"), (5, 1, 11))]
+    if documented >= 3:
+        third = documented // 3
+        cases.append((Case(spec.batch_size, documented, "random"), (third, 1, documented - third - 1)))
+    return cases
+
+
+def _streaming_records(
+    artifact: Artifact, runner, case: Case, chunks: tuple[int, ...], feeds: dict[str, np.ndarray], tolerance: Tolerance
+) -> list[Comparison]:
+    """Run `case` in chunks, feeding each chunk's ``h_n`` back as the next ``h_0``; compare the
+    joined output and the last ``h_n`` with one full run on the same runtime.
+
+    This is how RNNs are deployed for streaming: a state-layout bug (layers of ``h_0`` read in
+    the wrong order, batch and layer axes swapped) shows here even when every full run passes.
+    """
+    spec = artifact.spec
+    time_axis = 1 if spec.batch_first else 0
+    full = runner.infer(feeds)
+    state = feeds["h_0"]
+    pieces, start = [], 0
+    for length in chunks:
+        index = [slice(None)] * 3
+        index[time_axis] = slice(start, start + length)
+        chunk = np.ascontiguousarray(feeds["input"][tuple(index)])
+        out = runner.infer({"input": chunk, "h_0": state})
+        pieces.append(out["output"])
+        state = out["h_n"]
+        start += length
+    labels = dict(tolerance=tolerance, artifact=artifact.name, runtime=runner.name, case=case.id, against="streaming")
+    return [
+        compare_arrays(np.concatenate(pieces, axis=time_axis), full["output"], output="output", **labels),
+        compare_arrays(state, full["h_n"], output="h_n", **labels),
+    ]
+
+
+def localize(spec: RNNSpec, h_n: np.ndarray, expected: np.ndarray, tolerance: Tolerance) -> dict[str, Any] | None:
+    """The first layer and direction whose final hidden state diverges from the reference.
+
+    ``h_n[layer * D + direction]`` is that layer's state; a wrong weight in one layer shows in
+    its own slice first and only propagates to the layers above it, so the first failing slice
+    in (layer, direction) order names where the mismatch starts. None if no slice fails (or the
+    shapes differ).
+    """
+    if np.shape(h_n) != np.shape(expected):
+        return None
+    for layer in range(spec.num_layers):
+        for direction in range(spec.num_directions):
+            index = layer * spec.num_directions + direction
+            record = compare_arrays(h_n[index], expected[index], tolerance=tolerance, artifact="", runtime="",
+                                    case="", output="h_n", against="torch")
+            if record.mismatched:
+                return {"layer": layer, "direction": "reverse" if direction else "forward",
+                        "h_n_index": index, "max_abs_error": record.max_abs_error}
+    return None
+
+
 def validate_paths(
     paths: list[str | Path],
     *,
     runtimes: list[str] | None = None,
     tolerance: Tolerance | None = None,
     cases: list[Case] | None = None,
+    on_step: Callable[[str, str, str], None] | None = None,
 ) -> list[ArtifactReport]:
     """Validate every artifact folder found under `paths` (folders, or folders of folders).
 
@@ -204,4 +294,5 @@ def validate_paths(
     the run before minutes of work.
     """
     artifacts = [open_artifact(path) for path in discover_artifacts(list(paths))]
-    return [validate_artifact(a, runtimes=runtimes, tolerance=tolerance, cases=cases) for a in artifacts]
+    return [validate_artifact(a, runtimes=runtimes, tolerance=tolerance, cases=cases, on_step=on_step)
+            for a in artifacts]
