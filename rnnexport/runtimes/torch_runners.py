@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from rnnexport.errors import ArtifactError
@@ -55,7 +57,10 @@ class TorchScriptRunner(_ModuleRunner):
 
         path = self.artifact.path / "model.pt"
         try:
-            self._module = torch.jit.load(str(path), map_location="cpu").eval()
+            with warnings.catch_warnings():
+                # "torch.jit.load is deprecated" (torch 2.13): loading is what we test here.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self._module = torch.jit.load(str(path), map_location="cpu").eval()
         except Exception as exc:  # torch raises RuntimeError or ValueError for a bad archive
             raise ArtifactError(f"{path}: cannot load TorchScript ({type(exc).__name__}: {exc})") from None
 

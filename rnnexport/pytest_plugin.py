@@ -1,0 +1,93 @@
+"""pytest plugin: validate rnnexport artifacts from your own test suite.
+
+Registered through the ``pytest11`` entry point, so installing rnnexport is enough::
+
+    # pytest.ini (or [tool.pytest.ini_options])
+    rnnexport_artifacts = models            # folders, or folders of artifact folders
+
+    # test_artifacts.py
+    def test_artifact(rnnexport_artifact, rnnexport_check):   # one test per artifact folder
+        rnnexport_check(rnnexport_artifact)
+
+    def test_one(rnnexport_check):
+        rnnexport_check("path/to/artifacts", cases=["3x17"])
+
+A failure shows the comparison table. ``--rnnexport-runtimes onnxruntime-cpu,torchscript``
+picks the runtimes (default: every available one); ``--rnnexport-artifacts DIR[,DIR]``
+overrides the ini setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+__all__ = ["rnnexport_check"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("rnnexport", "rnnexport artifact validation")
+    group.addoption("--rnnexport-runtimes", default=None, metavar="R,...",
+                    help="runtimes for rnnexport checks (default: every available one)")
+    group.addoption("--rnnexport-artifacts", default=None, metavar="DIR,...",
+                    help="artifact folders the rnnexport_artifact fixture runs over (overrides the ini)")
+    parser.addini("rnnexport_artifacts", "artifact folders (or folders of them) for the rnnexport_artifact fixture",
+                  type="paths", default=[])
+
+
+def _split(text: str | None) -> list[str] | None:
+    return None if text is None else [item.strip() for item in text.split(",") if item.strip()]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "rnnexport_artifact" not in metafunc.fixturenames:
+        return
+    from rnnexport.artifacts import discover_artifacts
+    from rnnexport.errors import RNNExportError
+
+    option = _split(metafunc.config.getoption("rnnexport_artifacts"))
+    roots = option if option is not None else [str(p) for p in metafunc.config.getini("rnnexport_artifacts")]
+    if not roots:
+        raise pytest.UsageError(
+            "the rnnexport_artifact fixture needs artifact folders: set `rnnexport_artifacts` in the pytest "
+            "ini file or pass --rnnexport-artifacts DIR"
+        )
+    try:
+        folders = discover_artifacts(roots)
+    except RNNExportError as exc:
+        raise pytest.UsageError(f"rnnexport_artifacts: {exc}") from None
+    metafunc.parametrize("rnnexport_artifact", folders, ids=[f.name for f in folders])
+
+
+@pytest.fixture
+def rnnexport_check(request: pytest.FixtureRequest) -> Callable[..., list]:
+    """A function ``check(*paths, runtimes=None, cases=None, atol=None, rtol=None)`` that
+    validates artifact folders and fails the test with the comparison table on any mismatch.
+
+    `cases` takes `Case` objects or ids such as ``"3x17"`` / ``"b1xs1-h0zero"``. Returns the
+    reports (to assert more). Bad artifacts (tampered, missing) fail the test with the message.
+    """
+    default_runtimes = _split(request.config.getoption("rnnexport_runtimes"))
+
+    def check(*paths: str | Path, runtimes: Sequence[str] | None = None, cases: Sequence | None = None,
+              atol: float | None = None, rtol: float | None = None) -> list:
+        from rnnexport.compare import Tolerance
+        from rnnexport.errors import RNNExportError
+        from rnnexport.inputs import Case
+        from rnnexport.report import format_table
+        from rnnexport.validate import validate_paths
+
+        tolerance = Tolerance(**{k: v for k, v in (("atol", atol), ("rtol", rtol)) if v is not None})
+        chosen = list(runtimes) if runtimes is not None else default_runtimes
+        parsed = None if cases is None else [c if isinstance(c, Case) else Case.parse(c) for c in cases]
+        try:
+            reports = validate_paths(list(paths), runtimes=chosen, tolerance=tolerance, cases=parsed)
+        except RNNExportError as exc:
+            pytest.fail(f"rnnexport: {exc}", pytrace=False)
+        if not all(r.passed for r in reports):
+            pytest.fail("rnnexport validation failed\n" + format_table(reports), pytrace=False)
+        return reports
+
+    return check

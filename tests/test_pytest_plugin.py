@@ -1,0 +1,67 @@
+"""The pytest plugin, used the way a user would: a separate project run by pytest."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from tests.conftest import MODELS, mutate_onnx, rnn_weights, set_array
+
+
+def make_project(tmp_path: Path, names=("deep", "seq_first")) -> Path:
+    project = tmp_path / "userproject"
+    for name in names:
+        shutil.copytree(MODELS / name, project / "artifacts" / name)
+    (project / "pytest.ini").write_text("[pytest]\nrnnexport_artifacts = artifacts\n")
+    (project / "test_user.py").write_text(textwrap.dedent("""
+        def test_each(rnnexport_artifact, rnnexport_check):
+            rnnexport_check(rnnexport_artifact, cases=["3x17"])
+
+        def test_folder(rnnexport_check):
+            reports = rnnexport_check("artifacts", cases=["b1xs1-h0zero"])
+            assert len(reports) == 2
+    """))
+    return project
+
+
+def run_pytest(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+                          cwd=project, capture_output=True, text=True, timeout=600)
+
+
+def test_plugin_passes_and_parametrizes(tmp_path):
+    project = make_project(tmp_path)
+    done = run_pytest(project, "-vv", "--rnnexport-runtimes", "onnxruntime-cpu,torchscript")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "test_each[deep] PASSED" in done.stdout and "test_each[seq_first] PASSED" in done.stdout
+    assert "3 passed" in done.stdout and "DeprecationWarning" not in done.stdout
+
+
+def test_plugin_failure_shows_the_table(tmp_path):
+    from onnx import numpy_helper
+
+    project = make_project(tmp_path)
+    folder = project / "artifacts" / "deep"
+
+    def perturb(model):
+        w = rnn_weights(model, 0)["R"]
+        set_array(w, numpy_helper.to_array(w) + 0.05)
+
+    mutate_onnx(folder, perturb)
+    done = run_pytest(project, "--rnnexport-runtimes", "onnxruntime-cpu")
+    assert done.returncode == 1
+    assert "rnnexport validation failed" in done.stdout
+    assert "FAIL deep | onnxruntime-cpu | b3xs17-h0random | output vs torch" in done.stdout
+    assert "LOCATED deep | onnxruntime-cpu" in done.stdout
+    assert "2 failed, 1 passed" in done.stdout
+
+
+def test_plugin_without_configuration_is_a_usage_error(tmp_path):
+    project = make_project(tmp_path)
+    (project / "pytest.ini").write_text("[pytest]\n")
+    done = run_pytest(project)
+    assert done.returncode != 0
+    assert "rnnexport_artifact fixture needs artifact folders" in done.stdout + done.stderr
