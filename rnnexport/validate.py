@@ -51,6 +51,7 @@ class ArtifactReport:
     golden_versions: dict[str, str] = field(default_factory=dict)
     current_versions: dict[str, str] = field(default_factory=dict)
     localizations: list[dict[str, Any]] = field(default_factory=list)
+    details: dict[str, dict[str, str]] = field(default_factory=dict)
     streaming: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -72,6 +73,7 @@ class ArtifactReport:
                 "status": "failed" if errors or failures(mine) else "passed",
                 "cases": len({c.case for c in mine}),
                 "max_abs_error_vs_torch": max(vs_torch) if vs_torch else None,
+                **({"details": self.details[runtime]} if self.details.get(runtime) else {}),
             }
         for runtime, reason in self.skipped.items():
             summary[runtime] = {"status": "skipped", "reason": reason}
@@ -162,6 +164,7 @@ def validate_artifact(
                 raise
             report.errors.append(RunError(artifact.name, name, None, str(exc)))
             continue
+        report.details[name] = runner.describe()
         try:
             for case in case_list:
                 reason = runner.supports(case)

@@ -159,9 +159,15 @@ def test_export_all_reproduces_models_byte_for_byte(tmp_path):
     manifest = json.loads((MODELS / "deep" / "manifest.json").read_text())
     from rnnexport.artifacts import versions
 
-    if {k: v for k, v in manifest["versions"].items()} != versions():
+    if manifest["versions"] != versions():
         pytest.skip(f"installed versions {versions()} differ from those that made models/ "
                     f"({manifest['versions']}): byte identity is only promised for the same versions")
+    from rnnexport.runtimes import resolve_runtimes
+
+    available = set(resolve_runtimes(None)[0])
+    if available != set(manifest["validation"]["runtimes"]):
+        pytest.skip(f"the runtimes available here ({sorted(available)}) differ from those that validated models/ "
+                    f"({sorted(manifest['validation']['runtimes'])}), which the manifests record")
     # From another working directory, with the default --out resolved there.
     work = tmp_path / "elsewhere"
     work.mkdir()

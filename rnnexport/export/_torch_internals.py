@@ -1,19 +1,29 @@
-"""The one place rnnexport relies on private torch internals (speed only, never correctness).
+"""The one place rnnexport relies on private torch internals; neither changes what a model computes.
 
-``torch.onnx.export(..., dynamo=True)`` rebuilds its whole ATen -> ONNX translation registry
+1. ``torch.onnx.export(..., dynamo=True)`` rebuilds its whole ATen -> ONNX translation registry
 (``ONNXRegistry.from_torchlib``, ~500 onnxscript functions parsed from source) on every call:
 about 1 s, most of an export of an RNN with native ops. `reused_torchlib_registry` builds it once
 per opset and process and hands each export a copy. If torch changes these internals, the patch
-is not applied and exports are only slower; ``tests/export/test_torch_internals.py`` fails loudly
-so that the change is noticed.
+is not applied and exports are only slower.
+
+2. ``torch.jit.save`` writes ``*.debug_pkl`` records holding the absolute paths of the source
+files it compiled (the checkout, the venv's site-packages), so ``model.pt`` differs between
+checkouts. `strip_torchscript_debug_info` rewrites the archive without them, with torch's own
+archive reader and writer (``torch._C.PyTorchFileReader``/``PyTorchFileWriter``), which keep
+its record alignment; the debug records only serve source locations in TorchScript errors.
+
+``tests/export/test_torch_internals.py`` fails loudly when torch changes either.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
-__all__ = ["reused_torchlib_registry"]
+__all__ = ["reused_torchlib_registry", "strip_torchscript_debug_info"]
 
 _CACHE: dict[int, object] = {}
 
@@ -57,3 +67,33 @@ def reused_torchlib_registry() -> Iterator[bool]:
         yield True
     finally:
         cls.from_torchlib = original
+
+
+# Records PyTorchFileWriter writes by itself at the end of every archive.
+_WRITER_RECORDS = {"version", ".data/version", "byteorder", ".data/serialization_id"}
+
+
+def strip_torchscript_debug_info(path: Path) -> bool:
+    """Rewrite the TorchScript archive at `path` without its ``.debug_pkl`` records.
+
+    Returns False (file untouched) when torch no longer has the archive reader/writer.
+    """
+    import torch
+
+    reader_cls = getattr(torch._C, "PyTorchFileReader", None)
+    writer_cls = getattr(torch._C, "PyTorchFileWriter", None)
+    if reader_cls is None or writer_cls is None:
+        return False
+    reader = reader_cls(str(path))
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        stripped = Path(tmp) / path.name  # the archive's inner folder is named after the file
+        writer = writer_cls(str(stripped))
+        for name in reader.get_all_records():
+            if name.endswith(".debug_pkl") or name in _WRITER_RECORDS:
+                continue
+            data = reader.get_record(name)
+            writer.write_record(name, data, len(data))
+        writer.write_end_of_file()
+        del writer, reader
+        os.replace(stripped, path)
+    return True

@@ -4,7 +4,8 @@
 ``set`` of constant names (``torch/jit/_recursive.py``, ``infer_concrete_type_builder``), so
 the saved code depends on Python's string hash seed, and the types it compiled earlier in the
 process change the names it gives later ones. `export_torchscript` therefore compiles in a fresh
-Python process with ``PYTHONHASHSEED=0``, from the weights already written to disk.
+Python process with ``PYTHONHASHSEED=0``, from the weights already written to disk, and drops
+the archive's debug records, which hold absolute source paths.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from rnnexport.errors import ExportError, UsageError
 from rnnexport.export._capture import captured_messages
+from rnnexport.export._torch_internals import strip_torchscript_debug_info
 from rnnexport.inputs import Case, make_inputs
 from rnnexport.spec import RNNSpec, spec_from_dict
 
@@ -63,6 +65,7 @@ def compile_and_save(module: torch.nn.Module, spec: RNNSpec, path: Path, *, meth
             example = tuple(torch.from_numpy(feeds[name].copy()) for name in spec.input_names)
             compiled = torch.jit.trace(module, example, check_trace=False)
         torch.jit.save(compiled, str(path))
+    strip_torchscript_debug_info(path)
     return messages
 
 

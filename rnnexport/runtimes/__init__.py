@@ -1,8 +1,6 @@
 """Runtime registry: every backend by its contract name (DESIGN.md, "CLI contract").
 
 `RUNTIMES` maps a name to how to build its runner and how to tell whether it can run here.
-Names that the contract reserves but this version does not implement are listed in
-`PLANNED` and reported as unavailable with that reason.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from dataclasses import dataclass
 from rnnexport.errors import RuntimeUnavailableError, UsageError
 from rnnexport.runtimes.base import Runner
 
-__all__ = ["PLANNED", "RUNTIMES", "RuntimeInfo", "availability", "make_runner", "resolve_runtimes"]
+__all__ = ["RUNTIMES", "RuntimeInfo", "availability", "make_runner", "resolve_runtimes"]
 
 
 def _module_missing(module: str) -> Callable[[], str | None]:
@@ -30,6 +28,18 @@ def _cuda() -> str | None:
     from rnnexport.runtimes.onnx_runners import cuda_provider_status
 
     return cuda_provider_status()
+
+
+def _libtorch() -> str | None:
+    from rnnexport.runtimes.clients import libtorch_status
+
+    return libtorch_status()
+
+
+def _node() -> str | None:
+    from rnnexport.runtimes.clients import node_status
+
+    return node_status()
 
 
 def _build(module: str, cls: str, **kwargs) -> Callable[..., Runner]:
@@ -68,21 +78,22 @@ RUNTIMES: dict[str, RuntimeInfo] = {
                     _cuda, "model.onnx", "ONNX Runtime, CUDAExecutionProvider on a real GPU"),
         RuntimeInfo("onnx-reference", _build("rnnexport.runtimes.onnx_runners", "OnnxReferenceRunner"),
                     _module_missing("onnx"), "model.onnx", "onnx.reference.ReferenceEvaluator (small cases)"),
+        RuntimeInfo("openvino", _build("rnnexport.runtimes.onnx_runners", "OpenVinoRunner"),
+                    _module_missing("openvino"), "model.onnx", "OpenVINO CPU, f32 inference precision"),
+        RuntimeInfo("libtorch-cpp", _build("rnnexport.runtimes.clients", "LibTorchCppRunner"),
+                    _libtorch, "model.pt", "C++ program on LibTorch (built with CMake on first use)"),
+        RuntimeInfo("onnxruntime-node", _build("rnnexport.runtimes.clients", "NodeRunner"),
+                    _node, "model.onnx", "ONNX Runtime for Node.js (npm onnxruntime-node)"),
     )
-}
-
-PLANNED = {
-    "openvino": "not implemented in this rnnexport version",
-    "libtorch-cpp": "not implemented in this rnnexport version",
-    "onnxruntime-node": "not implemented in this rnnexport version",
 }
 
 
 def availability(name: str) -> str | None:
     """None if runtime `name` can run here, else the reason it cannot."""
-    if name in PLANNED:
-        return PLANNED[name]
-    return RUNTIMES[name].check()
+    try:
+        return RUNTIMES[name].check()
+    except Exception as exc:  # a broken toolchain makes a runtime unavailable, never a crash
+        return f"availability check failed: {type(exc).__name__}: {exc}"
 
 
 def resolve_runtimes(requested: list[str] | None) -> tuple[list[str], dict[str, str]]:
@@ -95,7 +106,7 @@ def resolve_runtimes(requested: list[str] | None) -> tuple[list[str], dict[str, 
         UsageError: an unknown runtime name (the message lists the valid ones).
         RuntimeUnavailableError: a runtime that was asked for cannot run here (with the reason).
     """
-    known = [*RUNTIMES, *PLANNED]
+    known = list(RUNTIMES)
     if requested is None:
         skipped = {name: reason for name in known if (reason := availability(name))}
         return [name for name in RUNTIMES if name not in skipped], skipped

@@ -51,6 +51,28 @@ class Runner(ABC):
         self.load()
         return self._infer(feeds)
 
+    def bench_ms(self, feeds: dict[str, np.ndarray], *, warmup: int, repeat: int) -> float:
+        """Median milliseconds of `infer` on `feeds`, after `warmup` unmeasured runs.
+
+        Out-of-process runners override this to time inside the client.
+        """
+        import statistics
+        import time
+
+        self.load()
+        for _ in range(warmup):
+            self._infer(feeds)
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            self._infer(feeds)
+            times.append((time.perf_counter() - start) * 1e3)
+        return statistics.median(times)
+
+    def describe(self) -> dict[str, str]:
+        """Settings worth recording with results (e.g. the inference precision used)."""
+        return {}
+
     def close(self) -> None:
         self._loaded = False
 

@@ -17,6 +17,17 @@ class _ModuleRunner(Runner):
 
     _module = None
 
+    def __init__(self, artifact, threads: int = 0) -> None:
+        super().__init__(artifact)
+        self.threads = threads
+
+    def load(self) -> None:
+        if self.threads > 0:
+            import torch
+
+            torch.set_num_threads(self.threads)  # process-wide: torch has no per-module setting
+        super().load()
+
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 

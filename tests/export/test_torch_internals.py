@@ -32,3 +32,21 @@ def test_patched_export_is_identical_to_unpatched(tmp_path, monkeypatch):
     export_onnx_dynamo(program, spec, tmp_path / "plain.onnx", opset=18)
     digest = [hashlib.sha256((tmp_path / n).read_bytes()).hexdigest() for n in ("patched.onnx", "plain.onnx")]
     assert digest[0] == digest[1]
+
+
+def test_torchscript_debug_records_are_stripped_and_the_module_still_loads(tmp_path):
+    import torch
+
+    from rnnexport.export.torchscript import export_torchscript
+
+    spec = get_spec("deep_bidirectional")
+    module = build_module(spec)
+    torch.save(module.state_dict(), tmp_path / "weights.pt")
+    export_torchscript(spec, tmp_path / "weights.pt", tmp_path / "model.pt")
+    records = torch._C.PyTorchFileReader(str(tmp_path / "model.pt")).get_all_records()
+    assert records and not [r for r in records if r.endswith(".debug_pkl")], \
+        "torch's archive reader/writer changed: update rnnexport/export/_torch_internals.py"
+    assert b"site-packages" not in (tmp_path / "model.pt").read_bytes()
+    loaded = torch.jit.load(str(tmp_path / "model.pt"))
+    x, h = torch.randn(2, 7, 5), torch.randn(6, 2, 8)
+    assert torch.equal(loaded(x, h)[0], module(x, h)[0])

@@ -1,0 +1,120 @@
+// rnnexport's LibTorch client: a deployment-side consumer of model.pt (TorchScript).
+//
+//   rnnexport_libtorch MODEL.pt [THREADS]
+//
+// Prints "ready", then answers one line per request on stdin:
+//   RUN DIR                  reads DIR/inputs.txt ("name ndim d0 d1 ..." per line) and DIR/<name>.bin
+//                            (float32, little-endian, C order), calls forward(input, h_0), writes
+//                            DIR/<i>.bin and DIR/outputs.txt for each element i of the returned tuple
+//   BENCH DIR WARMUP REPEAT  the same forward WARMUP + REPEAT times; answers "ok <median ms>"
+// Answers "ok" or "error <message>" on one line.
+#include <ATen/Parallel.h>
+#include <torch/script.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+std::vector<torch::jit::IValue> read_inputs(const std::string& dir) {
+  std::ifstream index(dir + "/inputs.txt");
+  if (!index) throw std::runtime_error("cannot read " + dir + "/inputs.txt");
+  std::vector<torch::jit::IValue> args;
+  std::string line;
+  while (std::getline(index, line)) {
+    if (line.empty()) continue;
+    std::istringstream fields(line);
+    std::string name;
+    int64_t ndim = 0;
+    fields >> name >> ndim;
+    std::vector<int64_t> shape(ndim);
+    int64_t count = 1;
+    for (auto& d : shape) { fields >> d; count *= d; }
+    std::ifstream data(dir + "/" + name + ".bin", std::ios::binary);
+    if (!data) throw std::runtime_error("cannot read " + name + ".bin");
+    auto tensor = torch::empty(shape, torch::kFloat32);
+    data.read(reinterpret_cast<char*>(tensor.data_ptr<float>()), count * sizeof(float));
+    if (data.gcount() != static_cast<std::streamsize>(count * sizeof(float)))
+      throw std::runtime_error(name + ".bin is shorter than its shape");
+    args.emplace_back(tensor);
+  }
+  return args;
+}
+
+void write_outputs(const std::string& dir, const torch::jit::IValue& result) {
+  std::vector<torch::Tensor> tensors;
+  if (result.isTuple()) {
+    for (const auto& element : result.toTuple()->elements()) tensors.push_back(element.toTensor());
+  } else {
+    tensors.push_back(result.toTensor());
+  }
+  std::ofstream index(dir + "/outputs.txt");
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    auto t = tensors[i].contiguous().to(torch::kFloat32);
+    index << i << " " << t.dim();
+    for (auto d : t.sizes()) index << " " << d;
+    index << "\n";
+    std::ofstream data(dir + "/" + std::to_string(i) + ".bin", std::ios::binary);
+    data.write(reinterpret_cast<const char*>(t.data_ptr<float>()), t.numel() * sizeof(float));
+  }
+}
+
+std::string one_line(std::string text) {
+  std::replace(text.begin(), text.end(), '\n', ' ');
+  return text.substr(0, 500);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::cerr << "usage: rnnexport_libtorch MODEL.pt [THREADS]" << std::endl;
+    return 2;
+  }
+  if (argc >= 3 && std::stoi(argv[2]) > 0) at::set_num_threads(std::stoi(argv[2]));
+  torch::jit::script::Module module;
+  try {
+    module = torch::jit::load(argv[1]);
+    module.eval();
+  } catch (const std::exception& e) {
+    std::cout << "error cannot load " << argv[1] << ": " << one_line(e.what()) << std::endl;
+    return 1;
+  }
+  std::cout << "ready" << std::endl;
+  c10::InferenceMode guard;
+  std::string line;
+  while (std::getline(std::cin, line)) {
+    std::istringstream request(line);
+    std::string command, dir;
+    request >> command >> dir;
+    try {
+      auto args = read_inputs(dir);
+      if (command == "RUN") {
+        write_outputs(dir, module.forward(args));
+        std::cout << "ok" << std::endl;
+      } else if (command == "BENCH") {
+        int warmup = 0, repeat = 1;
+        request >> warmup >> repeat;
+        for (int i = 0; i < warmup; ++i) module.forward(args);
+        std::vector<double> ms;
+        for (int i = 0; i < repeat; ++i) {
+          auto start = std::chrono::steady_clock::now();
+          module.forward(args);
+          ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+        }
+        std::sort(ms.begin(), ms.end());
+        std::cout << "ok " << ms[ms.size() / 2] << std::endl;
+      } else {
+        std::cout << "error unknown command " << command << std::endl;
+      }
+    } catch (const std::exception& e) {
+      std::cout << "error " << one_line(e.what()) << std::endl;
+    }
+  }
+  return 0;
+}

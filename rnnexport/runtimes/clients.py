@@ -1,0 +1,241 @@
+"""Runners that drive deployment clients outside Python: LibTorch C++ and ONNX Runtime for Node.
+
+Both clients (``rnnexport/clients/``) speak one line protocol on stdin/stdout (``RUN DIR``,
+``BENCH DIR WARMUP REPEAT``; answers ``ok`` or ``error <message>``) and exchange tensors as raw
+float32 files, so one process serves every case of an artifact. Their toolchains are optional:
+a missing or broken one makes the runtime unavailable, with the reason, never a crash.
+
+- ``libtorch-cpp`` is built with CMake against the headers and libraries inside the installed
+  torch wheel (``torch.utils.cmake_prefix_path``), once per torch version and source, in
+  ``$RNNEXPORT_CACHE/libtorch-cpp/`` (default ``~/.cache/rnnexport``).
+- ``onnxruntime-node`` needs ``node`` and the npm package, installed with
+  ``npm install --prefix ~/.cache/rnnexport/node onnxruntime-node@1.30.0 --ignore-scripts``
+  (its install script downloads CUDA binaries from outside the registry; the CPU binary is
+  bundled). ``$RNNEXPORT_NODE_PREFIX`` overrides the prefix.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from rnnexport.errors import ArtifactError, RuntimeUnavailableError
+from rnnexport.runtimes.base import Runner
+
+__all__ = [
+    "LibTorchCppRunner", "NODE_PACKAGE", "NodeRunner", "cache_dir", "libtorch_binary", "libtorch_status",
+    "node_prefix", "node_status",
+]
+
+NODE_PACKAGE = "onnxruntime-node@1.30.0"
+_BINARY = "rnnexport_libtorch"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RNNEXPORT_CACHE") or Path.home() / ".cache" / "rnnexport")
+
+
+def _client_source(name: str) -> Path:
+    return Path(str(resources.files("rnnexport.clients") / name))
+
+
+def _tail(text: str, lines: int = 6) -> str:
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
+@functools.lru_cache(maxsize=1)
+def _libtorch_build() -> tuple[Path | None, str | None]:
+    cmake = shutil.which("cmake")
+    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if cmake is None:
+        return None, "cmake not found on PATH"
+    if compiler is None:
+        return None, "no C++ compiler found (c++, g++ or clang++; or set CXX)"
+    import torch
+    import torch.utils
+
+    source = _client_source("libtorch_cpp")
+    digest = hashlib.sha256(torch.__version__.encode())
+    for file in sorted(source.iterdir()):
+        if file.is_file():
+            digest.update(file.name.encode() + file.read_bytes())
+    build = cache_dir() / "libtorch-cpp" / digest.hexdigest()[:16]
+    binary = build / _BINARY
+    if binary.is_file():
+        return binary, None
+    build.mkdir(parents=True, exist_ok=True)
+    steps = [
+        [cmake, "-S", str(source), "-B", str(build), f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
+         "-DCMAKE_BUILD_TYPE=Release", f"-DCMAKE_CXX_COMPILER={compiler}"],
+        [cmake, "--build", str(build), "-j", str(os.cpu_count() or 2)],
+    ]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            return None, f"LibTorch client build failed ({' '.join(step[:2])}): {_tail(done.stdout + done.stderr)}"
+    if not binary.is_file():
+        return None, f"LibTorch client build produced no {binary}"
+    return binary, None
+
+
+def libtorch_status() -> str | None:
+    """None if the LibTorch client is built (building it now if needed), else why not."""
+    return _libtorch_build()[1]
+
+
+def libtorch_binary() -> Path:
+    binary, reason = _libtorch_build()
+    if binary is None:
+        raise RuntimeUnavailableError(f"libtorch-cpp: {reason}")
+    return binary
+
+
+def node_prefix() -> Path:
+    return Path(os.environ.get("RNNEXPORT_NODE_PREFIX") or cache_dir() / "node")
+
+
+def _node_env() -> dict[str, str]:
+    return {**os.environ, "NODE_PATH": str(node_prefix() / "node_modules")}
+
+
+@functools.lru_cache(maxsize=1)
+def node_status() -> str | None:
+    """None if node and onnxruntime-node load here, else why not."""
+    node = shutil.which("node")
+    if node is None:
+        return "node not found on PATH"
+    if not (node_prefix() / "node_modules" / "onnxruntime-node").is_dir():
+        return (f"npm package onnxruntime-node is not installed under {node_prefix()}: run "
+                f"`npm install --prefix {node_prefix()} {NODE_PACKAGE} --ignore-scripts`")
+    done = subprocess.run([node, "-e", "require('onnxruntime-node')"], capture_output=True, text=True,
+                          env=_node_env(), check=False, timeout=120)
+    if done.returncode != 0:
+        return f"onnxruntime-node does not load: {_tail(done.stderr, 3)}"
+    return None
+
+
+class _ClientRunner(Runner):
+    """One client process per artifact, fed through files in a private temporary folder."""
+
+    def __init__(self, artifact, threads: int = 0) -> None:
+        super().__init__(artifact)
+        self.threads = threads
+        self._process: subprocess.Popen | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._stderr = None
+
+    def _command(self) -> tuple[list[str], dict[str, str] | None]:
+        raise NotImplementedError
+
+    def _load(self) -> None:
+        command, env = self._command()
+        self._tmp = tempfile.TemporaryDirectory(prefix=f"rnnexport-{self.name}-")
+        self._stderr = open(Path(self._tmp.name) / "stderr.log", "w+")  # noqa: SIM115 (closed in close())
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=self._stderr, text=True, bufsize=1, env=env)
+        ready = self._process.stdout.readline().strip()
+        if ready != "ready":
+            message = ready.removeprefix("error ") or self._stderr_tail()
+            self.close()
+            raise ArtifactError(f"{self.name}: the client cannot load the model: {message}")
+
+    def _stderr_tail(self) -> str:
+        self._stderr.flush()
+        self._stderr.seek(0)
+        return _tail(self._stderr.read()) or "(no output)"
+
+    def _request(self, line: str) -> str:
+        assert self._process is not None
+        try:
+            self._process.stdin.write(line + "\n")
+            self._process.stdin.flush()
+        except BrokenPipeError:
+            pass
+        reply = self._process.stdout.readline().strip()
+        if not reply:
+            raise RuntimeError(f"{self.name} client exited ({self._process.poll()}): {self._stderr_tail()}")
+        if not reply.startswith("ok"):
+            raise RuntimeError(f"{self.name} client: {reply.removeprefix('error ')}")
+        return reply
+
+    def _write_inputs(self, feeds: dict[str, np.ndarray]) -> Path:
+        folder = Path(tempfile.mkdtemp(dir=self._tmp.name))
+        lines = []
+        for name in self.artifact.spec.input_names:
+            array = np.ascontiguousarray(feeds[name], dtype="<f4")
+            array.tofile(folder / f"{name}.bin")
+            lines.append(" ".join([name, str(array.ndim), *map(str, array.shape)]))
+        (folder / "inputs.txt").write_text("\n".join(lines) + "\n")
+        return folder
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        folder = self._write_inputs(feeds)
+        try:
+            self._request(f"RUN {folder}")
+            outputs = {}
+            for line in (folder / "outputs.txt").read_text().split("\n"):
+                if not line.strip():
+                    continue
+                name, ndim, *dims = line.split()
+                shape = tuple(int(d) for d in dims[: int(ndim)])
+                # LibTorch names outputs by tuple position; Node by graph output name.
+                key = self.artifact.spec.output_names[int(name)] if name.isdigit() else name
+                outputs[key] = np.fromfile(folder / f"{name}.bin", dtype="<f4").reshape(shape)
+            return outputs
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def bench_ms(self, feeds: dict[str, np.ndarray], *, warmup: int, repeat: int) -> float:
+        """Median milliseconds measured inside the client (no file or pipe overhead)."""
+        self.load()
+        folder = self._write_inputs(feeds)
+        try:
+            return float(self._request(f"BENCH {folder} {warmup} {repeat}").split()[1])
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def close(self) -> None:
+        if self._process is not None:
+            try:
+                self._process.stdin.close()
+                self._process.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+        super().close()
+
+
+class LibTorchCppRunner(_ClientRunner):
+    """``model.pt`` loaded by a C++ program linked against LibTorch."""
+
+    name = "libtorch-cpp"
+    requires = "model.pt"
+
+    def _command(self):
+        return [str(libtorch_binary()), str(self.artifact.path / "model.pt"), str(self.threads)], None
+
+
+class NodeRunner(_ClientRunner):
+    """``model.onnx`` in ONNX Runtime for Node.js (CPU)."""
+
+    name = "onnxruntime-node"
+    requires = "model.onnx"
+
+    def _command(self):
+        script = _client_source("node") / "run.js"
+        return ["node", str(script), str(self.artifact.path / "model.onnx"), str(self.threads)], _node_env()
