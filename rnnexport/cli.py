@@ -62,6 +62,17 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-validate", action="store_true", help="write without validating")
     _add_validation_args(p)
 
+    p = sub.add_parser("bench", help="median latency of every runtime, with ratios to torch eager")
+    p.add_argument("targets", nargs="*", metavar="NAME|DIR",
+                   help="artifact folders, or built-in names found under models/ (default: models)")
+    p.add_argument("--runtimes", type=_runtime_list, default=None,
+                   help="comma-separated runtimes (default: every available one)")
+    p.add_argument("--threads", type=int, default=1, help="threads per runtime, equal for all (default 1)")
+    p.add_argument("--shapes", default=None, help="comma-separated BxS (default: documented, 1x1000, 64x200)")
+    p.add_argument("--warmup", type=int, default=3, help="unmeasured runs per runtime and shape (default 3)")
+    p.add_argument("--repeat", type=int, default=10, help="measured runs per runtime and shape (default 10)")
+    p.add_argument("--json", dest="json_path", default=None, metavar="F", help="write the results as JSON to F")
+
     p = sub.add_parser("validate", help="validate artifact folders on every available runtime")
     p.add_argument("paths", nargs="+", metavar="DIR", help="artifact folders, or folders of them")
     _add_validation_args(p)
@@ -201,11 +212,44 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return _finish(reports, args)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rnnexport.artifacts import discover_artifacts, open_artifact
+    from rnnexport.bench import bench_artifact, format_bench
+    from rnnexport.inputs import Case
+    from rnnexport.spec import catalog
+
+    for label, value in (("--threads", args.threads), ("--warmup", args.warmup), ("--repeat", args.repeat)):
+        if value < (0 if label == "--warmup" else 1):
+            raise UsageError(f"{label} must be >= {0 if label == '--warmup' else 1}, got {value}")
+    targets = []
+    for target in args.targets or ["models"]:
+        if not Path(target).exists() and target in catalog() and (Path("models") / target).is_dir():
+            target = str(Path("models") / target)
+        targets.append(target)
+    try:
+        cases = None if args.shapes is None else [Case.parse(s.strip()) for s in args.shapes.split(",") if s.strip()]
+    except ValueError as exc:
+        raise UsageError(f"--shapes: {exc}") from None
+    artifacts = [open_artifact(path) for path in discover_artifacts(targets)]
+    reports = [bench_artifact(a, runtimes=args.runtimes, cases=cases, threads=args.threads,
+                              warmup=args.warmup, repeat=args.repeat) for a in artifacts]
+    print(format_bench(reports))
+    if args.json_path:
+        try:
+            Path(args.json_path).write_text(json.dumps({"schema": "rnnexport.bench/1",
+                                                        "artifacts": [r.to_json() for r in reports]}, indent=2) + "\n")
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.json_path!r}: {exc.strerror or exc} (results printed above)") from None
+    return 1 if any(r.errors for r in reports) else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 passed, 1 mismatch, 2 bad usage or input)."""
     try:
         args = _build_parser().parse_args(argv)
-        command = {"list": _cmd_list, "export": _cmd_export, "validate": _cmd_validate}[args.command]
+        command = {"list": _cmd_list, "export": _cmd_export, "validate": _cmd_validate, "bench": _cmd_bench}[args.command]
         return command(args)
     except RNNExportError as exc:
         print(f"rnnexport: error: {exc}", file=sys.stderr)

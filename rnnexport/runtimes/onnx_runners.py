@@ -189,7 +189,8 @@ class OpenVinoRunner(Runner):
             self._compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         except Exception as exc:
             raise ArtifactError(f"{path}: OpenVINO cannot compile it ({type(exc).__name__}: {exc})") from None
-        self._used_precision = str(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
+        used = self._compiled.get_property("INFERENCE_PRECISION_HINT")
+        self._used_precision = used.get_type_name() if hasattr(used, "get_type_name") else str(used)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = {port.get_any_name(): feeds[port.get_any_name()] for port in self._compiled.inputs}

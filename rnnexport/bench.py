@@ -1,0 +1,157 @@
+"""Latency of every runtime on an artifact, side by side in one run.
+
+Each runtime runs the same seeded feeds with the same thread count; after `warmup` unmeasured
+runs, the median of `repeat` timed runs is reported in milliseconds, with its ratio to torch
+eager measured in the same run (below 1 is faster than torch). Out-of-process clients time
+inside the client, so file and pipe transfers are not counted. The ONNX Runtime *floor* is the
+median of a session running an identity model on inputs of the same size: no runtime can be
+faster than the overhead of one call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rnnexport.artifacts import Artifact
+from rnnexport.inputs import Case, make_inputs
+from rnnexport.runtimes import make_runner, resolve_runtimes
+
+__all__ = ["BenchReport", "BenchResult", "bench_artifact", "default_bench_cases", "format_bench"]
+
+FLOOR = "onnxruntime-identity-floor"
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """One runtime on one shape: median milliseconds and its ratio to torch eager."""
+
+    runtime: str
+    shape: str
+    median_ms: float
+    ratio_to_torch: float | None
+
+
+@dataclass
+class BenchReport:
+    artifact: str
+    threads: int
+    warmup: int
+    repeat: int
+    results: list[BenchResult] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**{k: v for k, v in asdict(self).items() if k != "results"},
+                "results": [asdict(r) for r in self.results]}
+
+
+def default_bench_cases(artifact: Artifact) -> list[Case]:
+    """The documented shape, 1 x 1000 and 64 x 200 (random initial state)."""
+    spec = artifact.spec
+    return list(dict.fromkeys([Case(spec.batch_size, spec.seq_len), Case(1, 1000), Case(64, 200)]))
+
+
+def _floor_ms(feeds: dict[str, np.ndarray], threads: int, warmup: int, repeat: int) -> float:
+    """Median ms of ONNX Runtime running Identity on every input: the per-call overhead."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [name], [f"{name}_out"]) for name in feeds],
+        "identity_floor",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(v.shape)) for name, v in feeds.items()],
+        [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, list(v.shape)) for name, v in feeds.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    import statistics
+    import time
+
+    for _ in range(warmup):
+        session.run(None, feeds)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        session.run(None, feeds)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def bench_artifact(
+    artifact: Artifact,
+    *,
+    runtimes: list[str] | None = None,
+    cases: list[Case] | None = None,
+    threads: int = 1,
+    warmup: int = 3,
+    repeat: int = 10,
+) -> BenchReport:
+    """Median latency per runtime and shape; see the module docstring.
+
+    Args:
+        artifact: A verified artifact.
+        runtimes: Default every available runtime (torch always, as the ratio's base).
+        cases: Default `default_bench_cases`.
+        threads: Threads per runtime, equal for all (default 1: reproducible on a shared machine).
+        warmup / repeat: Unmeasured and measured runs per runtime and shape.
+    """
+    chosen, skipped = resolve_runtimes(runtimes)
+    cases = cases or default_bench_cases(artifact)
+    report = BenchReport(artifact=artifact.name, threads=threads, warmup=warmup, repeat=repeat, skipped=skipped)
+    torch_ms: dict[str, float] = {}
+    for name in chosen:
+        runner = make_runner(name, artifact, threads=threads)
+        try:
+            runner.load()
+            for case in cases:
+                reason = runner.supports(case)
+                if reason:
+                    report.skipped.setdefault(name, reason)
+                    continue
+                shape = f"{case.batch}x{case.seq}"
+                ms = runner.bench_ms(make_inputs(artifact.spec, case), warmup=warmup, repeat=repeat)
+                if name == "torch":
+                    torch_ms[shape] = ms
+                base = torch_ms.get(shape)
+                report.results.append(BenchResult(name, shape, ms, ms / base if base else None))
+        except Exception as exc:  # one runtime failing must not end the benchmark
+            report.errors.append({"runtime": name, "message": f"{type(exc).__name__}: {exc}"})
+        finally:
+            runner.close()
+    for case in cases:
+        shape = f"{case.batch}x{case.seq}"
+        ms = _floor_ms(make_inputs(artifact.spec, case), threads, warmup, repeat)
+        base = torch_ms.get(shape)
+        report.results.append(BenchResult(FLOOR, shape, ms, ms / base if base else None))
+    return report
+
+
+def format_bench(reports: list[BenchReport]) -> str:
+    """Per artifact: runtime x shape, ``median ms (ratio to torch)``."""
+    lines = []
+    for report in reports:
+        shapes = list(dict.fromkeys(r.shape for r in report.results))
+        runtimes = list(dict.fromkeys(r.runtime for r in report.results))
+        lines.append(f"{report.artifact}: median ms of {report.repeat} runs after {report.warmup} warm-up, "
+                     f"{report.threads} thread(s); (x) = ratio to torch eager, lower is faster")
+        lines.append(f"  {'runtime':<28}" + "".join(f"{s:>22}" for s in shapes))
+        cells = {(r.runtime, r.shape): r for r in report.results}
+        for runtime in runtimes:
+            row = f"  {runtime:<28}"
+            for shape in shapes:
+                r = cells.get((runtime, shape))
+                text = "-" if r is None else f"{r.median_ms:.3f}" + (f" ({r.ratio_to_torch:.2f}x)" if r.ratio_to_torch else "")
+                row += f"{text:>22}"
+            lines.append(row)
+        for name, reason in report.skipped.items():
+            lines.append(f"  not measured {name}: {reason}")
+        for error in report.errors:
+            lines.append(f"  ERROR {error['runtime']}: {error['message']}")
+        lines.append("")
+    return "\n".join(lines).rstrip()

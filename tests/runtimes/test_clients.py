@@ -1,0 +1,121 @@
+"""Out-of-process and optional runtimes: LibTorch C++, ONNX Runtime for Node.js, OpenVINO.
+
+Where a toolchain is missing the tests that need it skip with the reason; the tests of what
+happens when it is missing or broken run everywhere.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from rnnexport.errors import RuntimeUnavailableError
+from rnnexport.inputs import Case
+from rnnexport.runtimes import availability, clients, resolve_runtimes
+from rnnexport.validate import validate_artifact
+from tests.conftest import MODELS
+
+
+def require(name: str) -> None:
+    reason = availability(name)
+    if reason:
+        pytest.skip(f"{name} is not available here: {reason}")
+
+
+@pytest.mark.parametrize("runtime", ["libtorch-cpp", "onnxruntime-node", "openvino"])
+@pytest.mark.parametrize("name", ["deep_bidirectional", "seq_first"])
+def test_client_reproduces_golden_outputs(runtime, name):
+    require(runtime)
+    report = validate_artifact(MODELS / name, runtimes=[runtime])
+    assert report.passed, [str(c) for c in report.failures] + [e.message for e in report.errors]
+    golden = [c for c in report.comparisons if c.runtime == runtime and c.against == "golden"]
+    assert len(golden) == 4 and all(c.max_abs_error < 1e-5 for c in golden)
+
+
+def test_openvino_precision_is_f32_and_recorded():
+    require("openvino")
+    report = validate_artifact(MODELS / "deep", runtimes=["openvino"], cases=[Case(3, 17)])
+    assert report.runtime_summary()["openvino"]["details"] == {"device": "CPU", "inference_precision": "f32"}
+
+
+@pytest.fixture
+def fresh_client_checks(monkeypatch, tmp_path):
+    """Empty caches and forget earlier availability answers."""
+    monkeypatch.setenv("RNNEXPORT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RNNEXPORT_NODE_PREFIX", str(tmp_path / "node"))
+    clients._libtorch_build.cache_clear()
+    clients.node_status.cache_clear()
+    yield tmp_path
+    clients._libtorch_build.cache_clear()
+    clients.node_status.cache_clear()
+
+
+def test_missing_cmake_makes_libtorch_unavailable(fresh_client_checks, monkeypatch):
+    real_which = shutil.which
+    monkeypatch.setattr(clients.shutil, "which", lambda tool: None if tool == "cmake" else real_which(tool))
+    assert availability("libtorch-cpp") == "cmake not found on PATH"
+
+
+def test_failing_build_makes_libtorch_unavailable(fresh_client_checks, monkeypatch):
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake not found on PATH: cannot show a failing build")
+    broken = fresh_client_checks / "broken"
+    shutil.copytree(clients._client_source("libtorch_cpp"), broken)
+    (broken / "main.cpp").write_text("this is not C++\n")
+    monkeypatch.setattr(clients, "_client_source", lambda name: broken)
+    reason = availability("libtorch-cpp")
+    assert reason is not None and reason.startswith("LibTorch client build failed")
+    # Unavailable, not a crash: the default set skips it with the reason and the rest runs.
+    chosen, skipped = resolve_runtimes(None)
+    assert "libtorch-cpp" not in chosen and skipped["libtorch-cpp"] == reason
+    with pytest.raises(RuntimeUnavailableError, match="'libtorch-cpp' was asked for but is not available: LibTorch"):
+        resolve_runtimes(["libtorch-cpp"])
+
+
+def test_missing_node_package_is_explained(fresh_client_checks, cli):
+    if shutil.which("node") is None:
+        assert availability("onnxruntime-node") == "node not found on PATH"
+        return
+    reason = availability("onnxruntime-node")
+    assert "npm package onnxruntime-node is not installed" in reason and "--ignore-scripts" in reason
+    code, _, err = cli("validate", MODELS / "deep", "--runtimes", "onnxruntime-node")
+    assert code == 2 and "npm install --prefix" in err
+
+
+def test_missing_node_binary(fresh_client_checks, monkeypatch):
+    real_which = shutil.which
+    monkeypatch.setattr(clients.shutil, "which", lambda tool: None if tool == "node" else real_which(tool))
+    assert availability("onnxruntime-node") == "node not found on PATH"
+
+
+def test_client_errors_are_reported_per_case(monkeypatch):
+    require("onnxruntime-node")
+    from rnnexport.runtimes.clients import NodeRunner
+
+    real = NodeRunner._write_inputs
+
+    def corrupt(self, feeds):
+        folder = real(self, feeds)
+        (folder / "input.bin").write_bytes(b"\0" * 8)  # fewer bytes than the shape needs
+        return folder
+
+    monkeypatch.setattr(NodeRunner, "_write_inputs", corrupt)
+    report = validate_artifact(MODELS / "deep", runtimes=["onnxruntime-node"], cases=[Case(3, 17)])
+    assert not report.passed and {e.runtime for e in report.errors} == {"onnxruntime-node"}
+    assert report.runtime_summary()["torch"]["status"] == "passed"
+
+
+def test_onnxruntime_session_is_created_once_per_artifact(monkeypatch):
+    import onnxruntime as ort
+
+    created = []
+    real = ort.InferenceSession
+
+    def counting(*args, **kwargs):
+        created.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", counting)
+    validate_artifact(MODELS / "deep", runtimes=["onnxruntime-cpu"])
+    assert len([p for p in created if str(p).endswith("model.onnx")]) == 1

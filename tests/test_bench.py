@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import json
+
+from rnnexport.artifacts import open_artifact
+from rnnexport.bench import FLOOR, bench_artifact, format_bench
+from rnnexport.inputs import Case
+from tests.conftest import MODELS
+
+
+def test_bench_measures_every_runtime_with_ratios_from_one_run():
+    report = bench_artifact(open_artifact(MODELS / "single_layer"), runtimes=["onnxruntime-cpu", "torchscript"],
+                            cases=[Case(3, 17), Case(1, 50)], warmup=1, repeat=3)
+    by = {(r.runtime, r.shape): r for r in report.results}
+    assert set(by) == {(rt, s) for rt in ("torch", "onnxruntime-cpu", "torchscript", FLOOR) for s in ("3x17", "1x50")}
+    for (runtime, shape), result in by.items():
+        assert result.median_ms > 0
+        assert result.ratio_to_torch == result.median_ms / by[("torch", shape)].median_ms
+    text = format_bench([report])
+    assert "(1.00x)" in text and FLOOR in text and "1 thread(s)" in text
+
+
+def test_bench_cli_json(cli, tmp_path):
+    code, out, err = cli("bench", MODELS / "seq_first", "--runtimes", "onnxruntime-cpu", "--shapes", "2x9",
+                         "--repeat", "2", "--warmup", "0", "--json", tmp_path / "b.json")
+    assert code == 0, err
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert data["schema"] == "rnnexport.bench/1"
+    results = data["artifacts"][0]["results"]
+    assert {r["runtime"] for r in results} == {"torch", "onnxruntime-cpu", FLOOR}
+    assert "onnxruntime-cpu" in out and "x)" in out
+
+
+def test_bench_bad_arguments(cli):
+    code, _, err = cli("bench", MODELS / "deep", "--repeat", "0")
+    assert code == 2 and "--repeat must be >= 1" in err
+    code, _, err = cli("bench", "no_such_artifact")
+    assert code == 2 and "no such file or directory" in err
