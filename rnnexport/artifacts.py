@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from rnnexport.errors import ArtifactError, UsageError
-from rnnexport.inputs import Case
+from rnnexport.inputs import Case, check_feeds
 from rnnexport.spec import CELLS, RNNSpec, spec_from_dict
 
 __all__ = [
@@ -170,6 +170,10 @@ class Artifact:
                         f"expected {list(expected[name])}"
                     )
                 tensors[name] = arrays[key]
+            try:
+                check_feeds(self.spec, {n: tensors[n] for n in self.spec.input_names})
+            except UsageError as exc:
+                raise ArtifactError(f"{self.path}: golden case {case_id!r}: {exc}") from None
             cases[case] = tensors
         return cases
 

@@ -107,6 +107,9 @@ def bench_artifact(
     torch_ms: dict[str, float] = {}
     for name in chosen:
         runner = make_runner(name, artifact, threads=threads)
+        if runner.unsupported():
+            report.skipped[name] = runner.unsupported()
+            continue
         try:
             runner.load()
             for case in cases:

@@ -14,7 +14,7 @@ import numpy as np
 
 from rnnexport.spec import RNNSpec
 
-__all__ = ["Case", "INITIAL_STATES", "default_sweep", "golden_cases", "make_inputs"]
+__all__ = ["Case", "INITIAL_STATES", "check_feeds", "default_sweep", "golden_cases", "make_inputs"]
 
 INITIAL_STATES = ("zero", "random")
 
@@ -80,11 +80,54 @@ def _cached_inputs(spec: RNNSpec, case: Case) -> tuple[tuple[str, np.ndarray], .
         else:
             value = rng.standard_normal(shape, dtype=np.float32)
         arrays.append((f"{state}_0", value))
+    if spec.variable_length:
+        # Unsorted lengths in [1, seq], one of them the full length (pad_packed's total_length).
+        lengths = rng.integers(1, case.seq + 1, size=case.batch, dtype=np.int64)
+        lengths[rng.integers(case.batch)] = case.seq
+        arrays.append(("lengths", lengths))
     for _, array in arrays:
         array.setflags(write=False)
     return tuple(arrays)
 
 
 def make_inputs(spec: RNNSpec, case: Case) -> dict[str, np.ndarray]:
-    """Graph inputs of `case` (``input``, ``h_0``), float32, C-contiguous, read-only."""
+    """Graph inputs of `case` (``input``, ``h_0``[, ``c_0``][, ``lengths``]), C-contiguous,
+    read-only; float32, and int64 ``lengths`` (unsorted, in ``[1, seq]``)."""
     return dict(_cached_inputs(spec, case))
+
+
+def check_feeds(spec: RNNSpec, feeds: dict[str, np.ndarray]) -> None:
+    """Check named feeds against the spec before any runtime sees them.
+
+    Raises:
+        UsageError: a missing or unexpected input (``lengths`` for a model exported without
+            variable lengths), a wrong shape, or lengths outside ``[1, seq]`` or of the wrong
+            batch size; the message names the input, what was found and what is valid.
+    """
+    from rnnexport.errors import UsageError
+
+    unexpected = sorted(set(feeds) - set(spec.input_names))
+    if "lengths" in unexpected:
+        raise UsageError(f"{spec.name}: got a 'lengths' input, but the model was exported without "
+                         "variable_length; its inputs are " + ", ".join(spec.input_names))
+    if unexpected:
+        raise UsageError(f"{spec.name}: unexpected input {unexpected[0]!r}; inputs are {', '.join(spec.input_names)}")
+    missing = [name for name in spec.input_names if name not in feeds]
+    if missing:
+        raise UsageError(f"{spec.name}: missing input {missing[0]!r}; inputs are {', '.join(spec.input_names)}")
+    x = np.asarray(feeds["input"])
+    if x.ndim != 3:
+        raise UsageError(f"{spec.name}: 'input' must be 3-D, got shape {list(x.shape)}")
+    batch, seq = (x.shape[0], x.shape[1]) if spec.batch_first else (x.shape[1], x.shape[0])
+    expected = spec.shapes(batch, seq)
+    for name in spec.input_names:
+        if tuple(np.shape(feeds[name])) != expected[name]:
+            raise UsageError(f"{spec.name}: {name!r} has shape {list(np.shape(feeds[name]))}, expected "
+                             f"{list(expected[name])} for batch {batch} and sequence length {seq}")
+    if spec.variable_length:
+        lengths = np.asarray(feeds["lengths"])
+        if not np.issubdtype(lengths.dtype, np.integer):
+            raise UsageError(f"{spec.name}: 'lengths' must be integers, got {lengths.dtype}")
+        bad = lengths[(lengths < 1) | (lengths > seq)]
+        if bad.size:
+            raise UsageError(f"{spec.name}: 'lengths' must be in [1, {seq}] (the sequence length), got {bad.tolist()}")

@@ -20,7 +20,7 @@ from rnnexport.errors import SpecError, UsageError
 
 __all__ = ["CELLS", "NONLINEARITIES", "RNNSpec", "catalog", "get_spec", "load_spec", "spec_from_dict"]
 
-CELLS = ("rnn",)
+CELLS = ("rnn", "lstm", "gru")
 NONLINEARITIES = ("tanh", "relu")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -31,7 +31,8 @@ class RNNSpec:
 
     Attributes:
         name: Folder name of the artifact (letters, digits, ``_ . -``).
-        cell: Recurrent cell; ``"rnn"`` (Elman RNN, ``nn.RNN``).
+        cell: Recurrent cell: ``"rnn"`` (Elman, ``nn.RNN``), ``"lstm"`` (``nn.LSTM``, adds the cell
+            state ``c_0``/``c_n``) or ``"gru"`` (``nn.GRU``). Default ``"rnn"``.
         input_size: Features per time step (``I``).
         hidden_size: Hidden features (``H``).
         num_layers: Stacked layers. Default 1.
@@ -39,10 +40,17 @@ class RNNSpec:
         batch_first: Input/output layout ``[batch, seq, feature]`` when True, else
             ``[seq, batch, feature]``. ``h_0``/``h_n`` are ``[layers*dirs, batch, H]`` either way.
             Default False (PyTorch's default).
-        nonlinearity: ``"tanh"`` or ``"relu"``. Default ``"tanh"``.
+        nonlinearity: ``"tanh"`` or ``"relu"``, for ``cell = "rnn"`` only. Default ``"tanh"``.
         bias: Whether the cell has ``b_ih``/``b_hh``. Default True.
         dropout: Dropout between layers; exported models are in eval mode, where it is the
             identity. Default 0.0.
+        proj_size: LSTM projection size (``nn.LSTM(proj_size=...)``); 0 (default) for none. The
+            hidden state ``h`` then has ``proj_size`` features; ONNX has no projection, so such
+            models export to TorchScript and torch.export only.
+        variable_length: Padded batches with per-example lengths: the model takes a ``lengths``
+            input (int64, ``[batch]``), runs ``pack_padded_sequence(enforce_sorted=False)``
+            semantics (ONNX ``sequence_lens``), pads outputs with 0 past each length and takes
+            ``h_n`` at each example's last valid step. Default False.
         batch_size: Documented (example) batch size. Default 1.
         seq_len: Documented (example) sequence length. Default 1.
         seed: Seed of the weights and of every generated input. Default 0.
@@ -58,6 +66,8 @@ class RNNSpec:
     nonlinearity: str = "tanh"
     bias: bool = True
     dropout: float = 0.0
+    proj_size: int = 0
+    variable_length: bool = False
     batch_size: int = 1
     seq_len: int = 1
     seed: int = 0
@@ -68,12 +78,18 @@ class RNNSpec:
 
     @property
     def state_names(self) -> tuple[str, ...]:
-        """Names of the recurrent state tensors (``h`` for RNN)."""
-        return ("h",)
+        """Names of the recurrent state tensors: ``h`` (and ``c`` for an LSTM)."""
+        return ("h", "c") if self.cell == "lstm" else ("h",)
+
+    @property
+    def output_size(self) -> int:
+        """Features of ``h`` per direction: ``proj_size`` when set, else ``hidden_size``."""
+        return self.proj_size or self.hidden_size
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        return ("input", *(f"{s}_0" for s in self.state_names))
+        lengths = ("lengths",) if self.variable_length else ()
+        return ("input", *(f"{s}_0" for s in self.state_names), *lengths)
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -87,15 +103,22 @@ class RNNSpec:
         """Shapes of every graph input and output; defaults to the documented batch and seq."""
         batch = self.batch_size if batch is None else batch
         seq = self.seq_len if seq is None else seq
-        state = (self.num_layers * self.num_directions, batch, self.hidden_size)
+        layers = self.num_layers * self.num_directions
         shapes = {
             "input": self.sequence_shape(batch, seq, self.input_size),
-            "output": self.sequence_shape(batch, seq, self.num_directions * self.hidden_size),
+            "output": self.sequence_shape(batch, seq, self.num_directions * self.output_size),
         }
         for s in self.state_names:
+            state = (layers, batch, self.output_size if s == "h" else self.hidden_size)
             shapes[f"{s}_0"] = state
             shapes[f"{s}_n"] = state
+        if self.variable_length:
+            shapes["lengths"] = (batch,)
         return shapes
+
+    def dtype(self, name: str) -> str:
+        """Element type of a graph input or output: int64 for ``lengths``, else float32."""
+        return "int64" if name == "lengths" else "float32"
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         """Symbolic axes of every graph input and output: batch and sequence are dynamic."""
@@ -104,6 +127,8 @@ class RNNSpec:
         for s in self.state_names:
             axes[f"{s}_0"] = {1: "batch"}
             axes[f"{s}_n"] = {1: "batch"}
+        if self.variable_length:
+            axes["lengths"] = {0: "batch"}
         return axes
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,6 +196,16 @@ def spec_from_dict(data: dict[str, Any], *, source: str = "spec") -> RNNSpec:
         raise bad("nonlinearity", " | ".join(repr(n) for n in NONLINEARITIES))
     if "dropout" in values and not 0.0 <= values["dropout"] < 1.0:
         raise bad("dropout", "a number in [0, 1)")
+    cell = values.get("cell", "rnn")
+    if cell != "rnn" and values.get("nonlinearity", "tanh") != "tanh":
+        raise bad("nonlinearity", f"'tanh' (nonlinearity applies to cell 'rnn' only; cell is {cell!r})")
+    if values.get("proj_size", 0) < 0:
+        raise bad("proj_size", "an integer >= 0")
+    if values.get("proj_size", 0) > 0:
+        if cell != "lstm":
+            raise bad("proj_size", f"0 (projections exist for cell 'lstm' only; cell is {cell!r})")
+        if values["proj_size"] >= values.get("hidden_size", 0):
+            raise bad("proj_size", f"an integer below hidden_size ({values.get('hidden_size')})")
     return RNNSpec(**values)
 
 

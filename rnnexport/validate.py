@@ -18,7 +18,7 @@ import numpy as np
 from rnnexport.artifacts import Artifact, discover_artifacts, open_artifact, versions
 from rnnexport.compare import Comparison, Tolerance, compare_arrays, failures
 from rnnexport.errors import RNNExportError, RuntimeUnavailableError
-from rnnexport.inputs import Case, default_sweep, make_inputs
+from rnnexport.inputs import Case, check_feeds, default_sweep, make_inputs
 from rnnexport.invariants import check_invariants
 from rnnexport.runtimes import RUNTIMES, make_runner, resolve_runtimes
 from rnnexport.spec import RNNSpec
@@ -147,16 +147,25 @@ def validate_artifact(
     )
     feeds = {case: ({n: golden[case][n] for n in spec.input_names} if case in golden else make_inputs(spec, case))
              for case in case_list}
+    for case_feeds in feeds.values():
+        check_feeds(spec, case_feeds)
     options = runner_options or {}
     stream_cases = streaming_cases(spec)
     report.streaming = (
         {"cases": [c.id for c, _ in stream_cases], "chunks": {c.id: list(ch) for c, ch in stream_cases}}
-        if stream_cases else {"not_applicable": "bidirectional: the reverse direction needs the whole sequence"}
+        if stream_cases else {"not_applicable": streaming_not_applicable(spec)}
     )
 
     reference: dict[Case, dict[str, np.ndarray]] = {}
-    for name in chosen:  # "torch" comes first: it is the reference for the others
+    for name in list(chosen):  # "torch" comes first: it is the reference for the others
         runner = make_runner(name, artifact, **options.get(name, {}))
+        limitation = runner.unsupported()
+        if limitation:
+            if runtimes is not None and name in runtimes:
+                raise RuntimeUnavailableError(f"runtime {name!r} was asked for but cannot run {artifact.name}: {limitation}")
+            report.runtimes.remove(name)
+            report.skipped[name] = limitation
+            continue
         try:
             runner.load()
         except RNNExportError as exc:
@@ -180,7 +189,8 @@ def validate_artifact(
                     continue
                 if name == "torch":
                     reference[case] = outputs
-                records = _compare_case(artifact, name, case, outputs, reference.get(case), golden.get(case), tolerance)
+                records = _compare_case(artifact, name, case, feeds[case], outputs, reference.get(case),
+                                        golden.get(case), tolerance)
                 report.comparisons.extend(records)
                 if case in reference and name != "torch" and failures(records):
                     located = localize(spec, outputs["h_n"], reference[case]["h_n"], tolerance)
@@ -203,6 +213,7 @@ def _compare_case(
     artifact: Artifact,
     runtime: str,
     case: Case,
+    feeds: dict[str, np.ndarray],
     outputs: dict[str, np.ndarray],
     reference: dict[str, np.ndarray] | None,
     golden: dict[str, np.ndarray] | None,
@@ -216,14 +227,24 @@ def _compare_case(
             records.append(compare_arrays(outputs[output], reference[output], output=output, against="torch", **labels))
         if golden is not None:
             records.append(compare_arrays(outputs[output], golden[output], output=output, against="golden", **labels))
-    records.extend(check_invariants(spec, outputs, batch=case.batch, seq=case.seq, **labels))
+    records.extend(check_invariants(spec, outputs, batch=case.batch, seq=case.seq, lengths=feeds.get("lengths"),
+                                    **labels))
     return records
 
 
-def streaming_cases(spec: RNNSpec) -> list[tuple[Case, tuple[int, ...]]]:
-    """Cases run in chunks for the streaming check, with their chunk lengths (unidirectional
-    models only: a bidirectional layer's reverse direction needs the whole sequence)."""
+def streaming_not_applicable(spec: RNNSpec) -> str | None:
+    """Why the streaming check does not apply to `spec`, or None if it does."""
     if spec.bidirectional:
+        return "bidirectional: the reverse direction needs the whole sequence"
+    if spec.variable_length:
+        return "variable-length: padded batches end at different steps, so chunks do not line up"
+    return None
+
+
+def streaming_cases(spec: RNNSpec) -> list[tuple[Case, tuple[int, ...]]]:
+    """Cases run in chunks for the streaming check, with their chunk lengths (see
+    `streaming_not_applicable` for the models it does not apply to)."""
+    if streaming_not_applicable(spec):
         return []
     documented = spec.seq_len
     cases = [(Case(3, 17, "zero"), (5, 1, 11))]
@@ -245,20 +266,19 @@ def _streaming_records(
     spec = artifact.spec
     time_axis = 1 if spec.batch_first else 0
     full = runner.infer(feeds)
-    state = feeds["h_0"]
+    state = {f"{s}_0": feeds[f"{s}_0"] for s in spec.state_names}
     pieces, start = [], 0
     for length in chunks:
         index = [slice(None)] * 3
         index[time_axis] = slice(start, start + length)
-        chunk = np.ascontiguousarray(feeds["input"][tuple(index)])
-        out = runner.infer({"input": chunk, "h_0": state})
+        out = runner.infer({"input": np.ascontiguousarray(feeds["input"][tuple(index)]), **state})
         pieces.append(out["output"])
-        state = out["h_n"]
+        state = {f"{s}_0": out[f"{s}_n"] for s in spec.state_names}
         start += length
     labels = dict(tolerance=tolerance, artifact=artifact.name, runtime=runner.name, case=case.id, against="streaming")
     return [
         compare_arrays(np.concatenate(pieces, axis=time_axis), full["output"], output="output", **labels),
-        compare_arrays(state, full["h_n"], output="h_n", **labels),
+        *(compare_arrays(state[f"{s}_0"], full[f"{s}_n"], output=f"{s}_n", **labels) for s in spec.state_names),
     ]
 
 

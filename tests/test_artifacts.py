@@ -72,7 +72,7 @@ def test_folder_without_manifest(tmp_path: Path):
     ("edit", "match"),
     [
         (lambda m: m.update(schema_version=99), "schema version 99 is not supported"),
-        (lambda m: m["spec"].update(cell="lstm"), "cell type 'lstm'"),
+        (lambda m: m["spec"].update(cell="transformer"), "cell type 'transformer'"),
         (lambda m: m.pop("files"), "not an rnnexport manifest"),
         (lambda m: m["files"].update({"../x": {"sha256": "0"}}), "not a plain file name"),
     ],

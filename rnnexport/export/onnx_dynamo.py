@@ -41,7 +41,8 @@ def export_program(module: torch.nn.Module, spec: RNNSpec) -> tuple[torch.export
     """
     import torch
 
-    from rnnexport.ops import NativeRNN
+    from rnnexport.builder import contract_args
+    from rnnexport.ops import native_module
 
     if module.training and spec.dropout > 0:
         raise ExportError(
@@ -49,16 +50,18 @@ def export_program(module: torch.nn.Module, spec: RNNSpec) -> tuple[torch.export
             "dropout is random in training mode; call module.eval() first"
         )
     feeds = make_inputs(spec, Case(spec.batch_size, spec.seq_len, "random"))
-    args = tuple(torch.from_numpy(feeds[name].copy()) for name in spec.input_names)
-    batch = torch.export.Dim("batch", min=1)
-    seq = torch.export.Dim("seq", min=1)
-    dims = {"batch": batch, "seq": seq}
-    dynamic_shapes = {
-        name: {axis: dims[label] for axis, label in axes.items()}
-        for name, axes in spec.dynamic_axes().items()
-        if name in spec.input_names
-    }
-    wrapper = NativeRNN(module).eval()
+    args = contract_args(spec, {name: value.copy() for name, value in feeds.items()})
+    dims = {"batch": torch.export.Dim("batch", min=1), "seq": torch.export.Dim("seq", min=1)}
+    axes = {name: {axis: dims[label] for axis, label in table.items()} for name, table in spec.dynamic_axes().items()}
+    # Keyed like the wrapper's forward arguments: (input, h_0 | hx=(h_0, c_0)[, lengths]).
+    dynamic_shapes = {"input": axes["input"]}
+    if spec.cell == "lstm":
+        dynamic_shapes["hx"] = (axes["h_0"], axes["c_0"])
+    else:
+        dynamic_shapes["h_0"] = axes["h_0"]
+    if spec.variable_length:
+        dynamic_shapes["lengths"] = axes["lengths"]
+    wrapper = native_module(module, spec.variable_length)
     with captured_messages() as messages, torch.no_grad():
         program = torch.export.export(wrapper, args, dynamic_shapes=dynamic_shapes, strict=False)
     for node in program.graph.nodes:
@@ -78,6 +81,12 @@ def save_program(program: torch.export.ExportedProgram, path: Path) -> None:
 def export_onnx_dynamo(program: torch.export.ExportedProgram, spec: RNNSpec, path: Path, *, opset: int) -> list[str]:
     """Translate `program` to ONNX at `path` with native RNN ops; returns captured warnings."""
     require_onnxscript()
+    if spec.proj_size:
+        raise ExportError(
+            f"{spec.name}: ONNX cannot express an LSTM with proj_size={spec.proj_size} (the ONNX LSTM op has "
+            "no projection, and its recurrence would need the projected state); model.pt and model.pt2 "
+            "support it"
+        )
     import onnx
     import torch
 
@@ -91,7 +100,10 @@ def export_onnx_dynamo(program: torch.export.ExportedProgram, spec: RNNSpec, pat
             input_names=list(spec.input_names),
             output_names=list(spec.output_names),
             opset_version=opset,
-            custom_translation_table={torch.ops.rnnexport.rnn.default: rnnexport.ops.onnx_translation},
+            custom_translation_table={
+                torch.ops.rnnexport.rnn.default: rnnexport.ops.onnx_translation,
+                torch.ops.rnnexport.lstm.default: rnnexport.ops.lstm_onnx_translation,
+            },
             dynamo=True,
             optimize=True,
             verbose=False,
@@ -126,7 +138,7 @@ def _name_dynamic_axes(model, spec: RNNSpec) -> None:
 
 
 def _make_deterministic(model) -> None:
-    """Strip per-node metadata and name the RNN weights ``W_l{k}``, ``R_l{k}``, ``B_l{k}``."""
+    """Strip per-node metadata and name the recurrent weights ``W_l{k}``, ``R_l{k}``, ``B_l{k}``."""
     for node in model.graph.node:
         del node.metadata_props[:]
         node.doc_string = ""
@@ -134,7 +146,7 @@ def _make_deterministic(model) -> None:
     model.graph.doc_string = ""
     renames: dict[str, str] = {}
     initializers = {init.name for init in model.graph.initializer}
-    rnn_nodes = [node for node in model.graph.node if node.op_type == "RNN"]
+    rnn_nodes = [node for node in model.graph.node if node.op_type in ("RNN", "GRU", "LSTM")]
     for layer, node in enumerate(rnn_nodes):
         for slot, prefix in ((1, "W"), (2, "R"), (3, "B")):
             if slot < len(node.input) and node.input[slot] in initializers:

@@ -12,6 +12,7 @@ import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rnnexport.errors import ExportError
 from rnnexport.export._capture import captured_messages
 from rnnexport.inputs import Case, make_inputs
 from rnnexport.spec import RNNSpec
@@ -32,14 +33,26 @@ def legacy_exporter_available() -> bool:
 
 
 def export_onnx_legacy(module: torch.nn.Module, spec: RNNSpec, path: Path, *, opset: int) -> list[str]:
-    """Export `module` to `path`; returns the exporter's warnings, recorded once each."""
+    """Export `module` (behind the calling contract) to `path`; returns the exporter's warnings,
+    recorded once each.
+
+    Raises:
+        ExportError: an LSTM with ``proj_size`` (the ONNX LSTM op has no projection).
+    """
     import torch
 
+    from rnnexport.builder import contract_args, wrap
+
+    if spec.proj_size:
+        raise ExportError(
+            f"{spec.name}: ONNX cannot express an LSTM with proj_size={spec.proj_size} (the ONNX LSTM op has "
+            "no projection); model.pt and model.pt2 support it"
+        )
     feeds = make_inputs(spec, Case(spec.batch_size, spec.seq_len, "random"))
-    args = tuple(torch.from_numpy(feeds[name].copy()) for name in spec.input_names)
+    args = contract_args(spec, {name: value.copy() for name, value in feeds.items()})
     with captured_messages() as messages, torch.no_grad():
         torch.onnx.export(
-            module,
+            wrap(module, spec),
             args,
             str(path),
             dynamo=False,

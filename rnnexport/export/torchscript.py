@@ -31,38 +31,21 @@ __all__ = ["METHODS", "compile_and_save", "export_torchscript"]
 METHODS = ("script", "trace")
 
 
-def _signature_module(module: torch.nn.Module) -> torch.nn.Module:
-    """Wrap the module so the saved program has one ``forward(input, h_0)``.
-
-    ``torch.jit.script(nn.RNN)`` compiles its ``@overload``-ed forward into ``forward__0`` and
-    ``forward__1`` and no ``forward``, which a reloaded module cannot be called through.
-    """
-    import torch
-    from torch import Tensor
-
-    class RecurrentModel(torch.nn.Module):
-        def __init__(self, rnn: torch.nn.Module) -> None:
-            super().__init__()
-            self.rnn = rnn
-
-        def forward(self, input: Tensor, h_0: Tensor) -> tuple[Tensor, Tensor]:
-            output, h_n = self.rnn(input, h_0)
-            return output, h_n
-
-    return RecurrentModel(module).eval()
-
-
 def compile_and_save(module: torch.nn.Module, spec: RNNSpec, path: Path, *, method: str = "script") -> list[str]:
     """Compile in this process and save; deterministic only in a fresh ``PYTHONHASHSEED=0`` one."""
     import torch
 
-    module = _signature_module(module)
+    from rnnexport.builder import contract_args, wrap
+
+    # The saved program keeps the calling contract, with one plain forward: scripting nn.RNN
+    # itself gives its @overload-ed forward as forward__0/forward__1 and no forward.
+    module = wrap(module, spec)
     with captured_messages() as messages:
         if method == "script":
             compiled = torch.jit.script(module)
         else:
             feeds = make_inputs(spec, Case(spec.batch_size, spec.seq_len, "random"))
-            example = tuple(torch.from_numpy(feeds[name].copy()) for name in spec.input_names)
+            example = contract_args(spec, {name: value.copy() for name, value in feeds.items()})
             compiled = torch.jit.trace(module, example, check_trace=False)
         torch.jit.save(compiled, str(path))
     strip_torchscript_debug_info(path)

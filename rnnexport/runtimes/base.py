@@ -37,6 +37,11 @@ class Runner(ABC):
         """None when the backend can run here, else the reason it cannot."""
         return None
 
+    def unsupported(self) -> str | None:
+        """None when this runner can run this artifact at all, else why not (a known limitation
+        of the runtime for this kind of model). The runtime is then reported as skipped."""
+        return None
+
     def supports(self, case: Case) -> str | None:
         """None when this runner runs `case`, else why it is left out (e.g. too slow)."""
         return None
@@ -47,7 +52,14 @@ class Runner(ABC):
             self._loaded = True
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Outputs by graph output name (``output``, ``h_n``), as float32 numpy arrays."""
+        """Outputs by graph output name (``output``, ``h_n``[, ``c_n``]), as float32 arrays.
+
+        Raises:
+            UsageError: feeds that do not fit the artifact (see `rnnexport.inputs.check_feeds`).
+        """
+        from rnnexport.inputs import check_feeds
+
+        check_feeds(self.artifact.spec, feeds)
         self.load()
         return self._infer(feeds)
 

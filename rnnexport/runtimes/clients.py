@@ -169,10 +169,12 @@ class _ClientRunner(Runner):
     def _write_inputs(self, feeds: dict[str, np.ndarray]) -> Path:
         folder = Path(tempfile.mkdtemp(dir=self._tmp.name))
         lines = []
-        for name in self.artifact.spec.input_names:
-            array = np.ascontiguousarray(feeds[name], dtype="<f4")
+        spec = self.artifact.spec
+        for name in spec.input_names:
+            dtype = spec.dtype(name)
+            array = np.ascontiguousarray(feeds[name], dtype="<i8" if dtype == "int64" else "<f4")
             array.tofile(folder / f"{name}.bin")
-            lines.append(" ".join([name, str(array.ndim), *map(str, array.shape)]))
+            lines.append(" ".join([name, dtype, str(array.ndim), *map(str, array.shape)]))
         (folder / "inputs.txt").write_text("\n".join(lines) + "\n")
         return folder
 

@@ -13,7 +13,7 @@ __all__ = ["TorchEagerRunner", "TorchExportRunner", "TorchScriptRunner"]
 
 
 class _ModuleRunner(Runner):
-    """Calls a module as ``m(input, h_0) -> (output, h_n)`` under ``torch.no_grad``."""
+    """Calls a module through the artifact calling contract under ``torch.no_grad``."""
 
     _module = None
 
@@ -29,13 +29,9 @@ class _ModuleRunner(Runner):
         super().load()
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
+        from rnnexport.builder import call_model
 
-        spec = self.artifact.spec
-        args = [torch.from_numpy(np.array(feeds[name], dtype=np.float32)) for name in spec.input_names]
-        with torch.no_grad():
-            output, h_n = self._module(*args)
-        return {"output": output.numpy(), "h_n": h_n.numpy()}
+        return call_model(self._module, self.artifact.spec, feeds)
 
     def close(self) -> None:
         self._module = None
@@ -43,16 +39,18 @@ class _ModuleRunner(Runner):
 
 
 class TorchEagerRunner(_ModuleRunner):
-    """The reference: the nn.RNN rebuilt from ``weights.pt`` (no RNG involved)."""
+    """The reference: the module rebuilt from ``weights.pt`` (no RNG involved), behind the
+    calling contract (`rnnexport.builder.wrap`)."""
 
     name = "torch"
     requires = "weights.pt"
 
     def _load(self) -> None:
-        from rnnexport.builder import module_from_state_dict
+        from rnnexport.builder import module_from_state_dict, wrap
 
+        spec = self.artifact.spec
         try:
-            self._module = module_from_state_dict(self.artifact.spec, self.artifact.state_dict())
+            self._module = wrap(module_from_state_dict(spec, self.artifact.state_dict()), spec)
         except (RuntimeError, KeyError) as exc:
             raise ArtifactError(f"{self.artifact.path}: weights.pt does not fit the spec ({exc})") from None
 

@@ -163,8 +163,12 @@ def test_custom_op_schema_is_what_the_translation_expects():
 
     import rnnexport.ops  # noqa: F401
 
-    schema = str(torch.ops.rnnexport.rnn.default._schema)
-    assert schema == (
-        "rnnexport::rnn(Tensor input, Tensor h_0, Tensor[] weights, str nonlinearity, SymInt hidden_size, "
-        "SymInt num_layers, bool bidirectional, bool batch_first, bool has_biases) -> (Tensor, Tensor)"
+    assert str(torch.ops.rnnexport.rnn.default._schema) == (
+        "rnnexport::rnn(Tensor input, Tensor h_0, Tensor[] weights, str mode, SymInt hidden_size, "
+        "SymInt num_layers, bool bidirectional, bool batch_first, bool has_biases, Tensor? lengths) -> (Tensor, Tensor)"
+    )
+    assert str(torch.ops.rnnexport.lstm.default._schema) == (
+        "rnnexport::lstm(Tensor input, Tensor h_0, Tensor c_0, Tensor[] weights, SymInt hidden_size, SymInt proj_size, "
+        "SymInt num_layers, bool bidirectional, bool batch_first, bool has_biases, Tensor? lengths) "
+        "-> (Tensor, Tensor, Tensor)"
     )

@@ -3,9 +3,11 @@
 //   rnnexport_libtorch MODEL.pt [THREADS]
 //
 // Prints "ready", then answers one line per request on stdin:
-//   RUN DIR                  reads DIR/inputs.txt ("name ndim d0 d1 ..." per line) and DIR/<name>.bin
-//                            (float32, little-endian, C order), calls forward(input, h_0), writes
-//                            DIR/<i>.bin and DIR/outputs.txt for each element i of the returned tuple
+//   RUN DIR                  reads DIR/inputs.txt ("name dtype ndim d0 d1 ..." per line, dtype float32 or
+//                            int64) and DIR/<name>.bin (little-endian, C order), calls forward with the
+//                            artifact calling contract: (input, h_0[, lengths]) or, when c_0 is given,
+//                            (input, (h_0, c_0)[, lengths]); writes DIR/<i>.bin (float32) and
+//                            DIR/outputs.txt for each tensor i of the (flattened) returned tuple
 //   BENCH DIR WARMUP REPEAT  the same forward WARMUP + REPEAT times; answers "ok <median ms>"
 // Answers "ok" or "error <message>" on one line.
 #include <ATen/Parallel.h>
@@ -14,6 +16,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <map>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -24,35 +27,49 @@ namespace {
 std::vector<torch::jit::IValue> read_inputs(const std::string& dir) {
   std::ifstream index(dir + "/inputs.txt");
   if (!index) throw std::runtime_error("cannot read " + dir + "/inputs.txt");
-  std::vector<torch::jit::IValue> args;
+  std::map<std::string, torch::Tensor> named;
   std::string line;
   while (std::getline(index, line)) {
     if (line.empty()) continue;
     std::istringstream fields(line);
-    std::string name;
+    std::string name, dtype;
     int64_t ndim = 0;
-    fields >> name >> ndim;
+    fields >> name >> dtype >> ndim;
     std::vector<int64_t> shape(ndim);
     int64_t count = 1;
     for (auto& d : shape) { fields >> d; count *= d; }
+    auto type = dtype == "int64" ? torch::kInt64 : torch::kFloat32;
+    auto tensor = torch::empty(shape, type);
+    const auto bytes = static_cast<std::streamsize>(count * tensor.element_size());
     std::ifstream data(dir + "/" + name + ".bin", std::ios::binary);
     if (!data) throw std::runtime_error("cannot read " + name + ".bin");
-    auto tensor = torch::empty(shape, torch::kFloat32);
-    data.read(reinterpret_cast<char*>(tensor.data_ptr<float>()), count * sizeof(float));
-    if (data.gcount() != static_cast<std::streamsize>(count * sizeof(float)))
-      throw std::runtime_error(name + ".bin is shorter than its shape");
-    args.emplace_back(tensor);
+    data.read(reinterpret_cast<char*>(tensor.data_ptr()), bytes);
+    if (data.gcount() != bytes) throw std::runtime_error(name + ".bin is shorter than its shape");
+    named[name] = tensor;
   }
+  for (const char* required : {"input", "h_0"})
+    if (!named.count(required)) throw std::runtime_error(std::string("missing input ") + required);
+  std::vector<torch::jit::IValue> args{named["input"]};
+  if (named.count("c_0")) {
+    args.emplace_back(c10::ivalue::Tuple::create({named["h_0"], named["c_0"]}));
+  } else {
+    args.emplace_back(named["h_0"]);
+  }
+  if (named.count("lengths")) args.emplace_back(named["lengths"]);
   return args;
+}
+
+void flatten(const torch::jit::IValue& value, std::vector<torch::Tensor>& out) {
+  if (value.isTuple()) {
+    for (const auto& element : value.toTuple()->elements()) flatten(element, out);
+  } else {
+    out.push_back(value.toTensor());
+  }
 }
 
 void write_outputs(const std::string& dir, const torch::jit::IValue& result) {
   std::vector<torch::Tensor> tensors;
-  if (result.isTuple()) {
-    for (const auto& element : result.toTuple()->elements()) tensors.push_back(element.toTensor());
-  } else {
-    tensors.push_back(result.toTensor());
-  }
+  flatten(result, tensors);
   std::ofstream index(dir + "/outputs.txt");
   for (size_t i = 0; i < tensors.size(); ++i) {
     auto t = tensors[i].contiguous().to(torch::kFloat32);

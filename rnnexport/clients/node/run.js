@@ -3,9 +3,9 @@
 //   node run.js MODEL.onnx [THREADS]
 //
 // Same line protocol as the LibTorch client: prints "ready", then per request on stdin
-//   RUN DIR                  reads DIR/inputs.txt ("name ndim d0 d1 ..." per line) and DIR/<name>.bin
-//                            (float32, little-endian, C order); writes DIR/<output name>.bin and
-//                            DIR/outputs.txt
+//   RUN DIR                  reads DIR/inputs.txt ("name dtype ndim d0 d1 ..." per line, dtype float32 or
+//                            int64) and DIR/<name>.bin (little-endian, C order); writes
+//                            DIR/<output name>.bin (float32) and DIR/outputs.txt
 //   BENCH DIR WARMUP REPEAT  answers "ok <median ms>"
 // and answers "ok" or "error <message>" on one line.
 'use strict';
@@ -18,12 +18,13 @@ function readInputs(dir) {
   const feeds = {};
   const lines = fs.readFileSync(path.join(dir, 'inputs.txt'), 'utf8').split('\n').filter(Boolean);
   for (const line of lines) {
-    const [name, ndim, ...rest] = line.trim().split(/\s+/);
+    const [name, dtype, ndim, ...rest] = line.trim().split(/\s+/);
     const dims = rest.slice(0, Number(ndim)).map(Number);
     const bytes = fs.readFileSync(path.join(dir, `${name}.bin`));
-    const data = new Float32Array(bytes.byteLength / 4);
-    Buffer.from(data.buffer).set(bytes);  // copy: a Float32Array needs 4-byte alignment
-    feeds[name] = new ort.Tensor('float32', data, dims);
+    const Typed = dtype === 'int64' ? BigInt64Array : Float32Array;
+    const data = new Typed(bytes.byteLength / Typed.BYTES_PER_ELEMENT);
+    Buffer.from(data.buffer).set(bytes);  // copy: typed arrays need aligned storage
+    feeds[name] = new ort.Tensor(dtype, data, dims);
   }
   return feeds;
 }
