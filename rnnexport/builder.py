@@ -16,6 +16,7 @@ example's length are 0 and ``h_n`` is taken at its last valid step. The eager re
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 import numpy as np
 import torch
@@ -28,6 +29,14 @@ __all__ = ["build_module", "call_model", "module_from_state_dict", "wrap"]
 
 
 def _empty_module(spec: RNNSpec) -> torch.nn.RNNBase:
+    with warnings.catch_warnings():
+        # "dropout ... expects num_layers greater than 1": exported modules are in eval mode,
+        # where dropout is the identity whatever the layer count.
+        warnings.filterwarnings("ignore", message="dropout option adds dropout", category=UserWarning)
+        return _construct(spec)
+
+
+def _construct(spec: RNNSpec) -> torch.nn.RNNBase:
     common = dict(num_layers=spec.num_layers, bias=spec.bias, batch_first=spec.batch_first,
                   dropout=spec.dropout, bidirectional=spec.bidirectional)
     if spec.cell == "lstm":

@@ -60,6 +60,21 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--torchscript", choices=["script", "trace"], default="script",
                    help="how model.pt is compiled (default: script)")
     p.add_argument("--no-validate", action="store_true", help="write without validating")
+    adhoc = p.add_argument_group("ad-hoc configuration (instead of NAME|SPEC.toml)")
+    adhoc.add_argument("--cell", choices=["rnn", "lstm", "gru"], default=None, help="define a configuration here")
+    adhoc.add_argument("--name", default=None, help="artifact name (default: derived from the flags)")
+    adhoc.add_argument("--input-size", type=int, default=None)
+    adhoc.add_argument("--hidden-size", type=int, default=None)
+    adhoc.add_argument("--num-layers", type=int, default=1)
+    adhoc.add_argument("--bidirectional", action="store_true")
+    adhoc.add_argument("--batch-first", action="store_true")
+    adhoc.add_argument("--nonlinearity", default="tanh", help="tanh | relu (cell rnn)")
+    adhoc.add_argument("--no-bias", action="store_true")
+    adhoc.add_argument("--dropout", type=float, default=0.0)
+    adhoc.add_argument("--proj-size", type=int, default=0, help="LSTM projection size")
+    adhoc.add_argument("--variable-length", action="store_true", help="padded batches with a lengths input")
+    adhoc.add_argument("--batch-size", type=int, default=1, help="documented batch size (default 1)")
+    adhoc.add_argument("--seq-len", type=int, default=1, help="documented sequence length (default 1)")
     _add_validation_args(p)
 
     p = sub.add_parser("bench", help="median latency of every runtime, with ratios to torch eager")
@@ -145,16 +160,42 @@ def _finish(reports, args: argparse.Namespace) -> int:
     return 0 if all(r.passed for r in reports) else 1
 
 
+def _adhoc_spec(args: argparse.Namespace):
+    """The spec given by ``--cell --input-size ...`` flags, validated like a TOML spec."""
+    from rnnexport.spec import spec_from_dict
+
+    missing = [flag for flag, value in (("--input-size", args.input_size), ("--hidden-size", args.hidden_size))
+               if value is None]
+    if missing:
+        raise UsageError(f"--cell {args.cell} needs {' and '.join(missing)}")
+    data = {
+        "cell": args.cell, "input_size": args.input_size, "hidden_size": args.hidden_size,
+        "num_layers": args.num_layers, "bidirectional": args.bidirectional, "batch_first": args.batch_first,
+        "nonlinearity": args.nonlinearity, "bias": not args.no_bias, "dropout": args.dropout,
+        "proj_size": args.proj_size, "variable_length": args.variable_length, "batch_size": args.batch_size,
+        "seq_len": args.seq_len, "seed": 0 if args.seed is None else args.seed,
+    }
+    flags = [f"{args.cell}", f"i{args.input_size}", f"h{args.hidden_size}", f"l{args.num_layers}"]
+    flags += ["bi"] * args.bidirectional + ["bf"] * args.batch_first + ["var"] * args.variable_length
+    flags += [f"p{args.proj_size}"] * bool(args.proj_size) + ["nobias"] * args.no_bias
+    flags += [args.nonlinearity] * (args.nonlinearity != "tanh")
+    data["name"] = args.name or "_".join(flags)
+    return spec_from_dict(data, source="export flags")
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from rnnexport.errors import ValidationFailed
     from rnnexport.export import DEFAULT_OPSET, export_spec
     from rnnexport.spec import catalog, get_spec
 
-    if args.all and args.configs:
-        raise UsageError("give configuration names or --all, not both")
-    if not args.all and not args.configs:
-        raise UsageError(f"name a configuration or use --all; valid names: {', '.join(catalog())}")
-    specs = list(catalog().values()) if args.all else [get_spec(c) for c in args.configs]
+    if sum(map(bool, (args.all, args.configs, args.cell))) > 1:
+        raise UsageError("give configuration names, --all, or an ad-hoc --cell configuration, not several")
+    if not (args.all or args.configs or args.cell):
+        raise UsageError(f"name a configuration, use --all, or define one with --cell; valid names: {', '.join(catalog())}")
+    if args.cell:
+        specs = [_adhoc_spec(args)]
+    else:
+        specs = list(catalog().values()) if args.all else [get_spec(c) for c in args.configs]
     if args.seed is not None:
         specs = [spec.replace(seed=args.seed) for spec in specs]
     tolerance, cases = _tolerance(args), _cases(args)

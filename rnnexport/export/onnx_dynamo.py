@@ -49,7 +49,8 @@ def export_program(module: torch.nn.Module, spec: RNNSpec) -> tuple[torch.export
             f"{spec.name}: cannot export a module in training mode with dropout={spec.dropout}: "
             "dropout is random in training mode; call module.eval() first"
         )
-    feeds = make_inputs(spec, Case(spec.batch_size, spec.seq_len, "random"))
+    # torch.export specializes dimensions of size 0 and 1, so a 1 x 1 example would pin them.
+    feeds = make_inputs(spec, Case(max(spec.batch_size, 2), max(spec.seq_len, 2), "random"))
     args = contract_args(spec, {name: value.copy() for name, value in feeds.items()})
     dims = {"batch": torch.export.Dim("batch", min=1), "seq": torch.export.Dim("seq", min=1)}
     axes = {name: {axis: dims[label] for axis, label in table.items()} for name, table in spec.dynamic_axes().items()}

@@ -48,7 +48,8 @@ def export_onnx_legacy(module: torch.nn.Module, spec: RNNSpec, path: Path, *, op
             f"{spec.name}: ONNX cannot express an LSTM with proj_size={spec.proj_size} (the ONNX LSTM op has "
             "no projection); model.pt and model.pt2 support it"
         )
-    feeds = make_inputs(spec, Case(spec.batch_size, spec.seq_len, "random"))
+    # A 1 x 1 example invites the tracer to treat sizes as constants; trace at 2 x 2 at least.
+    feeds = make_inputs(spec, Case(max(spec.batch_size, 2), max(spec.seq_len, 2), "random"))
     args = contract_args(spec, {name: value.copy() for name, value in feeds.items()})
     with captured_messages() as messages, torch.no_grad():
         torch.onnx.export(
