@@ -119,3 +119,52 @@ def test_onnxruntime_session_is_created_once_per_artifact(monkeypatch):
     monkeypatch.setattr(ort, "InferenceSession", counting)
     validate_artifact(MODELS / "deep", runtimes=["onnxruntime-cpu"])
     assert len([p for p in created if str(p).endswith("model.onnx")]) == 1
+
+
+@pytest.fixture(scope="module")
+def lstm_variable_length(tmp_path_factory):
+    from rnnexport.export import export_spec
+    from rnnexport.spec import RNNSpec
+
+    spec = RNNSpec("lstm_var", cell="lstm", input_size=4, hidden_size=6, num_layers=2, bidirectional=True,
+                   batch_first=True, variable_length=True, batch_size=3, seq_len=7)
+    return export_spec(spec, tmp_path_factory.mktemp("lstm"), validate=False).path
+
+
+@pytest.mark.parametrize("runtime", ["libtorch-cpp", "onnxruntime-node"])
+def test_clients_take_lstm_state_tuples_and_int64_lengths(lstm_variable_length, runtime):
+    require(runtime)
+    report = validate_artifact(lstm_variable_length, runtimes=[runtime])
+    assert report.passed, [str(c) for c in report.failures] + [e.message for e in report.errors]
+    outputs = {c.output for c in report.comparisons if c.runtime == runtime and c.against == "torch"}
+    assert outputs == {"output", "h_n", "c_n"}
+
+
+def test_known_runtime_limitations_are_skips_with_reasons(lstm_variable_length):
+    report = validate_artifact(lstm_variable_length)
+    assert "sequence_lens" in report.skipped["onnx-reference"]
+    if availability("openvino") is None:
+        assert "OpenVINO" in report.skipped["openvino"]
+        with pytest.raises(RuntimeUnavailableError, match="cannot run lstm_var: OpenVINO"):
+            validate_artifact(lstm_variable_length, runtimes=["openvino"])
+
+
+def test_openvino_variable_length_is_still_wrong(lstm_variable_length):
+    """Keeps the OpenVINO limitation honest: when OpenVINO fixes sequence_lens, this fails and
+    the runner's `unsupported` can go."""
+    require("openvino")
+    import numpy as np
+    import onnxruntime as ort
+    import openvino as ov
+
+    from rnnexport.artifacts import open_artifact
+
+    spec = open_artifact(lstm_variable_length).spec
+    from rnnexport.inputs import make_inputs
+
+    feeds = dict(make_inputs(spec, Case(4, 9, "random")))
+    path = str(lstm_variable_length / "model.onnx")
+    expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(["output"], feeds)[0]
+    compiled = ov.Core().compile_model(ov.Core().read_model(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = np.array(compiled(feeds)[compiled.output("output")])
+    assert np.abs(got - expected).max() > 1e-3
