@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -133,14 +134,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps({name: {"spec": spec.to_dict(), "shapes": {k: list(v) for k, v in spec.shapes().items()}}
                           for name, spec in specs.items()}, indent=2))
         return 0
-    print(f"{'name':<20}{'module':<62}{'input':<14}{'output':<14}h_n")
+    print(f"{'name':<20}{'module':<66}{'input':<14}{'output':<14}h_n")
     for name, spec in specs.items():
         shapes = spec.shapes()
         options = [f"num_layers={spec.num_layers}"] if spec.num_layers > 1 else []
         options += ["batch_first=True"] if spec.batch_first else []
         options += ["bidirectional=True"] if spec.bidirectional else []
-        module = f"nn.RNN({', '.join([str(spec.input_size), str(spec.hidden_size), *options])})"
-        print(f"{name:<20}{module:<62}{str(list(shapes['input'])):<14}{str(list(shapes['output'])):<14}"
+        module = f"nn.{spec.cell.upper()}({', '.join([str(spec.input_size), str(spec.hidden_size), *options])})"
+        print(f"{name:<20}{module:<66}{str(list(shapes['input'])):<14}{str(list(shapes['output'])):<14}"
               f"{list(shapes['h_n'])}")
     return 0
 
@@ -302,4 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def console_main() -> None:
     """Entry point of the ``rnnexport`` console script."""
-    raise SystemExit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # `rnnexport list | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    raise SystemExit(code)

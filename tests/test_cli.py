@@ -71,7 +71,7 @@ def test_mismatch_exits_1_naming_runtime_output_and_error(cli, artifact_copy, tm
     ("args", "match"),
     [
         (["export", "nope"], "unknown configuration 'nope'.*Valid names: deep, deep_bidirectional"),
-        (["export"], "name a configuration or use --all"),
+        (["export"], "name a configuration, use --all, or define one with --cell"),
         (["export", "deep", "--opset", "9"], "opset 9 is not supported; valid: 14..20"),
         (["validate", "{tmp}/nothing"], "no such file or directory"),
         (["validate", "{models}", "--runtimes", "tensorrt"], "unknown runtime 'tensorrt'; valid runtimes: torch,"),
