@@ -53,9 +53,22 @@ def mutate_onnx(artifact: Path, change: Callable) -> None:
 
 def rnn_weights(model, layer: int) -> dict[str, object]:
     """The W, R, B initializers (TensorProto) feeding the layer-th ONNX RNN node."""
-    node = [n for n in model.graph.node if n.op_type == "RNN"][layer]
+    node = [n for n in model.graph.node if n.op_type in ("RNN", "GRU", "LSTM")][layer]
     inits = {i.name: i for i in model.graph.initializer}
     return {slot: inits[node.input[i]] for i, slot in ((1, "W"), (2, "R"), (3, "B")) if node.input[i] in inits}
+
+
+def perturb_weight(artifact: Path, layer: int, slot: str, index: tuple, delta: float) -> None:
+    """Add `delta` to one element of the `slot` (W, R or B) of the layer-th recurrent ONNX node."""
+    from onnx import numpy_helper
+
+    def change(model):
+        tensor = rnn_weights(model, layer)[slot]
+        array = numpy_helper.to_array(tensor).copy()
+        array[index] += delta
+        set_array(tensor, array)
+
+    mutate_onnx(artifact, change)
 
 
 def set_array(tensor, array) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DOCUMENTED, MODELS, REPO, mutate_onnx, rnn_weights, run_process, set_array
+from tests.conftest import DOCUMENTED, MODELS, REPO, perturb_weight, run_process
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -48,17 +48,8 @@ def test_validate_committed_models_with_reports(cli, tmp_path):
 
 
 def test_mismatch_exits_1_naming_runtime_output_and_error(cli, artifact_copy, tmp_path):
-    from onnx import numpy_helper
-
     folder = artifact_copy("deep_bidirectional")
-
-    def perturb(model):
-        w = rnn_weights(model, 2)["R"]
-        array = numpy_helper.to_array(w).copy()
-        array[1, 0, 0] += 0.1
-        set_array(w, array)
-
-    mutate_onnx(folder, perturb)
+    perturb_weight(folder, 2, "R", (1, 0, 0), 0.1)
     code, out, err = cli("validate", folder, "--runtimes", "onnxruntime-cpu", "--cases", "3x17",
                          "--junit", tmp_path / "r.xml")
     assert code == 1

@@ -13,7 +13,7 @@ from onnx import helper, numpy_helper
 from rnnexport.inputs import Case
 from rnnexport.report import Progress, format_table, versions_line, write_html
 from rnnexport.validate import localize, streaming_cases, validate_artifact
-from tests.conftest import MODELS, mutate_onnx, rnn_weights, set_array
+from tests.conftest import MODELS, mutate_onnx, perturb_weight, rnn_weights, set_array
 
 ZERO_ONLY = [Case(3, 17, "zero")]
 
@@ -69,14 +69,7 @@ def test_streaming_not_applicable_to_bidirectional():
 @pytest.mark.parametrize(("layer", "slot", "direction"), [(0, "W", 1), (1, "R", 0), (2, "B", 1), (1, "W", 1)])
 def test_localization_names_the_perturbed_layer_and_direction(artifact_copy, layer, slot, direction):
     folder = artifact_copy("deep_bidirectional")
-
-    def perturb(model):
-        tensor = rnn_weights(model, layer)[slot]
-        array = numpy_helper.to_array(tensor).copy()
-        array[direction].flat[0] += 0.2
-        set_array(tensor, array)
-
-    mutate_onnx(folder, perturb)
+    perturb_weight(folder, layer, slot, (direction, 0) if slot == "B" else (direction, 0, 0), 0.2)
     report = validate_artifact(folder, runtimes=["onnxruntime-cpu"], cases=[Case(3, 17, "random")])
     located = {(loc["case"], loc["layer"], loc["direction"]) for loc in report.localizations}
     name = "reverse" if direction else "forward"

@@ -12,7 +12,7 @@ from onnx import numpy_helper
 from rnnexport.compare import Tolerance
 from rnnexport.inputs import Case
 from rnnexport.validate import validate_artifact
-from tests.conftest import MODELS, mutate_onnx, restamp, rnn_weights, set_array
+from tests.conftest import MODELS, mutate_onnx, perturb_weight, restamp, rnn_weights, set_array
 
 QUICK = [Case(40, 10, "random"), Case(3, 17, "zero"), Case(3, 17, "random")]
 
@@ -34,14 +34,7 @@ def test_committed_artifact_passes_on_every_available_runtime(name):
 
 def test_perturbed_onnx_weight_is_caught(artifact_copy):
     folder = artifact_copy("deep")
-
-    def perturb(model):
-        w = rnn_weights(model, 1)["W"]
-        array = numpy_helper.to_array(w).copy()
-        array[0, 3, 2] += 0.05
-        set_array(w, array)
-
-    mutate_onnx(folder, perturb)
+    perturb_weight(folder, 1, "W", (0, 3, 2), 0.05)
     report = validate_artifact(folder, cases=QUICK)
     assert not report.passed
     from rnnexport.runtimes import RUNTIMES

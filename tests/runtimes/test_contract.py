@@ -16,21 +16,13 @@ from rnnexport.artifacts import open_artifact
 from rnnexport.inputs import Case, make_inputs
 from rnnexport.runtimes import RUNTIMES, availability, make_runner
 from rnnexport.validate import validate_artifact
-from tests.conftest import MODELS, mutate_onnx, restamp, rnn_weights, set_array
+from tests.conftest import MODELS, perturb_weight, restamp
 
 CASES = [Case(3, 17, "random"), Case(40, 10, "random")]
 
 
 def perturb_onnx(folder: Path, tmp_path: Path) -> None:
-    from onnx import numpy_helper
-
-    def change(model):
-        b = rnn_weights(model, 0)["B"]
-        array = numpy_helper.to_array(b).copy()
-        array[1, 3] -= 0.1  # the reverse direction's bias
-        set_array(b, array)
-
-    mutate_onnx(folder, change)
+    perturb_weight(folder, 0, "B", (1, 3), -0.1)  # the reverse direction's bias
 
 
 def other_seed_file(filename: str):
