@@ -125,10 +125,12 @@ def export_spec(
         program, warnings["torch.export"] = export_program(module, spec)
         save_program(program, stage / "model.pt2")
         files = ["model.pt", "model.pt2", "weights.pt", "golden.npz"]
+        onnx_refused = None
         if spec.proj_size:
             # Refused, never approximated: ONNX's LSTM has no projection.
-            notes.append(f"{spec.name}: no model.onnx: the ONNX LSTM op has no projection (proj_size="
-                         f"{spec.proj_size}); model.pt and model.pt2 are written and validated")
+            onnx_refused = (f"{spec.name}: no model.onnx: the ONNX LSTM op has no projection (proj_size="
+                            f"{spec.proj_size}); model.pt and model.pt2 are written and validated")
+            notes.append(onnx_refused)
         else:
             if exporter == "legacy":
                 warnings["onnx"] = export_onnx_legacy(module, spec, stage / "model.onnx", opset=opset)
@@ -149,7 +151,7 @@ def export_spec(
             "spec": spec.to_dict(),
             "exporter": exporter,
             "opset": None if spec.proj_size else opset,
-            **({"onnx_refused": notes[-1]} if spec.proj_size else {}),
+            **({"onnx_refused": onnx_refused} if onnx_refused else {}),
             "torchscript_method": torchscript_method,
             "files": {name: file_entry(stage / name) for name in files},
             "io": _io_contract(spec),
