@@ -63,6 +63,8 @@ def _libtorch_build() -> tuple[Path | None, str | None]:
     import torch.utils
 
     source = _client_source("libtorch_cpp")
+    if not (source / "main.cpp").is_file():
+        return None, f"rnnexport's LibTorch client source is missing ({source / 'main.cpp'}): reinstall rnnexport"
     digest = hashlib.sha256(torch.__version__.encode())
     for file in sorted(source.iterdir()):
         if file.is_file():
@@ -112,6 +114,9 @@ def node_status() -> str | None:
     node = shutil.which("node")
     if node is None:
         return "node not found on PATH"
+    script = _client_source("node") / "run.js"
+    if not script.is_file():
+        return f"rnnexport's Node client is missing ({script}): reinstall rnnexport"
     if not (node_prefix() / "node_modules" / "onnxruntime-node").is_dir():
         return (f"npm package onnxruntime-node is not installed under {node_prefix()}: run "
                 f"`npm install --prefix {node_prefix()} {NODE_PACKAGE} --ignore-scripts`")
