@@ -7,6 +7,7 @@ import json
 import math
 import sys
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,26 @@ def _rows(report: ArtifactReport) -> list[tuple[str, str, list[Comparison], list
     return rows
 
 
+@dataclass(frozen=True)
+class _Cell:
+    """One runtime on one case, as both the terminal grid and the HTML heatmap show it."""
+
+    state: str  # "error", "fail" or "ok"
+    worst: float | None  # worst max abs error against torch, golden data and streaming
+    atol: float
+
+
+def _grid(report: ArtifactReport) -> dict[tuple[str, str], _Cell]:
+    """Cells by (runtime, case); a pair without records or errors has no cell (left out)."""
+    cells = {}
+    for runtime, case, records, errors in _rows(report):
+        values = [c.max_abs_error for c in records if c.against != "invariant" and c.max_abs_error is not None]
+        state = "error" if errors else ("fail" if any(not passed(c) for c in records) else "ok")
+        cells[(runtime, case)] = _Cell(state, max(values) if values else None,
+                                       min((c.atol for c in records), default=1e-5))
+    return cells
+
+
 def format_table(reports: Sequence[ArtifactReport], *, color: bool = False) -> str:
     """Per artifact, a case x runtime grid: each cell is the worst max abs error of that runtime
     on that case (against torch and golden data), ``FAIL`` when any check failed; then the
@@ -85,22 +106,21 @@ def format_table(reports: Sequence[ArtifactReport], *, color: bool = False) -> s
         lines.append(f"  {versions_line(report)}")
         if "not_applicable" in report.streaming:
             lines.append(paint(f"  streaming check not applicable: {report.streaming['not_applicable']}", _DIM))
-        cells = {(runtime, case): (records, errors) for runtime, case, records, errors in _rows(report)}
+        cells = _grid(report)
         width = max(12, *(len(r) + 2 for r in report.runtimes))
         lines.append(f"  {'case':<20}" + "".join(f"{r:>{width}}" for r in report.runtimes))
         for case in report.cases:
             row = f"  {case:<20}"
             for runtime in report.runtimes:
-                records, errors = cells.get((runtime, case), ([], []))
-                values = [c.max_abs_error for c in records if c.against != "invariant" and c.max_abs_error is not None]
-                if errors:
-                    text, code = "ERROR", _RED
-                elif any(not passed(c) for c in records):
-                    text, code = "FAIL", _RED
-                elif not records:
+                cell = cells.get((runtime, case))
+                if cell is None:
                     text, code = "-", _DIM
+                elif cell.state == "error":
+                    text, code = "ERROR", _RED
+                elif cell.state == "fail":
+                    text, code = "FAIL", _RED
                 else:
-                    text, code = (f"{max(values):.1e}" if values else "ref"), _GREEN
+                    text, code = (f"{cell.worst:.1e}" if cell.worst is not None else "ref"), _GREEN
                 row += " " * (width - len(text)) + paint(text, code)
             lines.append(row)
         for runtime, reason in report.skipped.items():
@@ -188,23 +208,21 @@ def write_html(reports: Sequence[ArtifactReport], path: str | Path) -> None:
                      f"<td class='l'>{esc(versions_line(report))}</td></tr>")
     parts.append("</table>")
     for report in reports:
-        cells = {(runtime, case): (records, errors) for runtime, case, records, errors in _rows(report)}
+        cells = _grid(report)
         parts.append(f"<h2 id='{esc(report.artifact)}'>{esc(report.artifact)}</h2><p>{esc(report.path)}</p>")
         parts.append("<table><tr><th class='l'>case</th>" + "".join(f"<th>{esc(r)}</th>" for r in report.runtimes) + "</tr>")
         for case in report.cases:
             row = [f"<td class='l'>{esc(case)}</td>"]
             for runtime in report.runtimes:
-                records, errors = cells.get((runtime, case), ([], []))
-                values = [c.max_abs_error for c in records if c.against != "invariant" and c.max_abs_error is not None]
-                bad = errors or any(not passed(c) for c in records)
-                if errors:
-                    row.append("<td class='err' title='runtime error'>ERROR</td>")
-                elif not records:
+                cell = cells.get((runtime, case))
+                if cell is None:
                     row.append("<td class='skip'>-</td>")
+                elif cell.state == "error":
+                    row.append("<td class='err' title='runtime error'>ERROR</td>")
                 else:
-                    worst = max(values) if values else 0.0
-                    color = _heat(worst, min((c.atol for c in records), default=1e-5), bad)
-                    text = "FAIL " if bad else ""
+                    worst = cell.worst if cell.worst is not None else 0.0
+                    color = _heat(worst, cell.atol, cell.state == "fail")
+                    text = "FAIL " if cell.state == "fail" else ""
                     row.append(f"<td style='background:{color}'>{text}{worst:.1e}</td>")
             parts.append("<tr>" + "".join(row) + "</tr>")
         parts.append("</table>")
