@@ -21,8 +21,8 @@ class Runner(ABC):
             outputs = runner.infer({"input": x, "h_0": h})
 
     Subclasses set `name` and `requires` (the artifact file they load) and implement
-    `_load` and `_infer`. `availability` says, without loading anything heavy twice, whether
-    the backend can run in this environment.
+    `_load` and `_infer`. Whether the backend can run in this environment at all is the
+    registry's check (`rnnexport.runtimes.RuntimeInfo.check`).
     """
 
     name: ClassVar[str]
@@ -31,11 +31,6 @@ class Runner(ABC):
     def __init__(self, artifact: Artifact) -> None:
         self.artifact = artifact
         self._loaded = False
-
-    @classmethod
-    def availability(cls) -> str | None:
-        """None when the backend can run here, else the reason it cannot."""
-        return None
 
     def unsupported(self) -> str | None:
         """None when this runner can run this artifact at all, else why not (a known limitation
