@@ -24,22 +24,12 @@ def _module_missing(module: str) -> Callable[[], str | None]:
     return check
 
 
-def _cuda() -> str | None:
-    from rnnexport.runtimes.onnx_runners import cuda_provider_status
+def _deferred(module: str, function: str) -> Callable[[], str | None]:
+    """An availability check living in `module`, imported only when it is asked."""
 
-    return cuda_provider_status()
-
-
-def _libtorch() -> str | None:
-    from rnnexport.runtimes.clients import libtorch_status
-
-    return libtorch_status()
-
-
-def _node() -> str | None:
-    from rnnexport.runtimes.clients import node_status
-
-    return node_status()
+    def check() -> str | None:
+        return getattr(importlib.import_module(module), function)()
+    return check
 
 
 def _build(module: str, cls: str, **kwargs) -> Callable[..., Runner]:
@@ -75,15 +65,15 @@ RUNTIMES: dict[str, RuntimeInfo] = {
                     _module_missing("onnxruntime"), "model.onnx", "ONNX Runtime, CPUExecutionProvider"),
         RuntimeInfo("onnxruntime-cuda",
                     _build("rnnexport.runtimes.onnx_runners", "OnnxRuntimeRunner", provider="CUDAExecutionProvider"),
-                    _cuda, "model.onnx", "ONNX Runtime, CUDAExecutionProvider on a real GPU"),
+                    _deferred("rnnexport.runtimes.onnx_runners", "cuda_provider_status"), "model.onnx", "ONNX Runtime, CUDAExecutionProvider on a real GPU"),
         RuntimeInfo("onnx-reference", _build("rnnexport.runtimes.onnx_runners", "OnnxReferenceRunner"),
                     _module_missing("onnx"), "model.onnx", "onnx.reference.ReferenceEvaluator (small cases)"),
         RuntimeInfo("openvino", _build("rnnexport.runtimes.onnx_runners", "OpenVinoRunner"),
                     _module_missing("openvino"), "model.onnx", "OpenVINO CPU, f32 inference precision"),
         RuntimeInfo("libtorch-cpp", _build("rnnexport.runtimes.clients", "LibTorchCppRunner"),
-                    _libtorch, "model.pt", "C++ program on LibTorch (built with CMake on first use)"),
+                    _deferred("rnnexport.runtimes.clients", "libtorch_status"), "model.pt", "C++ program on LibTorch (built with CMake on first use)"),
         RuntimeInfo("onnxruntime-node", _build("rnnexport.runtimes.clients", "NodeRunner"),
-                    _node, "model.onnx", "ONNX Runtime for Node.js (npm onnxruntime-node)"),
+                    _deferred("rnnexport.runtimes.clients", "node_status"), "model.onnx", "ONNX Runtime for Node.js (npm onnxruntime-node)"),
     )
 }
 
