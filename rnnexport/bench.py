@@ -18,6 +18,7 @@ import numpy as np
 from rnnexport.artifacts import Artifact
 from rnnexport.inputs import Case, make_inputs
 from rnnexport.runtimes import make_runner, resolve_runtimes
+from rnnexport.runtimes.base import median_ms
 
 __all__ = ["BenchReport", "BenchResult", "bench_artifact", "default_bench_cases", "format_bench"]
 
@@ -70,17 +71,7 @@ def _floor_ms(feeds: dict[str, np.ndarray], threads: int, warmup: int, repeat: i
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    import statistics
-    import time
-
-    for _ in range(warmup):
-        session.run(None, feeds)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return median_ms(lambda: session.run(None, feeds), warmup=warmup, repeat=repeat)
 
 
 def bench_artifact(

@@ -11,7 +11,22 @@ if TYPE_CHECKING:
     from rnnexport.artifacts import Artifact
     from rnnexport.inputs import Case
 
-__all__ = ["Runner"]
+__all__ = ["Runner", "median_ms"]
+
+
+def median_ms(call, *, warmup: int, repeat: int) -> float:
+    """Median wall-clock milliseconds of `call()` over `repeat` runs after `warmup` runs."""
+    import statistics
+    import time
+
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
 
 
 class Runner(ABC):
@@ -63,18 +78,8 @@ class Runner(ABC):
 
         Out-of-process runners override this to time inside the client.
         """
-        import statistics
-        import time
-
         self.load()
-        for _ in range(warmup):
-            self._infer(feeds)
-        times = []
-        for _ in range(repeat):
-            start = time.perf_counter()
-            self._infer(feeds)
-            times.append((time.perf_counter() - start) * 1e3)
-        return statistics.median(times)
+        return median_ms(lambda: self._infer(feeds), warmup=warmup, repeat=repeat)
 
     def describe(self) -> dict[str, str]:
         """Settings worth recording with results (e.g. the inference precision used)."""
