@@ -98,8 +98,8 @@ def bench_artifact(
     torch_ms: dict[str, float] = {}
     for name in chosen:
         runner = make_runner(name, artifact, threads=threads)
-        if runner.unsupported():
-            report.skipped[name] = runner.unsupported()
+        if reason := runner.unsupported():
+            report.skipped[name] = reason
             continue
         try:
             runner.load()

@@ -20,7 +20,7 @@ from rnnexport.compare import Comparison, Tolerance, compare_arrays, failures
 from rnnexport.errors import RNNExportError, RuntimeUnavailableError
 from rnnexport.inputs import Case, check_feeds, default_sweep, make_inputs
 from rnnexport.invariants import check_invariants
-from rnnexport.runtimes import RUNTIMES, make_runner, resolve_runtimes
+from rnnexport.runtimes import make_runner, resolve_runtimes
 from rnnexport.spec import RNNSpec
 
 __all__ = ["ArtifactReport", "RunError", "validate_artifact", "validate_paths"]
@@ -129,15 +129,6 @@ def validate_artifact(
     tolerance = tolerance or Tolerance()
     chosen, skipped = resolve_runtimes(runtimes)
     spec = artifact.spec
-    for name in list(chosen):
-        needed = RUNTIMES[name].requires
-        if artifact.file(needed) is None:
-            if runtimes is not None and name in runtimes:
-                raise RuntimeUnavailableError(
-                    f"runtime {name!r} was asked for but artifact {artifact.path} has no {needed}"
-                )
-            chosen.remove(name)
-            skipped[name] = f"artifact has no {needed}"
     golden = artifact.golden()
     case_list = _cases_for(artifact, cases, golden)
     report = ArtifactReport(

@@ -36,3 +36,15 @@ def test_bench_bad_arguments(cli):
     assert code == 2 and "--repeat must be >= 1" in err
     code, _, err = cli("bench", "no_such_artifact")
     assert code == 2 and "no such file or directory" in err
+
+
+def test_bench_skips_runtimes_whose_file_the_artifact_lacks(tmp_path):
+    from rnnexport.export import export_spec
+    from rnnexport.spec import RNNSpec
+
+    spec = RNNSpec("proj", cell="lstm", input_size=3, hidden_size=6, proj_size=2)
+    artifact = open_artifact(export_spec(spec, tmp_path, validate=False).path)  # no model.onnx
+    report = bench_artifact(artifact, cases=[Case(2, 5)], warmup=0, repeat=2)
+    assert not report.errors
+    assert report.skipped["onnxruntime-cpu"] == "artifact has no model.onnx"
+    assert {r.runtime for r in report.results} >= {"torch", "torchscript"}

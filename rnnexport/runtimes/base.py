@@ -48,8 +48,11 @@ class Runner(ABC):
         self._loaded = False
 
     def unsupported(self) -> str | None:
-        """None when this runner can run this artifact at all, else why not (a known limitation
-        of the runtime for this kind of model). The runtime is then reported as skipped."""
+        """None when this runner can run this artifact at all, else why not: the artifact lacks
+        the file it loads, or a known limitation of the runtime for this kind of model.
+        The runtime is then reported as skipped. Overrides call this first."""
+        if self.requires is not None and self.artifact.file(self.requires) is None:
+            return f"artifact has no {self.requires}"
         return None
 
     def supports(self, case: Case) -> str | None:

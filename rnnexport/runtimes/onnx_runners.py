@@ -131,6 +131,8 @@ class OnnxReferenceRunner(Runner):
 
     def unsupported(self) -> str | None:
         spec = self.artifact.spec
+        if reason := super().unsupported():
+            return reason
         if spec.variable_length:
             # onnx 1.23's reference RNN/GRU/LSTM ignore sequence_lens (errors up to 0.5 measured).
             return "onnx.reference ignores sequence_lens: variable-length models are not run on it"
@@ -202,6 +204,8 @@ class OpenVinoRunner(Runner):
         self._used_precision = used.get_type_name() if hasattr(used, "get_type_name") else str(used)
 
     def unsupported(self) -> str | None:
+        if reason := super().unsupported():
+            return reason
         if self.artifact.spec.variable_length:
             # OpenVINO 2026.4.1 CPU: graph outputs differ from ONNX Runtime by up to 1.3 when
             # sequence_lens varies (exact when all lengths are full); a single RNN op with static
