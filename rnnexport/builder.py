@@ -25,7 +25,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnexport.spec import RNNSpec
 
-__all__ = ["build_module", "call_model", "module_from_state_dict", "wrap"]
+__all__ = ["build_module", "call_model", "contract_args", "example_args", "module_from_state_dict", "wrap"]
 
 
 def _empty_module(spec: RNNSpec) -> torch.nn.RNNBase:
@@ -138,6 +138,18 @@ def contract_args(spec: RNNSpec, feeds: Mapping[str, np.ndarray | Tensor]) -> tu
     state = (tensors["h_0"], tensors["c_0"]) if spec.cell == "lstm" else tensors["h_0"]
     lengths = (tensors["lengths"],) if spec.variable_length else ()
     return (tensors["input"], state, *lengths)
+
+
+def example_args(spec: RNNSpec) -> tuple:
+    """Contract arguments for tracing/exporting: the documented shape, at least 2 x 2.
+
+    Tracers and torch.export treat dimensions of size 1 (and 0) as constants, so a 1 x 1
+    example would pin batch or seq.
+    """
+    from rnnexport.inputs import Case, make_inputs
+
+    feeds = make_inputs(spec, Case(max(spec.batch_size, 2), max(spec.seq_len, 2), "random"))
+    return contract_args(spec, {name: value.copy() for name, value in feeds.items()})
 
 
 def call_model(model, spec: RNNSpec, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

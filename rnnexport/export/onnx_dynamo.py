@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 from rnnexport.errors import ExportError
 from rnnexport.export._capture import captured_messages
-from rnnexport.inputs import Case, make_inputs
 from rnnexport.spec import RNNSpec
 
 if TYPE_CHECKING:
@@ -41,7 +40,7 @@ def export_program(module: torch.nn.Module, spec: RNNSpec) -> tuple[torch.export
     """
     import torch
 
-    from rnnexport.builder import contract_args
+    from rnnexport.builder import example_args
     from rnnexport.ops import native_module
 
     if module.training and spec.dropout > 0:
@@ -49,9 +48,7 @@ def export_program(module: torch.nn.Module, spec: RNNSpec) -> tuple[torch.export
             f"{spec.name}: cannot export a module in training mode with dropout={spec.dropout}: "
             "dropout is random in training mode; call module.eval() first"
         )
-    # torch.export specializes dimensions of size 0 and 1, so a 1 x 1 example would pin them.
-    feeds = make_inputs(spec, Case(max(spec.batch_size, 2), max(spec.seq_len, 2), "random"))
-    args = contract_args(spec, {name: value.copy() for name, value in feeds.items()})
+    args = example_args(spec)
     dims = {"batch": torch.export.Dim("batch", min=1), "seq": torch.export.Dim("seq", min=1)}
     axes = {name: {axis: dims[label] for axis, label in table.items()} for name, table in spec.dynamic_axes().items()}
     # Keyed like the wrapper's forward arguments: (input, h_0 | hx=(h_0, c_0)[, lengths]).

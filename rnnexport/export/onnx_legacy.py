@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from rnnexport.errors import ExportError
 from rnnexport.export._capture import captured_messages
-from rnnexport.inputs import Case, make_inputs
 from rnnexport.spec import RNNSpec
 
 if TYPE_CHECKING:
@@ -41,16 +40,14 @@ def export_onnx_legacy(module: torch.nn.Module, spec: RNNSpec, path: Path, *, op
     """
     import torch
 
-    from rnnexport.builder import contract_args, wrap
+    from rnnexport.builder import example_args, wrap
 
     if spec.proj_size:
         raise ExportError(
             f"{spec.name}: ONNX cannot express an LSTM with proj_size={spec.proj_size} (the ONNX LSTM op has "
             "no projection); model.pt and model.pt2 support it"
         )
-    # A 1 x 1 example invites the tracer to treat sizes as constants; trace at 2 x 2 at least.
-    feeds = make_inputs(spec, Case(max(spec.batch_size, 2), max(spec.seq_len, 2), "random"))
-    args = contract_args(spec, {name: value.copy() for name, value in feeds.items()})
+    args = example_args(spec)
     with captured_messages() as messages, torch.no_grad():
         torch.onnx.export(
             wrap(module, spec),

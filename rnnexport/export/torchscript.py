@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 from rnnexport.errors import ExportError, UsageError
 from rnnexport.export._capture import captured_messages
 from rnnexport.export._torch_internals import strip_torchscript_debug_info
-from rnnexport.inputs import Case, make_inputs
 from rnnexport.spec import RNNSpec, spec_from_dict
 
 if TYPE_CHECKING:
@@ -35,7 +34,7 @@ def compile_and_save(module: torch.nn.Module, spec: RNNSpec, path: Path, *, meth
     """Compile in this process and save; deterministic only in a fresh ``PYTHONHASHSEED=0`` one."""
     import torch
 
-    from rnnexport.builder import contract_args, wrap
+    from rnnexport.builder import example_args, wrap
 
     # The saved program keeps the calling contract, with one plain forward: scripting nn.RNN
     # itself gives its @overload-ed forward as forward__0/forward__1 and no forward.
@@ -44,9 +43,7 @@ def compile_and_save(module: torch.nn.Module, spec: RNNSpec, path: Path, *, meth
         if method == "script":
             compiled = torch.jit.script(module)
         else:
-            feeds = make_inputs(spec, Case(spec.batch_size, spec.seq_len, "random"))
-            example = contract_args(spec, {name: value.copy() for name, value in feeds.items()})
-            compiled = torch.jit.trace(module, example, check_trace=False)
+            compiled = torch.jit.trace(module, example_args(spec), check_trace=False)
         torch.jit.save(compiled, str(path))
     strip_torchscript_debug_info(path)
     return messages
