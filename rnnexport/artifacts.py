@@ -20,10 +20,13 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
+import stat
 import sys
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +43,9 @@ __all__ = [
     "SCHEMA_VERSION",
     "Artifact",
     "discover_artifacts",
+    "check_program_archive",
     "file_entry",
+    "implied_files",
     "open_artifact",
     "read_npz",
     "staged_folder",
@@ -52,11 +57,41 @@ __all__ = [
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+_MAX_MANIFEST_BYTES = 16 << 20  # real manifests are a few KB
+_NPY_HEADER_BYTES = 1 << 16  # the largest .npy header (format 2.0 allows 4 GiB, numpy writes < 64 KiB)
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def _regular_file(path: Path, what: str) -> os.stat_result:
+    """`path`'s stat when it is a regular file (not a link, FIFO, device or folder).
+
+    Checked before anything is opened: reading a FIFO would block forever, and a link could
+    lead outside the artifact folder.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing ({what}); re-export the artifact") from None
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot read ({what}): {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a symbolic link" if stat.S_ISLNK(info.st_mode) else "a folder" if stat.S_ISDIR(info.st_mode)
+                else "a FIFO" if stat.S_ISFIFO(info.st_mode) else "not a regular file")
+        raise ArtifactError(f"{path}: {what} is {kind}; artifact files must be regular files in the artifact folder")
+    return info
+
+
+def _plain_name(name: object, where: str) -> str:
+    """`name` when it is a plain file name (no folder part, not hidden, not the manifest)."""
+    if (not isinstance(name, str) or not name or name in (".", "..") or name.startswith(".")
+            or "/" in name or "\\" in name or "\0" in name or name == MANIFEST):
+        raise ArtifactError(f"{where}: {name!r} is not a plain file name of the artifact folder")
+    return name
 
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -90,10 +125,11 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """All arrays of an ``.npz`` (no pickles). Raises `ArtifactError` if unreadable."""
+    _regular_file(path, "an .npz file")
     try:
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise ArtifactError(f"{path}: unreadable golden data ({exc})") from None
 
 
@@ -120,7 +156,8 @@ def versions() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Artifact:
-    """A verified artifact folder: every file in the manifest matched its sha256."""
+    """A verified artifact folder: every file in it is listed in the manifest, every file the
+    manifest implies is there, and each matched its sha256."""
 
     path: Path
     manifest: dict[str, Any]
@@ -140,73 +177,256 @@ class Artifact:
 
         path = self.path / "weights.pt"
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            with weights_only_loading():
+                return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for a corrupt zip/pickle
             raise ArtifactError(f"{path}: cannot load weights ({type(exc).__name__}: {exc})") from None
 
+    def golden_cases(self) -> list[Case]:
+        """The cases stored in the golden data (checked when the artifact was opened)."""
+        return [Case.parse(case_id) for case_id in self.manifest["golden"]["cases"]]
+
     def golden(self) -> dict[Case, dict[str, np.ndarray]]:
-        """Golden inputs and outputs per case, checked against the manifest's I/O shapes.
+        """Golden inputs and outputs per case, checked against the spec's I/O shapes and dtypes.
 
         Raises:
-            ArtifactError: a case or tensor is missing, or has a shape the spec does not give.
+            ArtifactError: a case or tensor is missing, unexpected, or has a shape or dtype the
+                spec does not give.
         """
-        golden = self.manifest.get("golden")
-        if not golden or "file" not in golden or "cases" not in golden:
-            raise ArtifactError(f"{self.path}: manifest has no golden data entry")
-        arrays = read_npz(self.path / golden["file"])
-        names = (*self.spec.input_names, *self.spec.output_names)
+        expected: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        for case in self.golden_cases():
+            shapes = self.spec.shapes(case.batch, case.seq)
+            for name in (*self.spec.input_names, *self.spec.output_names):
+                expected[f"{case.id}/{name}"] = (shapes[name], np.dtype(self.spec.dtype(name)))
+        arrays = _read_golden(self.path / self.manifest["golden"]["file"], expected)
         cases: dict[Case, dict[str, np.ndarray]] = {}
-        for case_id in golden["cases"]:
-            case = Case.parse(case_id)
-            expected = self.spec.shapes(case.batch, case.seq)
-            tensors = {}
-            for name in names:
-                key = f"{case_id}/{name}"
-                if key not in arrays:
-                    raise ArtifactError(f"{self.path}: golden data lacks {key!r}")
-                if arrays[key].shape != expected[name]:
-                    raise ArtifactError(
-                        f"{self.path}: golden {key!r} has shape {list(arrays[key].shape)}, "
-                        f"expected {list(expected[name])}"
-                    )
-                tensors[name] = arrays[key]
+        for case in self.golden_cases():
+            tensors = {name: arrays[f"{case.id}/{name}"] for name in (*self.spec.input_names, *self.spec.output_names)}
             try:
                 check_feeds(self.spec, {n: tensors[n] for n in self.spec.input_names})
             except UsageError as exc:
-                raise ArtifactError(f"{self.path}: golden case {case_id!r}: {exc}") from None
+                raise ArtifactError(f"{self.path}: golden case {case.id!r}: {exc}") from None
             cases[case] = tensors
         return cases
 
 
-def open_artifact(path: str | Path) -> Artifact:
-    """Read and verify an artifact folder.
+def _read_golden(path: Path, expected: dict[str, tuple[tuple[int, ...], np.dtype]]) -> dict[str, np.ndarray]:
+    """The arrays of a golden ``.npz``, each checked for presence, size, shape and dtype.
+
+    Member sizes are checked before anything is decompressed, so a crafted archive cannot make
+    validation allocate more than the arrays the spec implies.
+    """
+    _regular_file(path, "golden data")
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {info.filename: info for info in archive.infolist()}
+            unexpected = sorted(set(members) - {f"{key}.npy" for key in expected})
+            if unexpected:
+                raise ArtifactError(f"{path}: golden data holds unexpected member {unexpected[0]!r}")
+            for key, (shape, dtype) in expected.items():
+                info = members.get(f"{key}.npy")
+                if info is None:
+                    raise ArtifactError(f"{path}: golden data lacks {key!r}")
+                if info.file_size > int(np.prod(shape)) * dtype.itemsize + _NPY_HEADER_BYTES:
+                    raise ArtifactError(f"{path}: golden {key!r} is {info.file_size} bytes, larger than a "
+                                        f"{list(shape)} {dtype} array")
+                with archive.open(info) as member:
+                    array = np.lib.format.read_array(member, allow_pickle=False)
+                if array.shape != shape:
+                    raise ArtifactError(f"{path}: golden {key!r} has shape {list(array.shape)}, expected {list(shape)}")
+                if array.dtype != dtype:
+                    raise ArtifactError(f"{path}: golden {key!r} has dtype {array.dtype}, expected {dtype}")
+                arrays[key] = array
+    except (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise ArtifactError(f"{path}: unreadable golden data ({type(exc).__name__}: {exc})") from None
+    return arrays
+
+
+@contextlib.contextmanager
+def weights_only_loading() -> Iterator[None]:
+    """Within the block every ``torch.load`` is restricted to weights (tensors and plain
+    containers), even where a caller asks for ``weights_only=False``.
+
+    ``torch.export.load`` loads an archive's example inputs with ``torch.load`` and, when that
+    fails, retries with ``weights_only=False`` (``torch/_export/serde/serialize.py``,
+    ``deserialize_torch_artifact``): a crafted ``.pt2`` runs its pickle payload there.
+    ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` (read by ``torch.load`` on every call) closes that path.
+    """
+    saved = {key: os.environ.get(key) for key in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")}
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    os.environ.pop("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", None)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+# Members of a torch.export archive (torch/export/pt2_archive/constants.py) that hold data only;
+# weights and constants must be raw tensor bytes ("use_pickle": false).
+_PT2_MEMBERS = re.compile(
+    r"(archive_format|archive_version|byteorder|\.data/version|\.data/serialization_id"
+    r"|data/weights/weight_\d+|data/weights/[\w.-]+_weights_config\.json"
+    r"|data/constants/tensor_\d+|data/constants/[\w.-]+_constants_config\.json"
+    r"|models/[\w.-]+\.json|data/sample_inputs/[\w.-]+\.pt|extra/module_info\.json)"
+)
+
+
+def check_program_archive(path: Path) -> None:
+    """Refuse a ``.pt2`` whose loading would unpickle anything but tensors.
+
+    ``torch.export.load`` unpickles pickled weights and constants (``use_pickle``), custom and
+    opaque objects, legacy weight files, and retries example inputs with ``weights_only=False``
+    when the safe load fails. rnnexport writes none of these; an archive holding any of them
+    (or any member outside the known data layout) is refused before torch reads it.
 
     Raises:
-        ArtifactError: no folder or manifest, unreadable or newer-schema manifest, another cell
-            type, a listed file missing, or a file whose sha256 differs from the manifest.
+        ArtifactError: naming the member that would need unrestricted unpickling.
     """
-    path = Path(path)
-    if not path.is_dir():
-        raise ArtifactError(f"{path}: not an artifact folder (no such directory)")
+    import torch
+
+    def refuse(why: str) -> ArtifactError:
+        return ArtifactError(f"{path}: refused: {why}; loading it would need unrestricted unpickling, "
+                             "which rnnexport never does (re-export the artifact with rnnexport)")
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            roots = {name.split("/", 1)[0] for name in names}
+            if len(roots) != 1 or any("/" not in name for name in names):
+                raise refuse(f"not a single-folder torch.export archive (top level: {sorted(roots)[:3]})")
+            root = roots.pop()
+            for name in names:
+                member = name[len(root) + 1:]
+                if not _PT2_MEMBERS.fullmatch(member):
+                    raise refuse(f"member {member!r} is not part of the data layout of a torch.export archive")
+                if member.endswith(("_weights_config.json", "_constants_config.json")):
+                    config = json.loads(archive.read(name)).get("config", {})
+                    for key, entry in config.items():
+                        if entry.get("use_pickle") or not str(entry.get("path_name", "")).startswith(("weight_", "tensor_")):
+                            raise refuse(f"{member} stores {key!r} as a pickle or a custom object")
+                if member.startswith("data/sample_inputs/"):
+                    try:
+                        with weights_only_loading():
+                            torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+                    except Exception as exc:
+                        raise refuse(f"{member} is not plain tensors ({type(exc).__name__}: {str(exc)[:120]})") from None
+    except ArtifactError:
+        raise
+    except (OSError, zipfile.BadZipFile, ValueError, AttributeError, KeyError) as exc:
+        raise ArtifactError(f"{path}: not a readable torch.export archive ({type(exc).__name__}: {exc})") from None
+
+
+def implied_files(spec: RNNSpec, golden_file: str = "golden.npz") -> list[str]:
+    """The files every artifact of `spec` holds: the models (``model.onnx`` unless ONNX was
+    refused for an LSTM projection), the weights and the golden data."""
+    onnx = [] if spec.proj_size else ["model.onnx"]
+    return [*onnx, "model.pt", "model.pt2", "weights.pt", golden_file]
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
     manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
+    if not manifest_path.exists() and not manifest_path.is_symlink():
         raise ArtifactError(
             f"{path}: not an artifact folder: no {MANIFEST} "
             "(expected model.onnx, model.pt, weights.pt, golden.npz and manifest.json; "
             "create one with `rnnexport export`)"
         )
+    info = _regular_file(manifest_path, "the manifest")
+    if info.st_size > _MAX_MANIFEST_BYTES:
+        raise ArtifactError(f"{manifest_path}: {info.st_size} bytes, not an rnnexport manifest (they are a few KB)")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        with open(os.open(manifest_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ArtifactError(f"{manifest_path}: unreadable manifest ({exc})") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise ArtifactError(f"{manifest_path}: not an rnnexport manifest (no 'files' table)")
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{manifest_path}: not an rnnexport manifest (not a JSON object)")
     schema = manifest.get("schema_version")
-    if not isinstance(schema, int) or schema > SCHEMA_VERSION or schema < 1:
+    if type(schema) is not int or not 1 <= schema <= SCHEMA_VERSION:
         raise ArtifactError(
             f"{manifest_path}: manifest schema version {schema!r} is not supported by this "
             f"rnnexport (it reads versions 1..{SCHEMA_VERSION}); upgrade rnnexport"
         )
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ArtifactError(f"{manifest_path}: 'files' must be a non-empty table of file name -> sha256 and bytes")
+    for name, entry in files.items():
+        _plain_name(name, f"{manifest_path} 'files'")
+        if (not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str)
+                or not _SHA256_RE.fullmatch(entry["sha256"]) or type(entry.get("bytes")) is not int):
+            raise ArtifactError(f"{manifest_path}: files entry {name!r} must be {{\"sha256\": 64 hex digits, "
+                                f"\"bytes\": an integer}}, got {entry!r:.80}")
+    found = manifest.get("versions", {})
+    if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
+        raise ArtifactError(f"{manifest_path}: 'versions' must be a table of package -> version string")
+    golden = manifest.get("golden")
+    if not isinstance(golden, dict) or not isinstance(golden.get("cases"), list) or not golden["cases"]:
+        raise ArtifactError(f"{manifest_path}: 'golden' must be a table with 'file' and a non-empty list 'cases'")
+    _plain_name(golden.get("file"), f"{manifest_path} 'golden.file'")
+    if golden["file"] not in files:
+        raise ArtifactError(f"{manifest_path}: golden data {golden['file']!r} is not listed in 'files'")
+    ids = []
+    for case_id in golden["cases"]:
+        try:
+            if not isinstance(case_id, str):
+                raise ValueError("not a string")
+            ids.append(Case.parse(case_id).id)
+        except ValueError as exc:
+            raise ArtifactError(f"{manifest_path}: golden case {case_id!r:.40} is not a case id ({exc})") from None
+    if len(set(ids)) != len(ids):
+        raise ArtifactError(f"{manifest_path}: golden cases repeat a case: {golden['cases']!r:.120}")
+    return manifest
+
+
+def _check_listing(path: Path, manifest: dict[str, Any], spec: RNNSpec) -> None:
+    """Every entry of the folder is a listed regular file; every implied file is listed."""
+    listed = manifest["files"]
+    missing = [name for name in implied_files(spec, manifest["golden"]["file"]) if name not in listed]
+    if missing:
+        raise ArtifactError(f"{path / MANIFEST}: {missing[0]!r} is not listed in 'files'; every artifact of "
+                            f"{spec.name!r} ships {', '.join(implied_files(spec, manifest['golden']['file']))}")
+    try:
+        entries = sorted(os.listdir(path))
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot list the artifact folder: {exc.strerror or exc}") from None
+    for name in entries:
+        if name == MANIFEST:
+            continue
+        if name not in listed:
+            raise ArtifactError(f"{path / name}: not listed in {MANIFEST}; an artifact folder holds only the "
+                                "files its manifest lists (with their sha256)")
+        _regular_file(path / name, "a listed file")
+    for name in listed:
+        _regular_file(path / name, f"listed in {MANIFEST}")
+
+
+def open_artifact(path: str | Path, *, max_memory: int | None = None) -> Artifact:
+    """Read and verify an artifact folder. Nothing in it is loaded before this passes.
+
+    Args:
+        path: The artifact folder.
+        max_memory: Bytes the weights and the golden cases may need (see `rnnexport.limits`);
+            default half of the memory available now.
+
+    Raises:
+        ArtifactError: no folder or manifest, an unreadable, malformed or newer-schema manifest,
+            another cell type, a file in the folder that the manifest does not list, a file the
+            manifest implies that is missing or unlisted, an entry that is not a regular file,
+            or a file whose size or sha256 differs from the manifest.
+        UsageError: the artifact needs more memory than `max_memory`.
+    """
+    from rnnexport.limits import case_bytes, check_memory, weight_bytes
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ArtifactError(f"{path}: not an artifact folder (no such directory)")
+    manifest = _read_manifest(path)
+    manifest_path = path / MANIFEST
     spec_data = manifest.get("spec")
     if isinstance(spec_data, dict) and spec_data.get("cell") not in CELLS:
         raise ArtifactError(
@@ -217,19 +437,25 @@ def open_artifact(path: str | Path) -> Artifact:
         spec = spec_from_dict(spec_data, source=f"{manifest_path} spec")
     except Exception as exc:
         raise ArtifactError(str(exc)) from None
+    _check_listing(path, manifest, spec)
+    check_memory(f"{path}: the weights", weight_bytes(spec), max_memory)
+    for case_id in manifest["golden"]["cases"]:
+        case = Case.parse(case_id)
+        check_memory(f"{path}: golden case {case_id}", case_bytes(spec, case.batch, case.seq), max_memory)
     for name, entry in sorted(manifest["files"].items()):
         file = path / name
-        if Path(name).name != name:
-            raise ArtifactError(f"{manifest_path}: file entry {name!r} is not a plain file name")
-        if not file.is_file():
-            raise ArtifactError(f"{file}: missing (listed in {MANIFEST}); re-export the artifact")
+        size = _regular_file(file, f"listed in {MANIFEST}").st_size
+        if size != entry["bytes"]:
+            raise ArtifactError(f"{file}: {size} bytes, the manifest says {entry['bytes']}: the file was modified, "
+                                "truncated or replaced; re-export the artifact")
         actual = sha256_file(file)
-        if actual != entry.get("sha256"):
+        if actual != entry["sha256"]:
             raise ArtifactError(
-                f"{file}: sha256 {actual[:16]}... differs from the manifest's "
-                f"{str(entry.get('sha256'))[:16]}...: the file was modified, truncated or replaced; "
-                "re-export the artifact"
+                f"{file}: sha256 {actual[:16]}... differs from the manifest's {entry['sha256'][:16]}...: "
+                "the file was modified, truncated or replaced; re-export the artifact"
             )
+    if "model.pt2" in manifest["files"]:
+        check_program_archive(path / "model.pt2")
     return Artifact(path=path, manifest=manifest, spec=spec)
 
 
@@ -268,53 +494,142 @@ def _umask() -> int:
     return mask
 
 
+DEFAULT_LOCK_TIMEOUT = 600.0  # seconds an export waits for another export of the same name
+
+
 def _backup_name(final: Path) -> Path:
     return final.parent / f".{final.name}.previous"
 
 
+def _staging_re(final: Path) -> re.Pattern[str]:
+    # Exactly the names tempfile.mkdtemp(prefix=".<name>.staging-") makes: 8 characters of its
+    # alphabet. `.a.staging-x.previous` belongs to the artifact named `a.staging-x`, not to `a`.
+    return re.compile(rf"\.{re.escape(final.name)}\.staging-[a-z0-9_]{{8}}")
+
+
+def _remove(path: Path) -> None:
+    """Remove a folder, or a link or file where a folder was expected."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
 def _recover(final: Path) -> None:
-    """Undo a replacement interrupted between its two renames; drop stale staging folders."""
+    """Undo a replacement interrupted between its two renames; drop stale staging folders.
+
+    Called with the export lock of `final` held, so no staging folder of this name is live.
+    """
     backup = _backup_name(final)
-    if backup.exists():
+    if backup.exists() or backup.is_symlink():
         if final.exists():
-            shutil.rmtree(backup)
+            _remove(backup)
         else:
             os.rename(backup, final)
-    for stale in final.parent.glob(f".{final.name}.staging-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    pattern = _staging_re(final)
+    for stale in final.parent.iterdir():
+        if pattern.fullmatch(stale.name):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def resolve_output(final: Path) -> Path:
+    """The folder an export of `final` really replaces.
+
+    A link ``DIR/<name> -> elsewhere/<folder>`` is followed: the target folder is replaced
+    atomically (staged beside it) and the link keeps pointing at it. A dangling link, or a
+    link or path to something that is not a folder, is refused.
+
+    Raises:
+        UsageError: as above.
+    """
+    if final.is_symlink():
+        target = Path(os.path.realpath(final))
+        if not target.exists():
+            raise UsageError(f"{final} is a symbolic link to {target}, which does not exist; "
+                             "create that folder or remove the link")
+        if not target.is_dir():
+            raise UsageError(f"{final} is a symbolic link to {target}, which is not a folder")
+        return target
+    if final.exists() and not final.is_dir():
+        raise UsageError(f"{final} exists and is not a folder; remove it or choose another --out")
+    return final
 
 
 @contextlib.contextmanager
-def staged_folder(final: Path) -> Iterator[Path]:
+def export_lock(final: Path, timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold ``DIR/.<name>.lock`` (a `filelock.FileLock`): one export of a name in a folder at a
+    time. A second export waits up to `timeout` seconds.
+
+    Raises:
+        UsageError: the lock is still held after `timeout`, naming the process that holds it.
+    """
+    import filelock
+
+    lock_path = final.parent / f".{final.name}.lock"
+    lock = filelock.FileLock(str(lock_path), timeout=timeout)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        holder = _read_holder(lock_path)
+        raise UsageError(f"another export of {final.name!r} into {str(final.parent)!r} is running ({holder}); "
+                         f"gave up after waiting {timeout:g} s (--lock-timeout)") from None
+    except OSError as exc:
+        raise UsageError(f"cannot lock {str(lock_path)!r}: {exc.strerror or exc}") from None
+    try:
+        with contextlib.suppress(OSError):
+            with open(lock_path, "w", encoding="utf-8") as f:
+                f.write(f"pid {os.getpid()}\n")
+        yield
+    finally:
+        lock.release()
+
+
+def _read_holder(lock_path: Path) -> str:
+    try:
+        text = lock_path.read_text(encoding="utf-8", errors="replace").strip()[:40]
+    except OSError:
+        text = ""
+    return f"held by {text}" if text.startswith("pid ") else "held by another process"
+
+
+@contextlib.contextmanager
+def staged_folder(final: Path, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator[Path]:
     """Yield an empty staging folder beside `final`; on success it replaces `final`.
 
     If the block raises (or the process dies), `final` is left exactly as it was. The
     replacement is two renames (old folder aside, new folder in); a death between them is
-    undone by the next export of the same name (`_recover`).
+    undone by the next export of the same name (`_recover`). Exports of one name in one folder
+    are serialized by `export_lock`; a link at `final` is followed (`resolve_output`).
 
     Raises:
-        UsageError: the output folder cannot be created or written.
+        UsageError: the output folder cannot be created or written, `final` is not a folder,
+            or another export of the name holds the lock past `lock_timeout`.
     """
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        _recover(final)
-        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700; artifacts are shared
     except OSError as exc:
         raise UsageError(f"output folder {str(final.parent)!r} cannot be written: {exc.strerror or exc}") from None
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    backup = _backup_name(final)
-    try:
-        if final.exists():
-            os.rename(final, backup)
-        os.rename(staging, final)
-    except OSError as exc:
-        if backup.exists() and not final.exists():
-            os.rename(backup, final)
-        shutil.rmtree(staging, ignore_errors=True)
-        raise UsageError(f"cannot replace {str(final)!r}: {exc.strerror or exc}") from None
-    shutil.rmtree(backup, ignore_errors=True)
+    final = resolve_output(final)
+    with export_lock(final, lock_timeout):
+        try:
+            _recover(final)
+            staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
+            os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700; artifacts are shared
+        except OSError as exc:
+            raise UsageError(f"output folder {str(final.parent)!r} cannot be written: {exc.strerror or exc}") from None
+        try:
+            yield staging
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        backup = _backup_name(final)
+        try:
+            if final.exists():
+                os.rename(final, backup)
+            os.rename(staging, final)
+        except OSError as exc:
+            if backup.exists() and not final.exists():
+                os.rename(backup, final)
+            shutil.rmtree(staging, ignore_errors=True)
+            raise UsageError(f"cannot replace {str(final)!r}: {exc.strerror or exc}") from None
+        shutil.rmtree(backup, ignore_errors=True)

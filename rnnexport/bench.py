@@ -59,18 +59,12 @@ def default_bench_cases(artifact: Artifact) -> list[Case]:
 def _floor_ms(feeds: dict[str, np.ndarray], threads: int, warmup: int, repeat: int) -> float:
     """Median ms of ONNX Runtime running Identity on every input: the per-call overhead."""
     import onnxruntime as ort
-    from onnx import TensorProto, helper
 
-    graph = helper.make_graph(
-        [helper.make_node("Identity", [name], [f"{name}_out"]) for name in feeds],
-        "identity_floor",
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(v.shape)) for name, v in feeds.items()],
-        [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, list(v.shape)) for name, v in feeds.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    from rnnexport.runtimes.onnx_runners import identity_model
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(identity_model(feeds), options, providers=["CPUExecutionProvider"])
     return median_ms(lambda: session.run(None, feeds), warmup=warmup, repeat=repeat)
 
 

@@ -40,6 +40,15 @@ def _nonnegative_float(text: str) -> float:
     return value
 
 
+def _memory_size(text: str) -> int:
+    from rnnexport.limits import parse_size
+
+    try:
+        return parse_size(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rnnexport", description=(
         "Export PyTorch recurrent networks to TorchScript and ONNX and validate them on every "
@@ -61,6 +70,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--torchscript", choices=["script", "trace"], default="script",
                    help="how model.pt is compiled (default: script)")
     p.add_argument("--no-validate", action="store_true", help="write without validating")
+    p.add_argument("--lock-timeout", type=_nonnegative_float, default=None, metavar="S",
+                   help="seconds to wait while another export of the same name into the same folder runs "
+                        "(default 600), then exit 2")
     adhoc = p.add_argument_group("ad-hoc configuration (instead of NAME|SPEC.toml)")
     adhoc.add_argument("--cell", choices=["rnn", "lstm", "gru"], default=None, help="define a configuration here")
     adhoc.add_argument("--name", default=None, help="artifact name (default: derived from the flags)")
@@ -89,8 +101,15 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=10, help="measured runs per runtime and shape (default 10)")
     p.add_argument("--json", dest="json_path", default=None, metavar="F", help="write the results as JSON to F")
 
-    p = sub.add_parser("validate", help="validate artifact folders on every available runtime")
+    p = sub.add_parser(
+        "validate", help="validate artifact folders on every available runtime",
+        description=("Validate artifact folders on every available runtime. Trust: model.pt (TorchScript) and "
+                     "model.pt2 can run arbitrary code when loaded, so validate trusts the artifacts it is given "
+                     "(your own); for artifacts from elsewhere use --untrusted, which loads only data formats "
+                     "(ONNX, weights-only state dicts, npz without pickle) and skips the runtimes that load code."))
     p.add_argument("paths", nargs="+", metavar="DIR", help="artifact folders, or folders of them")
+    p.add_argument("--untrusted", action="store_true",
+                   help="load only data formats; skip torchscript, torch-export and libtorch-cpp (they load code)")
     _add_validation_args(p)
     return parser
 
@@ -105,6 +124,9 @@ def _add_validation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", dest="json_path", default=None, metavar="F", help="write a JSON report to F")
     p.add_argument("--junit", default=None, metavar="F", help="write a JUnit XML report to F")
     p.add_argument("--html", default=None, metavar="F", help="write a self-contained HTML report to F")
+    p.add_argument("--max-memory", type=_memory_size, default=None, metavar="SIZE",
+                   help="refuse weights or cases estimated to need more (e.g. 4G; default half of the memory "
+                        "available now)")
 
 
 def _tolerance(args: argparse.Namespace):
@@ -184,6 +206,16 @@ def _adhoc_spec(args: argparse.Namespace):
     return spec_from_dict(data, source="export flags")
 
 
+def _check_unique_names(specs, sources: list[str]) -> None:
+    """Two configurations of one call must not write the same folder."""
+    seen: dict[str, str] = {}
+    for spec, source in zip(specs, sources):
+        if spec.name in seen:
+            raise UsageError(f"{seen[spec.name]} and {source} both have the name {spec.name!r}; "
+                             "each artifact folder is written once per call: rename one of them")
+        seen[spec.name] = source
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from rnnexport.errors import ValidationFailed
     from rnnexport.export import DEFAULT_OPSET, export_spec
@@ -197,6 +229,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         specs = [_adhoc_spec(args)]
     else:
         specs = list(catalog().values()) if args.all else [get_spec(c) for c in args.configs]
+        _check_unique_names(specs, [f"built-in {s.name!r}" for s in specs] if args.all else args.configs)
     if args.seed is not None:
         specs = [spec.replace(seed=args.seed) for spec in specs]
     tolerance, cases = _tolerance(args), _cases(args)
@@ -209,7 +242,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 spec, args.out, exporter=args.exporter,
                 opset=DEFAULT_OPSET if args.opset is None else args.opset,
                 torchscript_method=args.torchscript, validate=not args.no_validate,
-                runtimes=args.runtimes, tolerance=tolerance,
+                runtimes=args.runtimes, tolerance=tolerance, max_memory=args.max_memory,
+                **({} if args.lock_timeout is None else {"lock_timeout": args.lock_timeout}),
             )
         except ValidationFailed as exc:
             failed.append(str(exc))
@@ -235,7 +269,7 @@ def _progress(artifacts: int, args: argparse.Namespace, cases) -> Progress:
     from rnnexport.report import Progress
     from rnnexport.runtimes import resolve_runtimes
 
-    runtimes = len(resolve_runtimes(args.runtimes)[0])
+    runtimes = len(resolve_runtimes(args.runtimes, trusted=not getattr(args, "untrusted", False))[0])
     per_runtime = len(cases) + 2 if cases is not None else 10
     return Progress(artifacts * runtimes * per_runtime)
 
@@ -248,7 +282,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     progress = _progress(len(discover_artifacts(args.paths)), args, cases)
     try:
         reports = validate_paths(args.paths, runtimes=args.runtimes, tolerance=_tolerance(args), cases=cases,
-                                 on_step=progress)
+                                 on_step=progress, trusted=not args.untrusted, max_memory=args.max_memory)
     finally:
         progress.close()
     return _finish(reports, args)

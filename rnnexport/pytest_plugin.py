@@ -14,7 +14,9 @@ Registered through the ``pytest11`` entry point, so installing rnnexport is enou
 
 A failure shows the comparison table. ``--rnnexport-runtimes onnxruntime-cpu,torchscript``
 picks the runtimes (default: every available one); ``--rnnexport-artifacts DIR[,DIR]``
-overrides the ini setting.
+overrides the ini setting. Artifacts are trusted (TorchScript and torch.export programs can run
+code when loaded); ``--rnnexport-untrusted`` (ini ``rnnexport_untrusted = true``) checks artifacts
+from elsewhere with the data formats only.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="runtimes for rnnexport checks (default: every available one)")
     group.addoption("--rnnexport-artifacts", default=None, metavar="DIR,...",
                     help="artifact folders the rnnexport_artifact fixture runs over (overrides the ini)")
+    group.addoption("--rnnexport-untrusted", action="store_true", default=None,
+                    help="treat artifacts as untrusted: load only data formats (ONNX, weights, npz) and skip the "
+                         "runtimes that load model.pt/model.pt2, which can run code")
+    parser.addini("rnnexport_untrusted", "treat artifacts as untrusted (see --rnnexport-untrusted)",
+                  type="bool", default=False)
     parser.addini("rnnexport_artifacts", "artifact folders (or folders of them) for the rnnexport_artifact fixture",
                   type="paths", default=[])
 
@@ -63,16 +70,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def rnnexport_check(request: pytest.FixtureRequest) -> Callable[..., list]:
-    """A function ``check(*paths, runtimes=None, cases=None, atol=None, rtol=None)`` that
-    validates artifact folders and fails the test with the comparison table on any mismatch.
+    """A function ``check(*paths, runtimes=None, cases=None, atol=None, rtol=None, untrusted=None)``
+    that validates artifact folders and fails the test with the comparison table on any mismatch.
+    ``untrusted`` (default: ``--rnnexport-untrusted`` or the ``rnnexport_untrusted`` ini) loads
+    only data formats and skips the runtimes that load code.
 
     `cases` takes `Case` objects or ids such as ``"3x17"`` / ``"b1xs1-h0zero"``. Returns the
     reports (to assert more). Bad artifacts (tampered, missing) fail the test with the message.
     """
     default_runtimes = _split(request.config.getoption("rnnexport_runtimes"))
+    default_untrusted = bool(request.config.getoption("rnnexport_untrusted") or request.config.getini("rnnexport_untrusted"))
 
     def check(*paths: str | Path, runtimes: Sequence[str] | None = None, cases: Sequence | None = None,
-              atol: float | None = None, rtol: float | None = None) -> list:
+              atol: float | None = None, rtol: float | None = None, untrusted: bool | None = None) -> list:
         from rnnexport.compare import Tolerance
         from rnnexport.errors import RNNExportError
         from rnnexport.inputs import Case
@@ -83,7 +93,9 @@ def rnnexport_check(request: pytest.FixtureRequest) -> Callable[..., list]:
         chosen = list(runtimes) if runtimes is not None else default_runtimes
         parsed = None if cases is None else [c if isinstance(c, Case) else Case.parse(c) for c in cases]
         try:
-            reports = validate_paths(list(paths), runtimes=chosen, tolerance=tolerance, cases=parsed)
+            reports = validate_paths(list(paths), runtimes=chosen, tolerance=tolerance, cases=parsed,
+                                     trusted=not (default_untrusted if untrusted is None else untrusted),
+                                     require_runnable=runtimes is not None)
         except RNNExportError as exc:
             pytest.fail(f"rnnexport: {exc}", pytrace=False)
         if not all(r.passed for r in reports):

@@ -22,7 +22,10 @@ __all__ = ["CELLS", "NONLINEARITIES", "RNNSpec", "catalog", "get_spec", "load_sp
 
 CELLS = ("rnn", "lstm", "gru")
 NONLINEARITIES = ("tanh", "relu")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: `$` would admit a trailing newline
+_MAX_SPEC_BYTES = 1 << 20
+MAX_LAYERS = 64  # deep RNNs stop at a few dozen layers; building nn.RNN is quadratic in layers
+MAX_SIZE = 2**31 - 1  # sizes beyond int32 are refused before the memory estimate even runs
 
 
 @dataclass(frozen=True)
@@ -183,11 +186,16 @@ def spec_from_dict(data: dict[str, Any], *, source: str = "spec") -> RNNSpec:
     def bad(key: str, valid: str) -> SpecError:
         return SpecError(f"{source}: invalid value for {key!r}: {values[key]!r}; valid: {valid}")
 
-    if "name" in values and not _NAME_RE.match(values["name"]):
+    if "name" in values and not _NAME_RE.fullmatch(values["name"]):
         raise bad("name", "1-64 letters, digits, '_', '.', '-', starting with a letter or digit")
     for key in ("input_size", "hidden_size", "num_layers", "batch_size", "seq_len"):
         if key in values and values[key] < 1:
             raise bad(key, "an integer >= 1")
+    if values.get("num_layers", 1) > MAX_LAYERS:
+        raise bad("num_layers", f"an integer in [1, {MAX_LAYERS}]")
+    for key in ("input_size", "hidden_size", "batch_size", "seq_len", "proj_size"):
+        if values.get(key, 0) > MAX_SIZE:
+            raise bad(key, f"an integer <= {MAX_SIZE} (and the model must fit in memory: see --max-memory)")
     if "seed" in values and not 0 <= values["seed"] < 2**63:
         raise bad("seed", "an integer in [0, 2**63)")
     if "cell" in values and values["cell"] not in CELLS:
@@ -216,6 +224,10 @@ def load_spec(path: str | Path) -> RNNSpec:
         SpecError: the file is unreadable, is not TOML, or holds an invalid spec.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise SpecError(f"spec file {str(path)!r} is not a regular file")
+    if path.is_file() and path.stat().st_size > _MAX_SPEC_BYTES:
+        raise SpecError(f"spec file {str(path)!r} is {path.stat().st_size} bytes; a spec is a few lines of TOML")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

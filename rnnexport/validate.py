@@ -109,6 +109,9 @@ def validate_artifact(
     cases: list[Case] | None = None,
     runner_options: dict[str, dict[str, Any]] | None = None,
     on_step: Callable[[str, str, str], None] | None = None,
+    trusted: bool = True,
+    max_memory: int | None = None,
+    skip_unsupported: bool = False,
 ) -> ArtifactReport:
     """Run `artifact` on every chosen runtime over the sweep; return the records.
 
@@ -119,18 +122,31 @@ def validate_artifact(
         cases: Input cases; defaults to `default_sweep`. The golden cases always run too.
         runner_options: Extra constructor arguments per runtime name (e.g. threads).
         on_step: Called with (artifact, runtime, case id) before each case runs (progress).
+        trusted: False loads only data formats (ONNX, weights-only state dicts, npz): the
+            runtimes that load ``model.pt``/``model.pt2`` are skipped with that reason.
+            Default True (your own artifacts; see DESIGN.md, "Trust").
+        max_memory: Bytes one case may need (`rnnexport.limits`); default half of the
+            memory available now.
+        skip_unsupported: A runtime named in `runtimes` that cannot run this artifact (no
+            ONNX file, a known limitation) is skipped with the reason instead of raising
+            (`validate_paths` sets it when the runtime runs some of its artifacts).
 
     Raises:
         ArtifactError: the artifact is missing, tampered or unreadable.
-        UsageError / RuntimeUnavailableError: an unknown or unavailable runtime was asked for.
+        UsageError / RuntimeUnavailableError: an unknown or unavailable runtime was asked for,
+            or a case needs more than `max_memory`.
     """
+    from rnnexport.limits import case_bytes, check_memory
+
     if not isinstance(artifact, Artifact):
-        artifact = open_artifact(artifact)
+        artifact = open_artifact(artifact, max_memory=max_memory)
     tolerance = tolerance or Tolerance()
-    chosen, skipped = resolve_runtimes(runtimes)
+    chosen, skipped = resolve_runtimes(runtimes, trusted=trusted)
     spec = artifact.spec
     golden = artifact.golden()
     case_list = _cases_for(artifact, cases, golden)
+    for case in case_list:
+        check_memory(f"{artifact.name}: case {case.id}", case_bytes(spec, case.batch, case.seq), max_memory)
     report = ArtifactReport(
         artifact=artifact.name, path=str(artifact.path), runtimes=chosen, skipped=skipped,
         cases=[c.id for c in case_list], golden_versions=dict(artifact.manifest.get("versions", {})),
@@ -152,7 +168,7 @@ def validate_artifact(
         runner = make_runner(name, artifact, **options.get(name, {}))
         limitation = runner.unsupported()
         if limitation:
-            if runtimes is not None and name in runtimes:
+            if runtimes is not None and name in runtimes and not skip_unsupported:
                 raise RuntimeUnavailableError(f"runtime {name!r} was asked for but cannot run {artifact.name}: {limitation}")
             report.runtimes.remove(name)
             report.skipped[name] = limitation
@@ -163,6 +179,10 @@ def validate_artifact(
             if name == "torch":
                 raise
             report.errors.append(RunError(artifact.name, name, None, str(exc)))
+            continue
+        if mismatch := _io_mismatch(spec, runner):
+            report.errors.append(RunError(artifact.name, name, None, mismatch))
+            runner.close()
             continue
         report.details[name] = runner.describe()
         try:
@@ -177,6 +197,12 @@ def validate_artifact(
                     outputs = runner.infer(feeds[case])
                 except Exception as exc:  # a runtime crash on one case must not end the run
                     report.errors.append(RunError(artifact.name, name, case.id, f"{type(exc).__name__}: {exc}"))
+                    continue
+                missing = [n for n in spec.output_names if n not in outputs]
+                if missing:
+                    report.errors.append(RunError(artifact.name, name, case.id, (
+                        f"output {missing[0]!r} is missing: the runtime returned {sorted(outputs)}, the manifest "
+                        f"names {list(spec.output_names)}")))
                     continue
                 if name == "torch":
                     reference[case] = outputs
@@ -198,6 +224,22 @@ def validate_artifact(
         finally:
             runner.close()
     return report
+
+
+def _io_mismatch(spec: RNNSpec, runner) -> str | None:
+    """Why the loaded model's input/output names differ from the manifest's, or None."""
+    names = runner.io_names()
+    if names is None:
+        return None
+    inputs, outputs = names
+    for kind, found, expected in (("input", inputs, spec.input_names), ("output", outputs, spec.output_names)):
+        missing = [n for n in expected if n not in found]
+        unexpected = [n for n in found if n not in expected]
+        if missing or unexpected:
+            what = f"{kind} {missing[0]!r} is missing" if missing else f"unexpected {kind} {unexpected[0]!r}"
+            return (f"{runner.requires}: {what}: the loaded model's {kind}s are {list(found)}, the manifest names "
+                    f"{list(expected)}")
+    return None
 
 
 def _compare_case(
@@ -301,12 +343,31 @@ def validate_paths(
     tolerance: Tolerance | None = None,
     cases: list[Case] | None = None,
     on_step: Callable[[str, str, str], None] | None = None,
+    trusted: bool = True,
+    max_memory: int | None = None,
+    require_runnable: bool = True,
 ) -> list[ArtifactReport]:
     """Validate every artifact folder found under `paths` (folders, or folders of folders).
 
     All folders are opened and verified before anything runs, so a tampered artifact stops
-    the run before minutes of work.
+    the run before minutes of work. A runtime named in `runtimes` that cannot run some of the
+    artifacts (an LSTM projection has no ONNX file) is skipped for those, with the reason; it
+    is an error only when it can run none of them (unless `require_runnable` is False: the
+    pytest plugin's session-wide runtimes meet one artifact per test). `trusted` and
+    `max_memory`: see `validate_artifact`.
+
+    Raises:
+        RuntimeUnavailableError: a runtime that was asked for can run none of the artifacts.
     """
-    artifacts = [open_artifact(path) for path in discover_artifacts(list(paths))]
-    return [validate_artifact(a, runtimes=runtimes, tolerance=tolerance, cases=cases, on_step=on_step)
+    artifacts = [open_artifact(path, max_memory=max_memory) for path in discover_artifacts(list(paths))]
+    if runtimes is not None:
+        resolve_runtimes(runtimes, trusted=trusted)  # unknown or unavailable: before the scan below
+        for name in dict.fromkeys(runtimes if require_runnable else []):
+            reasons = {a.name: make_runner(name, a).unsupported() for a in artifacts}
+            if all(reasons.values()):
+                artifact, reason = next(iter(reasons.items()))
+                raise RuntimeUnavailableError(f"runtime {name!r} was asked for but cannot run any of the artifacts "
+                                              f"(e.g. {artifact}: {reason})")
+    return [validate_artifact(a, runtimes=runtimes, tolerance=tolerance, cases=cases, on_step=on_step,
+                              trusted=trusted, max_memory=max_memory, skip_unsupported=True)
             for a in artifacts]

@@ -47,7 +47,7 @@ def test_truncated_file_is_refused(artifact_copy):
     folder = artifact_copy("deep")
     data = (folder / "model.onnx").read_bytes()
     (folder / "model.onnx").write_bytes(data[: len(data) // 3])
-    with pytest.raises(ArtifactError, match="model.onnx: sha256"):
+    with pytest.raises(ArtifactError, match=r"model.onnx: \d+ bytes, the manifest says"):
         open_artifact(folder)
 
 
@@ -73,7 +73,7 @@ def test_folder_without_manifest(tmp_path: Path):
     [
         (lambda m: m.update(schema_version=99), "schema version 99 is not supported"),
         (lambda m: m["spec"].update(cell="transformer"), "cell type 'transformer'"),
-        (lambda m: m.pop("files"), "not an rnnexport manifest"),
+        (lambda m: m.pop("files"), "'files' must be a non-empty table"),
         (lambda m: m["files"].update({"../x": {"sha256": "0"}}), "not a plain file name"),
     ],
     ids=["newer-schema", "other-cell", "no-files", "path-escape"],
@@ -121,7 +121,7 @@ def test_staged_folder_keeps_previous_on_error(tmp_path: Path):
         (stage / "f").write_text("new, half written")
         raise KeyboardInterrupt
     assert (final / "f").read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["art"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".art.lock", "art"]
 
 
 def test_staged_folder_replaces_and_recovers(tmp_path: Path):
@@ -131,10 +131,10 @@ def test_staged_folder_replaces_and_recovers(tmp_path: Path):
     assert (final / "f").read_text() == "one" and oct(final.stat().st_mode & 0o777) != "0o700"
     # A death between the two renames leaves the old folder aside; the next export restores it.
     os.rename(final, tmp_path / ".art.previous")
-    (tmp_path / ".art.staging-zzz").mkdir()
+    (tmp_path / ".art.staging-zzzzzzzz").mkdir()
     with pytest.raises(RuntimeError), staged_folder(final):
         assert (final / "f").read_text() == "one"
-        assert not (tmp_path / ".art.staging-zzz").exists()
+        assert not (tmp_path / ".art.staging-zzzzzzzz").exists()
         raise RuntimeError
     assert (final / "f").read_text() == "one"
 

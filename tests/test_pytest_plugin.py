@@ -65,3 +65,45 @@ def test_plugin_without_configuration_is_a_usage_error(tmp_path):
     done = run_pytest(project)
     assert done.returncode != 0
     assert "rnnexport_artifact fixture needs artifact folders" in done.stdout + done.stderr
+
+
+def test_plugin_untrusted_switch_never_loads_code(tmp_path):
+    from tests.test_trust import _malicious_torchscript
+
+    project = make_project(tmp_path, names=("single_layer",))
+    marker = tmp_path / "ran"
+    _malicious_torchscript(project / "artifacts" / "single_layer", marker)
+    (project / "test_user.py").write_text(textwrap.dedent("""
+        def test_each(rnnexport_artifact, rnnexport_check):
+            reports = rnnexport_check(rnnexport_artifact, cases=["3x17"])
+            assert "torchscript" in reports[0].skipped and "torch-export" in reports[0].skipped
+    """))
+    done = run_pytest(project, "--rnnexport-untrusted")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert not marker.exists()
+    (project / "pytest.ini").write_text("[pytest]\nrnnexport_artifacts = artifacts\nrnnexport_untrusted = true\n")
+    done = run_pytest(project)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert not marker.exists()
+
+
+def test_plugin_explicit_runtime_skips_an_artifact_it_cannot_run(tmp_path):
+    """An LSTM projection has no model.onnx: --rnnexport-runtimes onnxruntime-cpu skips it there
+    (with the reason) and still checks the artifacts it can run."""
+    from rnnexport.export import export_spec
+    from rnnexport.spec import spec_from_dict
+
+    project = make_project(tmp_path, names=("deep",))
+    spec = spec_from_dict({"name": "proj", "cell": "lstm", "input_size": 3, "hidden_size": 4, "proj_size": 2})
+    export_spec(spec, project / "artifacts", validate=False)
+    (project / "test_user.py").write_text(textwrap.dedent("""
+        def test_each(rnnexport_artifact, rnnexport_check):
+            reports = rnnexport_check(rnnexport_artifact, cases=["3x17"])
+            if reports[0].artifact == "proj":
+                assert "artifact has no model.onnx" in reports[0].skipped["onnxruntime-cpu"]
+            else:
+                assert "onnxruntime-cpu" in reports[0].runtimes
+    """))
+    done = run_pytest(project, "-vv", "--rnnexport-runtimes", "onnxruntime-cpu")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "2 passed" in done.stdout

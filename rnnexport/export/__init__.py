@@ -6,15 +6,28 @@ replaces ``DIR/<name>/``: an interrupted or failing export leaves the previous f
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import math
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rnnexport.artifacts import MANIFEST, SCHEMA_VERSION, file_entry, staged_folder, versions, write_json, write_npz
+from rnnexport.artifacts import (
+    DEFAULT_LOCK_TIMEOUT,
+    MANIFEST,
+    SCHEMA_VERSION,
+    file_entry,
+    resolve_output,
+    staged_folder,
+    versions,
+    write_json,
+    write_npz,
+)
 from rnnexport.compare import Tolerance
-from rnnexport.errors import UsageError, ValidationFailed
+from rnnexport.errors import RNNExportError, UsageError, ValidationFailed
 from rnnexport.inputs import golden_cases, make_inputs
 from rnnexport.spec import RNNSpec
 
@@ -66,27 +79,50 @@ def export_spec(
     validate: bool = True,
     runtimes: list[str] | None = None,
     tolerance: Tolerance | None = None,
+    max_memory: int | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ) -> ExportResult:
     """Export `spec` to ``out_dir/<spec.name>/`` and (by default) validate it before installing.
 
     Args:
         spec: The configuration; its seed fixes weights and inputs.
-        out_dir: Parent folder of the artifact folder. Default ``models``.
+        out_dir: Parent folder of the artifact folder. Default ``models``. A link
+            ``out_dir/<name>`` to a folder is followed: its target is replaced.
         exporter: ``legacy`` (TorchScript-based ``torch.onnx.export``) or ``dynamo`` (torch.export
-            path with native RNN ops). Default: legacy where torch still has it, else dynamo.
+            path with native recurrent ops). Default: legacy where torch still has it, else dynamo.
         opset: ONNX opset, 14..20. Default 18.
         torchscript_method: ``script`` (default) or ``trace``.
         validate: Validate the staged artifact (default True); a failing one is not installed.
         runtimes: Runtimes for that validation; default every available one.
         tolerance: Validation tolerance; default `Tolerance()`.
+        max_memory: Bytes the weights and each validation case may need; default half of the
+            memory available now (`rnnexport.limits`).
+        lock_timeout: Seconds to wait for another export of the same name into the same folder.
 
     Raises:
-        UsageError: bad exporter/opset, or an output folder that cannot be written.
+        UsageError: bad exporter/opset, a spec or case over `max_memory`, an output folder that
+            cannot be written (no space left included), or the lock held past `lock_timeout`.
         ExportError: the model cannot be exported correctly (see the exporter modules).
         ValidationFailed: the exported artifact does not match PyTorch; it is kept in
             ``out_dir/.<name>.rejected`` for inspection and the previous artifact stays.
     """
     notes: list[str] = []
+    exporter = _check_exporter(exporter, opset, notes)
+    _check_memory(spec, validate, max_memory)
+    final = Path(out_dir) / spec.name
+    result = ExportResult(path=final, exporter=exporter, notes=notes)
+    target = resolve_output(final)
+    with staged_folder(final, lock_timeout=lock_timeout) as stage:
+        files, warnings, onnx_refused = _write_models(spec, stage, exporter, opset, torchscript_method, notes)
+        _write_golden(spec, stage)
+        manifest = _manifest(spec, stage, files, exporter, opset, torchscript_method, warnings, onnx_refused, tolerance)
+        if validate:
+            result.report = _validate_staged(spec, stage, final, target, manifest, runtimes, tolerance, max_memory)
+    return result
+
+
+def _check_exporter(exporter: str | None, opset: int, notes: list[str]) -> str:
+    """The exporter to use (the default one, with a note, when None); checked before anything is written."""
     if exporter is None:
         exporter, note = default_exporter()
         if note:
@@ -100,86 +136,162 @@ def export_spec(
 
         if not legacy_exporter_available():
             raise UsageError("--exporter legacy: this torch has no TorchScript-based ONNX exporter; use --exporter dynamo")
-
-    if exporter == "dynamo":
+    else:
         from rnnexport.export.onnx_dynamo import require_onnxscript
 
-        require_onnxscript()  # before anything is written
+        require_onnxscript()
+    return exporter
 
+
+def _check_memory(spec: RNNSpec, validate: bool, max_memory: int | None) -> None:
+    """Refuse, before building anything, a spec whose weights or cases exceed the memory limit."""
+    from rnnexport.inputs import default_sweep
+    from rnnexport.limits import case_bytes, check_memory, weight_bytes
+
+    check_memory(f"{spec.name}: the weights", weight_bytes(spec), max_memory)
+    for case in dict.fromkeys([*golden_cases(spec), *(default_sweep(spec) if validate else [])]):
+        check_memory(f"{spec.name}: case {case.id}", case_bytes(spec, case.batch, case.seq), max_memory)
+
+
+def _write_models(
+    spec: RNNSpec, stage: Path, exporter: str, opset: int, torchscript_method: str, notes: list[str]
+) -> tuple[list[str], dict[str, list[str]], str | None]:
+    """weights.pt, model.pt, model.pt2 and (unless refused) model.onnx; returns the file names,
+    the warnings torch raised per format, and the ONNX refusal note, if any."""
     import torch
 
-    from rnnexport.builder import build_module, call_model, wrap
+    from rnnexport.builder import build_module
     from rnnexport.export.onnx_dynamo import export_onnx_dynamo, export_program, save_program
     from rnnexport.export.onnx_legacy import export_onnx_legacy
     from rnnexport.export.torchscript import export_torchscript
+    from rnnexport.limits import weight_bytes
 
     module = build_module(spec)
-    final = Path(out_dir) / spec.name
-    result = ExportResult(path=final, exporter=exporter, notes=notes)
-    with staged_folder(final) as stage:
-        warnings: dict[str, list[str]] = {}
-        torch.save(module.state_dict(), stage / "weights.pt")
-        warnings["torchscript"] = export_torchscript(
-            spec, stage / "weights.pt", stage / "model.pt", method=torchscript_method
-        )
-        program, warnings["torch.export"] = export_program(module, spec)
-        save_program(program, stage / "model.pt2")
-        files = ["model.pt", "model.pt2", "weights.pt", "golden.npz"]
-        onnx_refused = None
-        if spec.proj_size:
-            # Refused, never approximated: ONNX's LSTM has no projection.
-            onnx_refused = (f"{spec.name}: no model.onnx: the ONNX LSTM op has no projection (proj_size="
-                            f"{spec.proj_size}); model.pt and model.pt2 are written and validated")
-            notes.append(onnx_refused)
+    size = weight_bytes(spec)
+    warnings: dict[str, list[str]] = {}
+    with writing(stage, "weights.pt", size) as path:
+        torch.save(module.state_dict(), path)
+    with writing(stage, "model.pt", 2 * size) as path:
+        warnings["torchscript"] = export_torchscript(spec, stage / "weights.pt", path, method=torchscript_method)
+    program, warnings["torch.export"] = export_program(module, spec)
+    with writing(stage, "model.pt2", 2 * size) as path:
+        save_program(program, path)
+    files = ["model.pt", "model.pt2", "weights.pt", "golden.npz"]
+    if spec.proj_size:
+        # Refused, never approximated: ONNX's LSTM has no projection.
+        onnx_refused = (f"{spec.name}: no model.onnx: the ONNX LSTM op has no projection (proj_size="
+                        f"{spec.proj_size}); model.pt and model.pt2 are written and validated")
+        notes.append(onnx_refused)
+        return files, warnings, onnx_refused
+    with writing(stage, "model.onnx", 2 * size) as path:
+        if exporter == "legacy":
+            warnings["onnx"] = export_onnx_legacy(module, spec, path, opset=opset)
         else:
-            if exporter == "legacy":
-                warnings["onnx"] = export_onnx_legacy(module, spec, stage / "model.onnx", opset=opset)
-            else:
-                warnings["onnx"] = export_onnx_dynamo(program, spec, stage / "model.onnx", opset=opset)
-            _check_onnx(stage / "model.onnx")
-            files.insert(0, "model.onnx")
-        golden = {}
-        reference = wrap(module, spec)
-        for case in golden_cases(spec):
-            feeds = make_inputs(spec, case)
-            golden.update({f"{case.id}/{n}": v for n, v in feeds.items()})
-            golden.update({f"{case.id}/{n}": v for n, v in call_model(reference, spec, feeds).items()})
-        write_npz(stage / "golden.npz", golden)
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "name": spec.name,
-            "spec": spec.to_dict(),
-            "exporter": exporter,
-            "opset": None if spec.proj_size else opset,
-            **({"onnx_refused": onnx_refused} if onnx_refused else {}),
-            "torchscript_method": torchscript_method,
-            "files": {name: file_entry(stage / name) for name in files},
-            "io": _io_contract(spec),
-            "golden": {"file": "golden.npz", "cases": [c.id for c in golden_cases(spec)]},
-            "tolerance": {"atol": (tolerance or Tolerance()).atol, "rtol": (tolerance or Tolerance()).rtol},
-            "versions": versions(),
-            "export_warnings": {k: v for k, v in warnings.items() if v},
-            "validation": None,
-        }
-        write_json(stage / MANIFEST, manifest)
-        if validate:
-            from rnnexport.validate import validate_artifact
+            warnings["onnx"] = export_onnx_dynamo(program, spec, path, opset=opset)
+    _check_onnx(stage / "model.onnx")
+    return ["model.onnx", *files], warnings, None
 
-            report = validate_artifact(stage, runtimes=runtimes, tolerance=tolerance)
-            report.artifact, report.path = spec.name, str(final)
-            result.report = report
-            manifest["validation"] = _manifest_summary(report)
-            write_json(stage / MANIFEST, manifest)
-            if not report.passed:
-                rejected = final.parent / f".{spec.name}.rejected"
-                shutil.rmtree(rejected, ignore_errors=True)
-                shutil.copytree(stage, rejected)
-                raise ValidationFailed(
-                    f"{spec.name}: the exported artifact does not match PyTorch; it was not installed "
-                    f"(kept for inspection in {rejected}); {final} is unchanged",
-                    report,
-                )
-    return result
+
+def _write_golden(spec: RNNSpec, stage: Path) -> None:
+    """golden.npz: the golden cases' inputs and the eager reference's outputs."""
+    from rnnexport.builder import call_model, module_from_state_dict, wrap
+    from rnnexport.limits import case_bytes
+
+    import torch
+
+    module = module_from_state_dict(spec, torch.load(stage / "weights.pt", weights_only=True))
+    reference = wrap(module, spec)
+    golden = {}
+    for case in golden_cases(spec):
+        feeds = make_inputs(spec, case)
+        golden.update({f"{case.id}/{n}": v for n, v in feeds.items()})
+        golden.update({f"{case.id}/{n}": v for n, v in call_model(reference, spec, feeds).items()})
+    estimate = sum(case_bytes(spec, c.batch, c.seq) for c in golden_cases(spec))
+    with writing(stage, "golden.npz", estimate) as path:
+        write_npz(path, golden)
+
+
+def _manifest(
+    spec: RNNSpec, stage: Path, files: list[str], exporter: str, opset: int, torchscript_method: str,
+    warnings: dict[str, list[str]], onnx_refused: str | None, tolerance: Tolerance | None,
+) -> dict[str, Any]:
+    """The manifest of the staged artifact, written to ``stage/manifest.json`` and returned."""
+    tolerance = tolerance or Tolerance()
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "name": spec.name,
+        "spec": spec.to_dict(),
+        "exporter": exporter,
+        "opset": None if spec.proj_size else opset,
+        **({"onnx_refused": onnx_refused} if onnx_refused else {}),
+        "torchscript_method": torchscript_method,
+        "files": {name: file_entry(stage / name) for name in files},
+        "io": _io_contract(spec),
+        "golden": {"file": "golden.npz", "cases": [c.id for c in golden_cases(spec)]},
+        "tolerance": {"atol": tolerance.atol, "rtol": tolerance.rtol},
+        "versions": versions(),
+        "export_warnings": {k: v for k, v in warnings.items() if v},
+        "validation": None,
+    }
+    with writing(stage, MANIFEST, 1 << 16) as path:
+        write_json(path, manifest)
+    return manifest
+
+
+def _validate_staged(
+    spec: RNNSpec, stage: Path, final: Path, target: Path, manifest: dict[str, Any],
+    runtimes: list[str] | None, tolerance: Tolerance | None, max_memory: int | None,
+):
+    """Validate the staged artifact and record the summary in its manifest.
+
+    Raises:
+        ValidationFailed: it does not match PyTorch; a copy is kept in ``.<name>.rejected``
+            beside the folder it would have replaced.
+    """
+    from rnnexport.validate import validate_artifact
+
+    report = validate_artifact(stage, runtimes=runtimes, tolerance=tolerance, max_memory=max_memory)
+    report.artifact, report.path = spec.name, str(final)
+    manifest["validation"] = _manifest_summary(report)
+    with writing(stage, MANIFEST, 1 << 16) as path:
+        write_json(path, manifest)
+    if not report.passed:
+        rejected = target.parent / f".{target.name}.rejected"
+        shutil.rmtree(rejected, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            shutil.copytree(stage, rejected)
+        raise ValidationFailed(
+            f"{spec.name}: the exported artifact does not match PyTorch; it was not installed "
+            f"(kept for inspection in {rejected}); {final} is unchanged",
+            report,
+        )
+    return report
+
+
+@contextlib.contextmanager
+def writing(stage: Path, name: str, estimate: int) -> Iterator[Path]:
+    """Yield ``stage/name`` to write; a full disk becomes one clear error.
+
+    Free space is checked against `estimate` first: some of torch's writers abort the whole
+    process (SIGABRT from C++) when the disk fills up mid-write, so they must not start.
+
+    Raises:
+        UsageError: "no space left on device while writing <name>", or another OS error.
+    """
+    from rnnexport.limits import check_free_space, nearly_full, no_space
+
+    check_free_space(stage, name, estimate)
+    try:
+        yield stage / name
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UsageError(no_space(stage, name)) from None
+        raise UsageError(f"cannot write {stage / name}: {exc.strerror or exc}") from None
+    except (RuntimeError, RNNExportError) as exc:
+        # torch's writers and the TorchScript process report a full disk in their own words.
+        if not isinstance(exc, UsageError) and nearly_full(stage):
+            raise UsageError(no_space(stage, name)) from None
+        raise
 
 
 def _manifest_summary(report) -> dict[str, Any]:

@@ -10,6 +10,7 @@ the archive's debug records, which hold absolute source paths.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -62,7 +63,7 @@ def export_torchscript(spec: RNNSpec, weights: Path, path: Path, *, method: str 
     if method not in METHODS:
         raise UsageError(f"unknown TorchScript method {method!r}; valid: {', '.join(METHODS)}")
     request = json.dumps({"spec": spec.to_dict(), "weights": str(weights), "path": str(path), "method": method})
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    env = {**os.environ, "PYTHONHASHSEED": "0", _PARENT_ENV: str(os.getpid())}
     done = subprocess.run(
         [sys.executable, "-m", "rnnexport.export.torchscript"], input=request, env=env,
         capture_output=True, text=True, check=False,
@@ -73,7 +74,42 @@ def export_torchscript(spec: RNNSpec, weights: Path, path: Path, *, method: str 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+_PARENT_ENV = "RNNEXPORT_PARENT_PID"
+
+
+def _die_with_parent() -> None:
+    """End this compiling process when the export that started it dies.
+
+    Killed mid-export, the parent leaves its staging folder to the next export; a compiler
+    living on would write ``model.pt`` into it seconds later. On Linux the kernel delivers
+    SIGKILL when the parent goes (``prctl(PR_SET_PDEATHSIG)``); elsewhere a thread polls the
+    parent's pid. Either way a parent that died before this ran is noticed at once.
+    """
+    import signal
+    import threading
+    import time
+
+    parent = int(os.environ.get(_PARENT_ENV, "0"))
+    if not parent:
+        return
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _worker() -> None:
+    _die_with_parent()
     import torch
 
     from rnnexport.builder import module_from_state_dict

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from rnnexport.errors import RuntimeUnavailableError, UsageError
 from rnnexport.runtimes.base import Runner
 
-__all__ = ["RUNTIMES", "RuntimeInfo", "availability", "make_runner", "resolve_runtimes"]
+__all__ = ["RUNTIMES", "UNTRUSTED_REASON", "RuntimeInfo", "availability", "make_runner", "resolve_runtimes"]
 
 
 def _module_missing(module: str) -> Callable[[], str | None]:
@@ -42,13 +42,20 @@ def _build(module: str, cls: str, **kwargs) -> Callable[..., Runner]:
 
 @dataclass(frozen=True)
 class RuntimeInfo:
-    """A registered runtime: its factory, its availability check and the file it needs."""
+    """A registered runtime: its factory, its availability check, the file it needs, and
+    whether loading that file can run code (TorchScript and torch.export programs can; ONNX,
+    weights-only state dicts and npz are data; see DESIGN.md, "Trust")."""
 
     name: str
     factory: Callable[..., Runner]
     check: Callable[[], str | None]
     requires: str
     description: str
+    loads_code: bool = False
+
+
+UNTRUSTED_REASON = ("loads {file}, which can run arbitrary code when loaded; not run on untrusted artifacts "
+                    "(--untrusted)")
 
 
 RUNTIMES: dict[str, RuntimeInfo] = {
@@ -57,9 +64,10 @@ RUNTIMES: dict[str, RuntimeInfo] = {
         RuntimeInfo("torch", _build("rnnexport.runtimes.torch_runners", "TorchEagerRunner"),
                     _module_missing("torch"), "weights.pt", "PyTorch eager (the reference)"),
         RuntimeInfo("torchscript", _build("rnnexport.runtimes.torch_runners", "TorchScriptRunner"),
-                    _module_missing("torch"), "model.pt", "TorchScript reloaded with torch.jit.load"),
+                    _module_missing("torch"), "model.pt", "TorchScript reloaded with torch.jit.load", loads_code=True),
         RuntimeInfo("torch-export", _build("rnnexport.runtimes.torch_runners", "TorchExportRunner"),
-                    _module_missing("torch"), "model.pt2", "torch.export program reloaded with torch.export.load"),
+                    _module_missing("torch"), "model.pt2", "torch.export program reloaded with torch.export.load",
+                    loads_code=True),
         RuntimeInfo("onnxruntime-cpu",
                     _build("rnnexport.runtimes.onnx_runners", "OnnxRuntimeRunner", provider="CPUExecutionProvider"),
                     _module_missing("onnxruntime"), "model.onnx", "ONNX Runtime, CPUExecutionProvider"),
@@ -71,7 +79,8 @@ RUNTIMES: dict[str, RuntimeInfo] = {
         RuntimeInfo("openvino", _build("rnnexport.runtimes.onnx_runners", "OpenVinoRunner"),
                     _module_missing("openvino"), "model.onnx", "OpenVINO CPU, f32 inference precision"),
         RuntimeInfo("libtorch-cpp", _build("rnnexport.runtimes.clients", "LibTorchCppRunner"),
-                    _deferred("rnnexport.runtimes.clients", "libtorch_status"), "model.pt", "C++ program on LibTorch (built with CMake on first use)"),
+                    _deferred("rnnexport.runtimes.clients", "libtorch_status"), "model.pt", "C++ program on LibTorch (built with CMake on first use)",
+                    loads_code=True),
         RuntimeInfo("onnxruntime-node", _build("rnnexport.runtimes.clients", "NodeRunner"),
                     _deferred("rnnexport.runtimes.clients", "node_status"), "model.onnx", "ONNX Runtime for Node.js (npm onnxruntime-node)"),
     )
@@ -86,24 +95,35 @@ def availability(name: str) -> str | None:
         return f"availability check failed: {type(exc).__name__}: {exc}"
 
 
-def resolve_runtimes(requested: list[str] | None) -> tuple[list[str], dict[str, str]]:
+def resolve_runtimes(requested: list[str] | None, *, trusted: bool = True) -> tuple[list[str], dict[str, str]]:
     """The runtimes to run, and the unavailable ones with their reasons (for the report).
 
-    With `requested` None: every registered runtime that is really available here. Otherwise
-    exactly those named; ``torch`` (the reference) is always run.
+    With `requested` None: every registered runtime that is really available here (without
+    the ones that load code, unless `trusted`). Otherwise exactly those named; ``torch`` (the
+    reference, rebuilt from data) is always run.
 
     Raises:
-        UsageError: an unknown runtime name (the message lists the valid ones).
+        UsageError: an unknown runtime name (the message lists the valid ones), or one that
+            loads code asked for on untrusted artifacts.
         RuntimeUnavailableError: a runtime that was asked for cannot run here (with the reason).
     """
     known = list(RUNTIMES)
     if requested is None:
-        skipped = {name: reason for name in known if (reason := availability(name))}
+        skipped = {}
+        for name, info in RUNTIMES.items():
+            if not trusted and info.loads_code:
+                skipped[name] = UNTRUSTED_REASON.format(file=info.requires)
+            elif reason := availability(name):
+                skipped[name] = reason
         return [name for name in RUNTIMES if name not in skipped], skipped
     unknown = [name for name in requested if name not in known]
     if unknown:
         raise UsageError(f"unknown runtime {unknown[0]!r}; valid runtimes: {', '.join(known)}")
     for name in requested:
+        if not trusted and RUNTIMES[name].loads_code:
+            raise UsageError(f"runtime {name!r} was asked for, but it " + UNTRUSTED_REASON.format(file=RUNTIMES[name].requires)
+                             + "; runtimes for untrusted artifacts: "
+                             + ", ".join(n for n, i in RUNTIMES.items() if not i.loads_code))
         reason = availability(name)
         if reason:
             raise RuntimeUnavailableError(f"runtime {name!r} was asked for but is not available: {reason}")

@@ -84,6 +84,13 @@ class Runner(ABC):
         self.load()
         return median_ms(lambda: self._infer(feeds), warmup=warmup, repeat=repeat)
 
+    def io_names(self) -> tuple[list[str], list[str]] | None:
+        """The input and output names of what was loaded (call after `load`), or None where
+        the runtime tells them only with each result. Default: the calling contract's names,
+        which the PyTorch-side runners are called by."""
+        spec = self.artifact.spec
+        return list(spec.input_names), list(spec.output_names)
+
     def describe(self) -> dict[str, str]:
         """Settings worth recording with results (e.g. the inference precision used)."""
         return {}

@@ -65,7 +65,7 @@ def _libtorch_build() -> tuple[Path | None, str | None]:
     source = _client_source("libtorch_cpp")
     if not (source / "main.cpp").is_file():
         return None, f"rnnexport's LibTorch client source is missing ({source / 'main.cpp'}): reinstall rnnexport"
-    digest = hashlib.sha256(torch.__version__.encode())
+    digest = hashlib.sha256(_libtorch_identity().encode())
     for file in sorted(source.iterdir()):
         if file.is_file():
             digest.update(file.name.encode() + file.read_bytes())
@@ -86,6 +86,20 @@ def _libtorch_build() -> tuple[Path | None, str | None]:
     if not binary.is_file():
         return None, f"LibTorch client build produced no {binary}"
     return binary, None
+
+
+def _libtorch_identity() -> str:
+    """What the client binary links against: the torch version, the folder of its LibTorch
+    libraries, and each library's size and modification time. A binary built in one venv is
+    never reused from another (after the first venv is deleted, its libc10.so is gone)."""
+    import torch
+
+    lib = Path(torch.__file__).resolve().parent / "lib"
+    parts = [torch.__version__, str(lib)]
+    for library in sorted(lib.glob("*.so*")):
+        stat = library.stat()
+        parts.append(f"{library.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return "\n".join(parts)
 
 
 def libtorch_status() -> str | None:
@@ -139,6 +153,9 @@ class _ClientRunner(Runner):
 
     def _command(self) -> tuple[list[str], dict[str, str] | None]:
         raise NotImplementedError
+
+    def io_names(self) -> None:
+        return None  # the client names its outputs with each result
 
     def _load(self) -> None:
         command, env = self._command()

@@ -10,7 +10,23 @@ import numpy as np
 from rnnexport.errors import ArtifactError, RuntimeUnavailableError
 from rnnexport.runtimes.base import Runner
 
-__all__ = ["OnnxReferenceRunner", "OnnxRuntimeRunner", "OpenVinoRunner", "cuda_provider_status"]
+__all__ = ["OnnxReferenceRunner", "OnnxRuntimeRunner", "OpenVinoRunner", "cuda_provider_status", "identity_model"]
+
+
+def identity_model(feeds: dict[str, np.ndarray]) -> bytes:
+    """A serialized ONNX model passing every feed through ``Identity`` (outputs ``<name>_out``),
+    each declared with its array's element type and shape: float32 states, int64 lengths."""
+    from onnx import helper
+
+    def info(name: str, value: np.ndarray):
+        return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape))
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [name], [f"{name}_out"]) for name in feeds], "identity",
+        [info(name, value) for name, value in feeds.items()],
+        [info(f"{name}_out", value) for name, value in feeds.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
 
 
 @functools.lru_cache(maxsize=1)
@@ -26,22 +42,14 @@ def cuda_provider_status() -> str | None:
         return "onnxruntime is not installed"
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return "this onnxruntime build has no CUDAExecutionProvider"
-    import onnx
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])], "probe",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    model = identity_model({"x": np.zeros(1, dtype=np.float32)})
     options = ort.SessionOptions()
     options.log_severity_level = 4  # the failed CUDA load logs errors; the result says it all
     previous = 2
     ort.set_default_logger_severity(4)
     try:
         session = ort.InferenceSession(
-            onnx.shape_inference.infer_shapes(model).SerializeToString(), options,
+            model, options,
             providers=["CUDAExecutionProvider", "CPUExecutionProvider"],
         )
         got = session.get_providers()[0]
@@ -105,6 +113,9 @@ class OnnxRuntimeRunner(Runner):
             return dict(zip(names, binding.copy_outputs_to_cpu()))
         return dict(zip(names, self._session.run(names, inputs)))
 
+    def io_names(self) -> tuple[list[str], list[str]]:
+        return [i.name for i in self._session.get_inputs()], [o.name for o in self._session.get_outputs()]
+
     def describe(self) -> dict[str, str]:
         return {"provider": self.provider, "intra_op_num_threads": str(self.threads)}
 
@@ -154,6 +165,9 @@ class OnnxReferenceRunner(Runner):
             self._evaluator = ReferenceEvaluator(onnx.load(str(path)))
         except Exception as exc:
             raise ArtifactError(f"{path}: the ONNX reference evaluator cannot load it ({exc})") from None
+
+    def io_names(self) -> tuple[list[str], list[str]]:
+        return list(self._evaluator.input_names), list(self._evaluator.output_names)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = list(self._evaluator.output_names)
@@ -213,15 +227,18 @@ class OpenVinoRunner(Runner):
             return "OpenVINO 2026.4 gives wrong results for variable-length (sequence_lens) RNN graphs"
         return None
 
-    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _port_name(self, port) -> str:
+        # A tensor can carry several names (e.g. "/Cast_1_output_0" and "output").
         wanted = set(self.artifact.spec.input_names) | set(self.artifact.spec.output_names)
+        return next((n for n in sorted(port.get_names()) if n in wanted), port.get_any_name())
 
-        def name(port) -> str:
-            # A tensor can carry several names (e.g. "/Cast_1_output_0" and "output").
-            return next((n for n in sorted(port.get_names()) if n in wanted), port.get_any_name())
+    def io_names(self) -> tuple[list[str], list[str]]:
+        return ([self._port_name(p) for p in self._compiled.inputs],
+                [self._port_name(p) for p in self._compiled.outputs])
 
-        result = self._compiled({name(port): feeds[name(port)] for port in self._compiled.inputs})
-        return {name(port): np.array(value) for port, value in result.items()}
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = self._compiled({self._port_name(port): feeds[self._port_name(port)] for port in self._compiled.inputs})
+        return {self._port_name(port): np.array(value) for port, value in result.items()}
 
     def describe(self) -> dict[str, str]:
         return {"device": "CPU", "inference_precision": self._used_precision}

@@ -75,7 +75,12 @@ class TorchScriptRunner(_ModuleRunner):
 
 
 class TorchExportRunner(_ModuleRunner):
-    """``model.pt2`` reloaded with ``torch.export.load`` (after ``import rnnexport.ops``)."""
+    """``model.pt2`` reloaded with ``torch.export.load`` (after ``import rnnexport.ops``).
+
+    The archive is checked first (`rnnexport.artifacts.check_program_archive`) and loaded with every ``torch.load``
+    forced to ``weights_only`` (`rnnexport.artifacts.weights_only_loading`): it never falls
+    back to unrestricted unpickling.
+    """
 
     name = "torch-export"
     requires = "model.pt2"
@@ -84,9 +89,12 @@ class TorchExportRunner(_ModuleRunner):
         import torch
 
         import rnnexport.ops  # registers rnnexport::rnn, which the program calls
+        from rnnexport.artifacts import check_program_archive, weights_only_loading
 
         path = self.artifact.path / "model.pt2"
+        check_program_archive(path)  # also checked when the artifact was opened; files can change
         try:
-            self._module = torch.export.load(str(path)).module()
+            with weights_only_loading():
+                self._module = torch.export.load(str(path)).module()
         except Exception as exc:
             raise ArtifactError(f"{path}: cannot load torch.export program ({type(exc).__name__}: {exc})") from None
