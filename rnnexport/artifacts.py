@@ -2,8 +2,10 @@
 
 Layout of ``DIR/<name>/``::
 
-    model.onnx     ONNX (inputs input, h_0; outputs output, h_n; dynamic batch and seq)
-    model.pt       TorchScript, called like the module: m(input, h_0) -> (output, h_n)
+    model.onnx     ONNX (inputs input, h_0[, c_0][, lengths]; outputs output, h_n[, c_n]; dynamic
+                   batch and seq); absent for an LSTM with proj_size (ONNX has no projection)
+    model.pt       TorchScript, called like the module: m(input, h_0[, lengths]) -> (output, h_n),
+                   an LSTM m(input, (h_0, c_0)[, lengths]) -> (output, (h_n, c_n))
     model.pt2      torch.export program (needs ``import rnnexport.ops`` before loading)
     weights.pt     the module's state dict (load with ``torch.load(..., weights_only=True)``):
                    rebuilds the eager reference without re-running any RNG
@@ -250,7 +252,9 @@ def weights_only_loading() -> Iterator[None]:
 
     ``torch.export.load`` loads an archive's example inputs with ``torch.load`` and, when that
     fails, retries with ``weights_only=False`` (``torch/_export/serde/serialize.py``,
-    ``deserialize_torch_artifact``): a crafted ``.pt2`` runs its pickle payload there.
+    ``deserialize_torch_artifact``): a crafted ``.pt2`` runs its pickle payload there
+    (upstream: https://github.com/pytorch/pytorch/issues/153410, no ``weights_only`` for
+    ``torch.export.load`` in torch 2.13).
     ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` (read by ``torch.load`` on every call) closes that path.
     """
     saved = {key: os.environ.get(key) for key in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")}

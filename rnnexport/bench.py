@@ -10,17 +10,23 @@ faster than the overhead of one call.
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rnnexport.artifacts import Artifact
+from rnnexport.artifacts import Artifact, discover_artifacts, open_artifact
+from rnnexport.errors import UsageError
 from rnnexport.inputs import Case, make_inputs
 from rnnexport.runtimes import make_runner, resolve_runtimes
 from rnnexport.runtimes.base import median_ms
 
-__all__ = ["BenchReport", "BenchResult", "bench_artifact", "default_bench_cases", "format_bench"]
+__all__ = ["FLOOR", "BenchReport", "BenchResult", "bench_artifact", "bench_targets", "default_bench_cases",
+           "format_bench"]
 
 FLOOR = "onnxruntime-identity-floor"
 
@@ -43,11 +49,40 @@ class BenchReport:
     repeat: int
     results: list[BenchResult] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    left_out: list[dict[str, str]] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {**{k: v for k, v in asdict(self).items() if k != "results"},
                 "results": [asdict(r) for r in self.results]}
+
+
+@contextlib.contextmanager
+def bench_targets(targets: list[str]) -> Iterator[list[Artifact]]:
+    """The artifacts `targets` name: artifact folders (or folders of them), built-in names whose
+    artifact is in ``models/``, or other names and spec files, which are exported (unvalidated)
+    into a temporary folder, removed afterwards.
+
+    Raises:
+        UsageError: a target that is neither a folder nor a known name or spec file.
+    """
+    from rnnexport.spec import catalog, get_spec
+
+    with tempfile.TemporaryDirectory(prefix="rnnexport-bench-") as scratch:
+        folders: list[str | Path] = []
+        for target in targets:
+            if Path(target).is_dir():
+                folders.append(target)
+            elif target in catalog() and (Path("models") / target).is_dir():
+                folders.append(Path("models") / target)  # the default --out of `rnnexport export`
+            elif target in catalog() or target.endswith(".toml") or Path(target).is_file():
+                from rnnexport.export import export_spec
+
+                folders.append(export_spec(get_spec(target), scratch, validate=False).path)
+            else:
+                raise UsageError(f"{target}: no such artifact folder, built-in name or spec file; names: "
+                                 f"{', '.join(catalog())}")
+        yield [open_artifact(path) for path in discover_artifacts(folders)]
 
 
 def default_bench_cases(artifact: Artifact) -> list[Case]:
@@ -86,23 +121,26 @@ def bench_artifact(
         threads: Threads per runtime, equal for all (default 1: reproducible on a shared machine).
         warmup / repeat: Unmeasured and measured runs per runtime and shape.
     """
+    for label, value, least in (("threads", threads, 1), ("warmup", warmup, 0), ("repeat", repeat, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise UsageError(f"{label} must be an integer >= {least}, got {value!r}")
     chosen, skipped = resolve_runtimes(runtimes)
     cases = cases or default_bench_cases(artifact)
     report = BenchReport(artifact=artifact.name, threads=threads, warmup=warmup, repeat=repeat, skipped=skipped)
     torch_ms: dict[str, float] = {}
     for name in chosen:
         runner = make_runner(name, artifact, threads=threads)
-        if reason := runner.unsupported():
+        if reason := runner.unsupported_reason():
             report.skipped[name] = reason
             continue
         try:
             runner.load()
             for case in cases:
-                reason = runner.supports(case)
-                if reason:
-                    report.skipped.setdefault(name, reason)
-                    continue
                 shape = f"{case.batch}x{case.seq}"
+                reason = runner.skip_reason(case)
+                if reason:
+                    report.left_out.append({"runtime": name, "shape": shape, "reason": reason})
+                    continue
                 ms = runner.bench_ms(make_inputs(artifact.spec, case), warmup=warmup, repeat=repeat)
                 if name == "torch":
                     torch_ms[shape] = ms
@@ -139,6 +177,8 @@ def format_bench(reports: list[BenchReport]) -> str:
             lines.append(row)
         for name, reason in report.skipped.items():
             lines.append(f"  not measured {name}: {reason}")
+        for entry in report.left_out:
+            lines.append(f"  - {entry['runtime']} at {entry['shape']} not measured: {entry['reason']}")
         for error in report.errors:
             lines.append(f"  ERROR {error['runtime']}: {error['message']}")
         lines.append("")

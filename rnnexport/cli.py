@@ -27,17 +27,18 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _runtime_list(text: str) -> list[str]:
-    return [name.strip() for name in text.split(",") if name.strip()]
+    from rnnexport.options import comma_list
+
+    return comma_list(text)
 
 
 def _nonnegative_float(text: str) -> float:
+    from rnnexport.options import nonnegative_float
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
+        return nonnegative_float(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[-1]) from None
 
 
 def _memory_size(text: str) -> int:
@@ -56,8 +57,10 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rnnexport {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("list", help="the built-in configurations and their shapes")
+    p = sub.add_parser("list", help="the built-in configurations and their shapes (or the runtimes)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--runtimes", action="store_true",
+                   help="list the runtimes instead: what each loads, and whether it can run here (or why not)")
 
     p = sub.add_parser("export", help="export configurations to artifact folders (and validate them)")
     p.add_argument("configs", nargs="*", metavar="NAME|SPEC.toml", help="built-in names or spec files")
@@ -88,11 +91,12 @@ def _build_parser() -> argparse.ArgumentParser:
     adhoc.add_argument("--variable-length", action="store_true", help="padded batches with a lengths input")
     adhoc.add_argument("--batch-size", type=int, default=1, help="documented batch size (default 1)")
     adhoc.add_argument("--seq-len", type=int, default=1, help="documented sequence length (default 1)")
-    _add_validation_args(p)
+    _add_validation_args(p, cases=False)
 
     p = sub.add_parser("bench", help="median latency of every runtime, with ratios to torch eager")
-    p.add_argument("targets", nargs="*", metavar="NAME|DIR",
-                   help="artifact folders, or built-in names found under models/ (default: models)")
+    p.add_argument("targets", nargs="*", metavar="NAME|SPEC.toml|DIR",
+                   help="artifact folders; built-in names (their folder under models/, or exported to a temporary "
+                        "folder) or spec files (exported to a temporary folder) (default: models)")
     p.add_argument("--runtimes", type=_runtime_list, default=None,
                    help="comma-separated runtimes (default: every available one)")
     p.add_argument("--threads", type=int, default=1, help="threads per runtime, equal for all (default 1)")
@@ -114,13 +118,14 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_validation_args(p: argparse.ArgumentParser) -> None:
+def _add_validation_args(p: argparse.ArgumentParser, *, cases: bool = True) -> None:
     p.add_argument("--runtimes", type=_runtime_list, default=None,
                    help="comma-separated runtimes (default: every available one)")
     p.add_argument("--atol", type=_nonnegative_float, default=None, help="absolute tolerance (default 1e-5)")
     p.add_argument("--rtol", type=_nonnegative_float, default=None, help="relative tolerance (default 1e-4)")
-    p.add_argument("--cases", default=None,
-                   help="comma-separated cases BxS or bBxsS-h0zero|random (default: the shape sweep)")
+    if cases:  # export always validates the default sweep
+        p.add_argument("--cases", default=None,
+                       help="comma-separated cases BxS or bBxsS-h0zero|random (default: the shape sweep)")
     p.add_argument("--json", dest="json_path", default=None, metavar="F", help="write a JSON report to F")
     p.add_argument("--junit", default=None, metavar="F", help="write a JUnit XML report to F")
     p.add_argument("--html", default=None, metavar="F", help="write a self-contained HTML report to F")
@@ -130,41 +135,49 @@ def _add_validation_args(p: argparse.ArgumentParser) -> None:
 
 
 def _tolerance(args: argparse.Namespace):
-    from rnnexport.compare import Tolerance
+    from rnnexport.options import parse_tolerance
 
-    default = Tolerance()
-    return Tolerance(atol=default.atol if args.atol is None else args.atol,
-                     rtol=default.rtol if args.rtol is None else args.rtol)
+    return parse_tolerance(args.atol, args.rtol)
 
 
 def _cases(args: argparse.Namespace):
-    if args.cases is None:
-        return None
-    from rnnexport.inputs import Case
+    from rnnexport.options import parse_cases
 
-    try:
-        return [Case.parse(item.strip()) for item in args.cases.split(",") if item.strip()]
-    except ValueError as exc:
-        raise UsageError(f"--cases: {exc}") from None
+    return parse_cases(getattr(args, "cases", None))
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    if args.runtimes:
+        return _list_runtimes(args)
     from rnnexport.spec import catalog
 
     specs = catalog()
     if args.json:
-        print(json.dumps({name: {"spec": spec.to_dict(), "shapes": {k: list(v) for k, v in spec.shapes().items()}}
+        print(json.dumps({name: {"module": spec.module_description(), "spec": spec.to_dict(),
+                                 "shapes": {k: list(v) for k, v in spec.shapes().items()}}
                           for name, spec in specs.items()}, indent=2))
         return 0
     print(f"{'name':<20}{'module':<66}{'input':<14}{'output':<14}h_n")
     for name, spec in specs.items():
         shapes = spec.shapes()
-        options = [f"num_layers={spec.num_layers}"] if spec.num_layers > 1 else []
-        options += ["batch_first=True"] if spec.batch_first else []
-        options += ["bidirectional=True"] if spec.bidirectional else []
-        module = f"nn.{spec.cell.upper()}({', '.join([str(spec.input_size), str(spec.hidden_size), *options])})"
-        print(f"{name:<20}{module:<66}{str(list(shapes['input'])):<14}{str(list(shapes['output'])):<14}"
-              f"{list(shapes['h_n'])}")
+        print(f"{name:<20}{spec.module_description():<66}{str(list(shapes['input'])):<14}"
+              f"{str(list(shapes['output'])):<14}{list(shapes['h_n'])}")
+    return 0
+
+
+def _list_runtimes(args: argparse.Namespace) -> int:
+    from rnnexport.runtimes import RUNTIMES, unavailable_reason
+
+    rows = {name: {"description": info.description, "loads": info.requires, "loads_code": info.loads_code,
+                   "available": (reason := unavailable_reason(name)) is None, "reason": reason}
+            for name, info in RUNTIMES.items()}
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for name, row in rows.items():
+        state = "available" if row["available"] else f"unavailable: {row['reason']}"
+        code = ", code" if row["loads_code"] else ""
+        print(f"{name:<18}{row['description']} (loads {row['loads']}{code}); {state}")
     return 0
 
 
@@ -184,26 +197,16 @@ def _finish(reports, args: argparse.Namespace) -> int:
 
 
 def _adhoc_spec(args: argparse.Namespace):
-    """The spec given by ``--cell --input-size ...`` flags, validated like a TOML spec."""
-    from rnnexport.spec import spec_from_dict
+    """The spec given by ``--cell --input-size ...`` flags."""
+    from rnnexport.spec import spec_from_flags
 
-    missing = [flag for flag, value in (("--input-size", args.input_size), ("--hidden-size", args.hidden_size))
-               if value is None]
-    if missing:
-        raise UsageError(f"--cell {args.cell} needs {' and '.join(missing)}")
-    data = {
-        "cell": args.cell, "input_size": args.input_size, "hidden_size": args.hidden_size,
-        "num_layers": args.num_layers, "bidirectional": args.bidirectional, "batch_first": args.batch_first,
-        "nonlinearity": args.nonlinearity, "bias": not args.no_bias, "dropout": args.dropout,
-        "proj_size": args.proj_size, "variable_length": args.variable_length, "batch_size": args.batch_size,
-        "seq_len": args.seq_len, "seed": 0 if args.seed is None else args.seed,
-    }
-    flags = [f"{args.cell}", f"i{args.input_size}", f"h{args.hidden_size}", f"l{args.num_layers}"]
-    flags += ["bi"] * args.bidirectional + ["bf"] * args.batch_first + ["var"] * args.variable_length
-    flags += [f"p{args.proj_size}"] * bool(args.proj_size) + ["nobias"] * args.no_bias
-    flags += [args.nonlinearity] * (args.nonlinearity != "tanh")
-    data["name"] = args.name or "_".join(flags)
-    return spec_from_dict(data, source="export flags")
+    return spec_from_flags(
+        cell=args.cell, input_size=args.input_size, hidden_size=args.hidden_size, name=args.name,
+        num_layers=args.num_layers, bidirectional=args.bidirectional, batch_first=args.batch_first,
+        nonlinearity=args.nonlinearity, bias=not args.no_bias, dropout=args.dropout, proj_size=args.proj_size,
+        variable_length=args.variable_length, batch_size=args.batch_size, seq_len=args.seq_len,
+        seed=0 if args.seed is None else args.seed,
+    )
 
 
 def _check_unique_names(specs, sources: list[str]) -> None:
@@ -232,9 +235,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
         _check_unique_names(specs, [f"built-in {s.name!r}" for s in specs] if args.all else args.configs)
     if args.seed is not None:
         specs = [spec.replace(seed=args.seed) for spec in specs]
-    tolerance, cases = _tolerance(args), _cases(args)
-    if cases is not None:
-        raise UsageError("--cases applies to `rnnexport validate`; export validates the default sweep")
+    tolerance = _tolerance(args)
+    if args.no_validate:
+        wanted = [flag for flag, value in (("--json", args.json_path), ("--junit", args.junit), ("--html", args.html),
+                                           ("--runtimes", args.runtimes)) if value]
+        if wanted:
+            raise UsageError(f"{wanted[0]} reports on validation, which --no-validate turns off; drop one of them")
     reports, failed = [], []
     for spec in specs:
         try:
@@ -291,26 +297,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rnnexport.artifacts import discover_artifacts, open_artifact
-    from rnnexport.bench import bench_artifact, format_bench
-    from rnnexport.inputs import Case
-    from rnnexport.spec import catalog
+    from rnnexport.bench import bench_artifact, bench_targets, format_bench
+    from rnnexport.options import parse_cases
 
-    for label, value in (("--threads", args.threads), ("--warmup", args.warmup), ("--repeat", args.repeat)):
-        if value < (0 if label == "--warmup" else 1):
-            raise UsageError(f"{label} must be >= {0 if label == '--warmup' else 1}, got {value}")
-    targets = []
-    for target in args.targets or ["models"]:
-        if not Path(target).exists() and target in catalog() and (Path("models") / target).is_dir():
-            target = str(Path("models") / target)
-        targets.append(target)
-    try:
-        cases = None if args.shapes is None else [Case.parse(s.strip()) for s in args.shapes.split(",") if s.strip()]
-    except ValueError as exc:
-        raise UsageError(f"--shapes: {exc}") from None
-    artifacts = [open_artifact(path) for path in discover_artifacts(targets)]
-    reports = [bench_artifact(a, runtimes=args.runtimes, cases=cases, threads=args.threads,
-                              warmup=args.warmup, repeat=args.repeat) for a in artifacts]
+    cases = parse_cases(args.shapes, "--shapes")
+    with bench_targets(args.targets or ["models"]) as artifacts:
+        reports = [bench_artifact(a, runtimes=args.runtimes, cases=cases, threads=args.threads,
+                                  warmup=args.warmup, repeat=args.repeat) for a in artifacts]
     print(format_bench(reports))
     if args.json_path:
         try:

@@ -101,6 +101,19 @@ def _lstm_fake(input, h_0, c_0, weights, hidden_size, proj_size, num_layers, bid
             c_0.new_empty(c_0.shape))
 
 
+def flat_weight_names(module: torch.nn.RNNBase) -> list[str]:
+    """The parameter names of `module` in ``_flat_weights`` order, from PyTorch's documented
+    naming: per layer and direction ``weight_ih_l{k}{_reverse}``, ``weight_hh_l{k}{_reverse}``,
+    then the biases ``bias_ih``/``bias_hh`` and an LSTM's projection ``weight_hr``."""
+    names = []
+    for layer in range(module.num_layers):
+        for suffix in ("", "_reverse")[: 2 if module.bidirectional else 1]:
+            kinds = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if module.bias else [])
+            kinds += ["weight_hr"] if getattr(module, "proj_size", 0) else []
+            names += [f"{kind}_l{layer}{suffix}" for kind in kinds]
+    return names
+
+
 class NativeRNN(torch.nn.Module):
     """Wraps an ``nn.RNN``/``nn.GRU`` so its forward is one `rnn` op: ``m(input, h_0)``."""
 
@@ -109,7 +122,7 @@ class NativeRNN(torch.nn.Module):
         self.rnn = module
 
     def _weights(self) -> list[Tensor]:
-        return [getattr(self.rnn, name) for name in self.rnn._flat_weights_names]
+        return [getattr(self.rnn, name) for name in flat_weight_names(self.rnn)]
 
     def forward(self, input: Tensor, h_0: Tensor) -> tuple[Tensor, Tensor]:
         return self._call(input, h_0, None)

@@ -44,17 +44,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   type="paths", default=[])
 
 
-def _split(text: str | None) -> list[str] | None:
-    return None if text is None else [item.strip() for item in text.split(",") if item.strip()]
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "rnnexport_artifact" not in metafunc.fixturenames:
         return
     from rnnexport.artifacts import discover_artifacts
     from rnnexport.errors import RNNExportError
+    from rnnexport.options import comma_list
 
-    option = _split(metafunc.config.getoption("rnnexport_artifacts"))
+    option = comma_list(metafunc.config.getoption("rnnexport_artifacts"))
     roots = option if option is not None else [str(p) for p in metafunc.config.getini("rnnexport_artifacts")]
     if not roots:
         raise pytest.UsageError(
@@ -78,26 +75,33 @@ def rnnexport_check(request: pytest.FixtureRequest) -> Callable[..., list]:
     `cases` takes `Case` objects or ids such as ``"3x17"`` / ``"b1xs1-h0zero"``. Returns the
     reports (to assert more). Bad artifacts (tampered, missing) fail the test with the message.
     """
-    default_runtimes = _split(request.config.getoption("rnnexport_runtimes"))
+    from rnnexport.options import comma_list
+
+    default_runtimes = comma_list(request.config.getoption("rnnexport_runtimes"))
+    inipath = request.config.inipath
+    rootdir = Path(str(inipath.parent if inipath is not None else request.config.rootpath))
     default_untrusted = bool(request.config.getoption("rnnexport_untrusted") or request.config.getini("rnnexport_untrusted"))
 
     def check(*paths: str | Path, runtimes: Sequence[str] | None = None, cases: Sequence | None = None,
               atol: float | None = None, rtol: float | None = None, untrusted: bool | None = None) -> list:
-        from rnnexport.compare import Tolerance
         from rnnexport.errors import RNNExportError
-        from rnnexport.inputs import Case
+        from rnnexport.options import parse_cases, parse_tolerance
         from rnnexport.report import format_table
         from rnnexport.validate import validate_paths
 
-        tolerance = Tolerance(**{k: v for k, v in (("atol", atol), ("rtol", rtol)) if v is not None})
-        chosen = list(runtimes) if runtimes is not None else default_runtimes
-        parsed = None if cases is None else [c if isinstance(c, Case) else Case.parse(c) for c in cases]
+        # Relative paths are the ini file's (the rootdir's), as for `rnnexport_artifacts`, not the
+        # current folder's: pytest may run from anywhere below the project.
+        folders = [path if Path(path).is_absolute() else rootdir / path for path in paths]
+        error = None
         try:
-            reports = validate_paths(list(paths), runtimes=chosen, tolerance=tolerance, cases=parsed,
+            reports = validate_paths(folders, runtimes=comma_list(runtimes) if runtimes is not None else default_runtimes,
+                                     tolerance=parse_tolerance(atol, rtol), cases=parse_cases(cases),
                                      trusted=not (default_untrusted if untrusted is None else untrusted),
                                      require_runnable=runtimes is not None)
         except RNNExportError as exc:
-            pytest.fail(f"rnnexport: {exc}", pytrace=False)
+            error = f"rnnexport: {exc}"
+        if error is not None:  # failed outside the except block: one message, no chained traceback
+            pytest.fail(error, pytrace=False)
         if not all(r.passed for r in reports):
             pytest.fail("rnnexport validation failed\n" + format_table(reports), pytrace=False)
         return reports

@@ -18,7 +18,8 @@ from typing import Any
 
 from rnnexport.errors import SpecError, UsageError
 
-__all__ = ["CELLS", "NONLINEARITIES", "RNNSpec", "catalog", "get_spec", "load_spec", "spec_from_dict"]
+__all__ = ["CELLS", "NONLINEARITIES", "RNNSpec", "catalog", "get_spec", "load_spec", "spec_from_dict",
+           "spec_from_flags"]
 
 CELLS = ("rnn", "lstm", "gru")
 NONLINEARITIES = ("tanh", "relu")
@@ -74,6 +75,10 @@ class RNNSpec:
     batch_size: int = 1
     seq_len: int = 1
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Built directly (RNNSpec(...)) a spec is checked like one from TOML.
+        _check_values(dataclasses.asdict(self), f"RNNSpec(name={self.name!r})")
 
     @property
     def num_directions(self) -> int:
@@ -134,6 +139,18 @@ class RNNSpec:
             axes["lengths"] = {0: "batch"}
         return axes
 
+    def module_description(self) -> str:
+        """The PyTorch constructor call this spec builds, e.g.
+        ``nn.RNN(5, 8, num_layers=3, batch_first=True)`` (defaults left out)."""
+        options = [f"num_layers={self.num_layers}"] if self.num_layers > 1 else []
+        options += [f"nonlinearity={self.nonlinearity!r}"] if self.nonlinearity != "tanh" else []
+        options += ["bias=False"] if not self.bias else []
+        options += ["batch_first=True"] if self.batch_first else []
+        options += [f"dropout={self.dropout}"] if self.dropout else []
+        options += ["bidirectional=True"] if self.bidirectional else []
+        options += [f"proj_size={self.proj_size}"] if self.proj_size else []
+        return f"nn.{self.cell.upper()}({', '.join([str(self.input_size), str(self.hidden_size), *options])})"
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -146,41 +163,27 @@ _FIELDS = {f.name: f for f in dataclasses.fields(RNNSpec)}
 _REQUIRED = tuple(f.name for f in dataclasses.fields(RNNSpec) if f.default is dataclasses.MISSING)
 
 
-def _check_type(key: str, value: Any, kind: type) -> None:
+def _check_type(key: str, value: Any, kind: type, source: str) -> None:
     # bool is a subclass of int: `num_layers = true` must not pass as 1.
     ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         ok = True
     if not ok:
         raise SpecError(
-            f"spec key {key!r}: expected {kind.__name__}, got {type(value).__name__} {value!r}"
+            f"{source}: spec key {key!r}: expected {kind.__name__}, got {type(value).__name__} {value!r}"
         )
 
 
-def spec_from_dict(data: dict[str, Any], *, source: str = "spec") -> RNNSpec:
-    """Validate a mapping of spec keys and build an `RNNSpec`.
+def _check_values(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """Types and values of known spec keys; returns them with floats coerced.
 
     Raises:
-        SpecError: naming the key and the value for an unknown key, a missing key, a wrong type or
-            an invalid value.
+        SpecError: naming the key and the value.
     """
-    if not isinstance(data, dict):
-        raise SpecError(f"{source}: expected a table of spec keys, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(_FIELDS))
-    if unknown:
-        key = unknown[0]
-        close = difflib.get_close_matches(key, list(_FIELDS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise SpecError(
-            f"{source}: unknown key {key!r}{hint}; valid keys: {', '.join(_FIELDS)}"
-        )
-    missing = [k for k in _REQUIRED if k not in data]
-    if missing:
-        raise SpecError(f"{source}: missing required key {missing[0]!r}")
     values: dict[str, Any] = {}
     for key, value in data.items():
         kind = {"int": int, "bool": bool, "str": str, "float": float}[str(_FIELDS[key].type)]
-        _check_type(key, value, kind)
+        _check_type(key, value, kind, source)
         values[key] = float(value) if kind is float else value
 
     def bad(key: str, valid: str) -> SpecError:
@@ -214,6 +217,30 @@ def spec_from_dict(data: dict[str, Any], *, source: str = "spec") -> RNNSpec:
             raise bad("proj_size", f"0 (projections exist for cell 'lstm' only; cell is {cell!r})")
         if values["proj_size"] >= values.get("hidden_size", 0):
             raise bad("proj_size", f"an integer below hidden_size ({values.get('hidden_size')})")
+    return values
+
+
+def spec_from_dict(data: dict[str, Any], *, source: str = "spec") -> RNNSpec:
+    """Validate a mapping of spec keys and build an `RNNSpec`.
+
+    Raises:
+        SpecError: naming the key and the value for an unknown key, a missing key, a wrong type or
+            an invalid value.
+    """
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a table of spec keys, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, list(_FIELDS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SpecError(
+            f"{source}: unknown key {key!r}{hint}; valid keys: {', '.join(_FIELDS)}"
+        )
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise SpecError(f"{source}: missing required key {missing[0]!r}")
+    values = _check_values(data, source)
     return RNNSpec(**values)
 
 
@@ -268,3 +295,28 @@ def get_spec(name_or_path: str) -> RNNSpec:
         f"unknown configuration {name_or_path!r}.{hint} Valid names: {', '.join(specs)}; "
         "or pass a path to a spec .toml file."
     )
+
+
+def spec_from_flags(
+    *, cell: str, input_size: int | None, hidden_size: int | None, name: str | None = None, **options: Any
+) -> RNNSpec:
+    """A spec given by keyword values (the ``export --cell ...`` flags), validated like a TOML spec.
+
+    Without `name`, the name is derived from the values: ``rnn_i5_h8_l3_bi_bf``.
+
+    Raises:
+        UsageError: `input_size` or `hidden_size` missing.
+        SpecError: an invalid value, naming the key.
+    """
+    missing = [key for key, value in (("input_size", input_size), ("hidden_size", hidden_size)) if value is None]
+    if missing:
+        raise UsageError(f"cell {cell!r} needs {' and '.join(missing)}")
+    data = {"cell": cell, "input_size": input_size, "hidden_size": hidden_size, **options}
+    if name is None:
+        get = lambda key: data.get(key, _FIELDS[key].default)  # noqa: E731
+        parts = [f"{cell}", f"i{input_size}", f"h{hidden_size}", f"l{get('num_layers')}"]
+        parts += ["bi"] * get("bidirectional") + ["bf"] * get("batch_first") + ["var"] * get("variable_length")
+        parts += [f"p{get('proj_size')}"] * bool(get("proj_size")) + ["nobias"] * (not get("bias"))
+        parts += [get("nonlinearity")] * (get("nonlinearity") != "tanh")
+        name = "_".join(map(str, parts))
+    return spec_from_dict({**data, "name": name}, source="export flags")

@@ -166,7 +166,7 @@ def validate_artifact(
     reference: dict[Case, dict[str, np.ndarray]] = {}
     for name in list(chosen):  # "torch" comes first: it is the reference for the others
         runner = make_runner(name, artifact, **options.get(name, {}))
-        limitation = runner.unsupported()
+        limitation = runner.unsupported_reason()
         if limitation:
             if runtimes is not None and name in runtimes and not skip_unsupported:
                 raise RuntimeUnavailableError(f"runtime {name!r} was asked for but cannot run {artifact.name}: {limitation}")
@@ -187,7 +187,7 @@ def validate_artifact(
         report.details[name] = runner.describe()
         try:
             for case in case_list:
-                reason = runner.supports(case)
+                reason = runner.skip_reason(case)
                 if reason:
                     report.left_out.append({"runtime": name, "case": case.id, "reason": reason})
                     continue
@@ -214,7 +214,7 @@ def validate_artifact(
                     if located is not None:
                         report.localizations.append({"runtime": name, "case": case.id, **located})
             for case, chunks in stream_cases:
-                if runner.supports(case):
+                if runner.skip_reason(case):
                     continue
                 case_feeds = feeds[case] if case in feeds else make_inputs(spec, case)
                 try:
@@ -363,7 +363,7 @@ def validate_paths(
     if runtimes is not None:
         resolve_runtimes(runtimes, trusted=trusted)  # unknown or unavailable: before the scan below
         for name in dict.fromkeys(runtimes if require_runnable else []):
-            reasons = {a.name: make_runner(name, a).unsupported() for a in artifacts}
+            reasons = {a.name: make_runner(name, a).unsupported_reason() for a in artifacts}
             if all(reasons.values()):
                 artifact, reason = next(iter(reasons.items()))
                 raise RuntimeUnavailableError(f"runtime {name!r} was asked for but cannot run any of the artifacts "

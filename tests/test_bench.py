@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from rnnexport.artifacts import open_artifact
 from rnnexport.bench import FLOOR, bench_artifact, format_bench
 from rnnexport.inputs import Case
@@ -33,9 +35,29 @@ def test_bench_cli_json(cli, tmp_path):
 
 def test_bench_bad_arguments(cli):
     code, _, err = cli("bench", MODELS / "deep", "--repeat", "0")
-    assert code == 2 and "--repeat must be >= 1" in err
+    assert code == 2 and "repeat must be an integer >= 1, got 0" in err
     code, _, err = cli("bench", "no_such_artifact")
-    assert code == 2 and "no such file or directory" in err
+    assert code == 2 and "no such artifact folder, built-in name or spec file" in err
+
+
+def test_bench_api_checks_its_arguments():
+    from rnnexport.errors import UsageError
+
+    for kwargs in ({"repeat": 0}, {"warmup": -1}, {"threads": 0}, {"repeat": 2.5}):
+        with pytest.raises(UsageError, match="must be an integer"):
+            bench_artifact(open_artifact(MODELS / "deep"), **kwargs)
+
+
+def test_bench_a_name_outside_the_repository_exports_it(tmp_path, monkeypatch, cli):
+    """`rnnexport bench deep` from a folder without models/: exported to a temporary folder."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("bench", "single_layer", "--runtimes", "onnxruntime-cpu,onnx-reference",
+                         "--shapes", "2x5,2x1000", "--repeat", "2", "--warmup", "0")
+    assert code == 0, err
+    assert "single_layer: median ms" in out
+    assert "- onnx-reference at 2x1000 not measured: onnx-reference runs cases up to batch*seq=1000" in out
+    assert "not measured onnx-reference" not in out  # it was measured at 2x5
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_bench_skips_runtimes_whose_file_the_artifact_lacks(tmp_path):

@@ -87,9 +87,9 @@ def test_bad_usage_exits_2_with_one_message(cli, tmp_path, args, match):
 
 
 def test_unavailable_cuda_is_an_error_when_asked_for(cli):
-    from rnnexport.runtimes import availability
+    from rnnexport.runtimes import unavailable_reason
 
-    reason = availability("onnxruntime-cuda")
+    reason = unavailable_reason("onnxruntime-cuda")
     if reason is None:
         pytest.skip("a real CUDA GPU is present here: onnxruntime-cuda is available")
     code, _, err = cli("validate", MODELS / "deep", "--runtimes", "onnxruntime-cuda")

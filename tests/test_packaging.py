@@ -25,7 +25,7 @@ def test_wheel_contains_catalog_and_clients(tmp_path):
 
 
 def test_missing_client_source_is_unavailable_not_a_crash(monkeypatch, tmp_path):
-    from rnnexport.runtimes import availability, clients
+    from rnnexport.runtimes import clients, unavailable_reason
 
     monkeypatch.setattr(clients, "_client_source", lambda name: tmp_path / name)
     monkeypatch.setenv("RNNEXPORT_CACHE", str(tmp_path / "cache"))
@@ -33,7 +33,7 @@ def test_missing_client_source_is_unavailable_not_a_crash(monkeypatch, tmp_path)
     clients.node_status.cache_clear()
     try:
         for name in ("libtorch-cpp", "onnxruntime-node"):
-            reason = availability(name)
+            reason = unavailable_reason(name)
             assert reason is not None
             assert "reinstall rnnexport" in reason or "not found on PATH" in reason or "cmake" in reason
     finally:

@@ -107,3 +107,21 @@ def test_plugin_explicit_runtime_skips_an_artifact_it_cannot_run(tmp_path):
     done = run_pytest(project, "-vv", "--rnnexport-runtimes", "onnxruntime-cpu")
     assert done.returncode == 0, done.stdout[-3000:]
     assert "2 passed" in done.stdout
+
+
+def test_plugin_failure_is_reported_once_and_paths_are_the_ini_files(tmp_path):
+    project = make_project(tmp_path, names=("deep",))
+    (project / "tests").mkdir()
+    (project / "tests" / "test_paths.py").write_text(textwrap.dedent("""
+        def test_relative(rnnexport_check):
+            rnnexport_check("artifacts/deep", cases=["3x17"], runtimes=["onnxruntime-cpu"])
+
+        def test_missing(rnnexport_check):
+            rnnexport_check("artifacts/nothing-here")
+    """))
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_paths.py"],
+                          cwd=project / "tests", capture_output=True, text=True, timeout=600)
+    assert "1 failed, 1 passed" in done.stdout, done.stdout[-3000:]
+    assert done.stdout.count("nothing-here: no such file or directory") == 1  # (the summary line is cut short)
+    assert f"{project / 'artifacts' / 'nothing-here'}: no such file" in done.stdout
+    assert "During handling of the above exception" not in done.stdout

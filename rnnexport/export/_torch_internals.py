@@ -8,11 +8,15 @@ is not applied and exports are only slower.
 
 2. ``torch.jit.save`` writes ``*.debug_pkl`` records holding the absolute paths of the source
 files it compiled (the checkout, the venv's site-packages), so ``model.pt`` differs between
-checkouts. `strip_torchscript_debug_info` rewrites the archive without them, with torch's own
+checkouts (upstream: https://github.com/pytorch/pytorch/issues/112425, source positions baked
+into saved TorchScript). `strip_torchscript_debug_info` rewrites the archive without them, with torch's own
 archive reader and writer (``torch._C.PyTorchFileReader``/``PyTorchFileWriter``), which keep
 its record alignment; the debug records only serve source locations in TorchScript errors.
 
-``tests/export/test_torch_internals.py`` fails loudly when torch changes either.
+3. Whether the TorchScript-based ONNX exporter is still in torch is asked of its private module
+(`torchscript_onnx_exporter_present`): torch has no public flag for it.
+
+``tests/export/test_torch_internals.py`` fails loudly when torch changes any of these.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["reused_torchlib_registry", "strip_torchscript_debug_info"]
+__all__ = ["reused_torchlib_registry", "strip_torchscript_debug_info", "torchscript_onnx_exporter_present"]
 
 _CACHE: dict[int, object] = {}
 
@@ -67,6 +71,13 @@ def reused_torchlib_registry() -> Iterator[bool]:
         yield True
     finally:
         cls.from_torchlib = original
+
+
+def torchscript_onnx_exporter_present() -> bool:
+    """Whether ``torch.onnx._internal.torchscript_exporter`` (behind ``dynamo=False``) exists."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch.onnx._internal.torchscript_exporter") is not None
 
 
 # Records PyTorchFileWriter writes by itself at the end of every archive.

@@ -1,6 +1,10 @@
-"""ONNX through the torch.export-based exporter, with native ``RNN`` ops, plus ``model.pt2``.
+"""ONNX through the torch.export-based exporter, with native ``RNN``/``GRU``/``LSTM`` ops, plus
+``model.pt2``.
 
-The module is wrapped in `rnnexport.ops.NativeRNN` (one custom op for the whole recurrence),
+torch's own torch.export path decomposes the recurrence into a per-step loop while tracing,
+unrolling it and pinning the sequence length to the example's (upstream, for LSTM/GRU inside
+larger models: https://github.com/pytorch/pytorch/issues/191855). Here the module is wrapped
+in `rnnexport.ops.NativeRNN` (one custom op for the whole recurrence),
 exported once with ``torch.export`` (dynamic batch and seq), saved as ``model.pt2``, and that
 same program is translated to ONNX with `rnnexport.ops.onnx_translation`. Per-node metadata
 (source stack traces with absolute paths) is stripped from both files so that they are
@@ -77,7 +81,7 @@ def save_program(program: torch.export.ExportedProgram, path: Path) -> None:
 
 
 def export_onnx_dynamo(program: torch.export.ExportedProgram, spec: RNNSpec, path: Path, *, opset: int) -> list[str]:
-    """Translate `program` to ONNX at `path` with native RNN ops; returns captured warnings."""
+    """Translate `program` to ONNX at `path` with native RNN/GRU/LSTM ops; returns captured warnings."""
     require_onnxscript()
     if spec.proj_size:
         raise ExportError(

@@ -1,13 +1,12 @@
 """ONNX through the TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``).
 
-Emits one native ONNX ``RNN`` op per layer. Batch and sequence axes are declared dynamic, and
+Emits one native ONNX ``RNN``, ``GRU`` or ``LSTM`` op per layer. Batch and sequence axes are declared dynamic, and
 ``h_0`` is always a graph input: without both, the exporter bakes the example batch into an
 ``Expand`` (DESIGN.md, "Facts measured here").
 """
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +27,9 @@ def legacy_exporter_available() -> bool:
 
     if "dynamo" not in inspect.signature(torch.onnx.export).parameters:
         return False
-    return importlib.util.find_spec("torch.onnx._internal.torchscript_exporter") is not None
+    from rnnexport.export._torch_internals import torchscript_onnx_exporter_present
+
+    return torchscript_onnx_exporter_present()
 
 
 def export_onnx_legacy(module: torch.nn.Module, spec: RNNSpec, path: Path, *, opset: int) -> list[str]:

@@ -1,4 +1,6 @@
-"""TorchScript export: ``model.pt``, called like the module: ``m(input, h_0) -> (output, h_n)``.
+"""TorchScript export: ``model.pt``, called like the module: ``m(input, h_0[, lengths]) ->
+(output, h_n)`` for RNN and GRU, ``m(input, (h_0, c_0)[, lengths]) -> (output, (h_n, c_n))`` for
+an LSTM (`rnnexport.builder.wrap`).
 
 ``torch.jit.script`` is not byte-deterministic within a long-lived process: it iterates a
 ``set`` of constant names (``torch/jit/_recursive.py``, ``infer_concrete_type_builder``), so

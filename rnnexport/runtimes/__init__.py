@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from rnnexport.errors import RuntimeUnavailableError, UsageError
 from rnnexport.runtimes.base import Runner
 
-__all__ = ["RUNTIMES", "UNTRUSTED_REASON", "RuntimeInfo", "availability", "make_runner", "resolve_runtimes"]
+__all__ = ["RUNTIMES", "UNTRUSTED_REASON", "RuntimeInfo", "make_runner", "resolve_runtimes", "unavailable_reason"]
 
 
 def _module_missing(module: str) -> Callable[[], str | None]:
@@ -33,9 +33,9 @@ def _deferred(module: str, function: str) -> Callable[[], str | None]:
 
 
 def _build(module: str, cls: str, **kwargs) -> Callable[..., Runner]:
-    def factory(artifact, **options) -> Runner:
+    def factory(artifact, runtime: str, **options) -> Runner:
         runner_cls = getattr(importlib.import_module(module), cls)
-        return runner_cls(artifact, **kwargs, **options)
+        return runner_cls(artifact, runtime, **kwargs, **options)
     return factory
 
 
@@ -87,8 +87,8 @@ RUNTIMES: dict[str, RuntimeInfo] = {
 }
 
 
-def availability(name: str) -> str | None:
-    """None if runtime `name` can run here, else the reason it cannot."""
+def unavailable_reason(name: str) -> str | None:
+    """Why runtime `name` cannot run here, or None when it can."""
     try:
         return RUNTIMES[name].check()
     except Exception as exc:  # a broken toolchain makes a runtime unavailable, never a crash
@@ -113,7 +113,7 @@ def resolve_runtimes(requested: list[str] | None, *, trusted: bool = True) -> tu
         for name, info in RUNTIMES.items():
             if not trusted and info.loads_code:
                 skipped[name] = UNTRUSTED_REASON.format(file=info.requires)
-            elif reason := availability(name):
+            elif reason := unavailable_reason(name):
                 skipped[name] = reason
         return [name for name in RUNTIMES if name not in skipped], skipped
     unknown = [name for name in requested if name not in known]
@@ -124,7 +124,7 @@ def resolve_runtimes(requested: list[str] | None, *, trusted: bool = True) -> tu
             raise UsageError(f"runtime {name!r} was asked for, but it " + UNTRUSTED_REASON.format(file=RUNTIMES[name].requires)
                              + "; runtimes for untrusted artifacts: "
                              + ", ".join(n for n, i in RUNTIMES.items() if not i.loads_code))
-        reason = availability(name)
+        reason = unavailable_reason(name)
         if reason:
             raise RuntimeUnavailableError(f"runtime {name!r} was asked for but is not available: {reason}")
     chosen = list(dict.fromkeys(["torch", *requested]))
@@ -133,4 +133,4 @@ def resolve_runtimes(requested: list[str] | None, *, trusted: bool = True) -> tu
 
 def make_runner(name: str, artifact, **options) -> Runner:
     """A runner of runtime `name` for `artifact` (not loaded yet)."""
-    return RUNTIMES[name].factory(artifact, **options)
+    return RUNTIMES[name].factory(artifact, name, **options)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,31 +32,33 @@ def median_ms(call, *, warmup: int, repeat: int) -> float:
 class Runner(ABC):
     """One backend running one artifact. Use as a context manager::
 
-        with OnnxRuntimeRunner(artifact, "CPUExecutionProvider") as runner:
+        with make_runner("onnxruntime-cpu", artifact) as runner:
             outputs = runner.infer({"input": x, "h_0": h})
 
-    Subclasses set `name` and `requires` (the artifact file they load) and implement
-    `_load` and `_infer`. Whether the backend can run in this environment at all is the
-    registry's check (`rnnexport.runtimes.RuntimeInfo.check`).
+    The registry (`rnnexport.runtimes.RUNTIMES`) owns each runtime's name and the artifact file
+    it loads (`requires`); the runner gets them from its entry. Subclasses implement `_load`,
+    `_infer` and, where they hold resources, `_close`. Whether the backend can run in this
+    environment at all is the registry's check (`rnnexport.runtimes.unavailable_reason`).
     """
 
-    name: ClassVar[str]
-    requires: ClassVar[str | None] = None
+    def __init__(self, artifact: Artifact, runtime: str) -> None:
+        from rnnexport.runtimes import RUNTIMES
 
-    def __init__(self, artifact: Artifact) -> None:
+        self.name: str = RUNTIMES[runtime].name
+        self.requires: str = RUNTIMES[runtime].requires
         self.artifact = artifact
         self._loaded = False
 
-    def unsupported(self) -> str | None:
-        """None when this runner can run this artifact at all, else why not: the artifact lacks
-        the file it loads, or a known limitation of the runtime for this kind of model.
-        The runtime is then reported as skipped. Overrides call this first."""
-        if self.requires is not None and self.artifact.file(self.requires) is None:
+    def unsupported_reason(self) -> str | None:
+        """Why this runner cannot run this artifact at all (the artifact lacks the file it
+        loads, or a known limitation of the runtime for this kind of model), or None when it
+        can. The runtime is then reported as skipped. Overrides call this first."""
+        if self.artifact.file(self.requires) is None:
             return f"artifact has no {self.requires}"
         return None
 
-    def supports(self, case: Case) -> str | None:
-        """None when this runner runs `case`, else why it is left out (e.g. too slow)."""
+    def skip_reason(self, case: Case) -> str | None:
+        """Why `case` is left out on this runner (e.g. too slow), or None when it runs."""
         return None
 
     def load(self) -> None:
@@ -96,7 +98,12 @@ class Runner(ABC):
         return {}
 
     def close(self) -> None:
+        """Release what `load` acquired (sessions, processes, files); safe to call twice."""
+        self._close()
         self._loaded = False
+
+    def _close(self) -> None:
+        """Subclasses release their resources here."""
 
     def __enter__(self) -> Runner:
         self.load()

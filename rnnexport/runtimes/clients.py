@@ -144,8 +144,8 @@ def node_status() -> str | None:
 class _ClientRunner(Runner):
     """One client process per artifact, fed through files in a private temporary folder."""
 
-    def __init__(self, artifact, threads: int = 0) -> None:
-        super().__init__(artifact)
+    def __init__(self, artifact, runtime: str, threads: int = 0) -> None:
+        super().__init__(artifact, runtime)
         self.threads = threads
         self._process: subprocess.Popen | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -226,7 +226,7 @@ class _ClientRunner(Runner):
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def close(self) -> None:
+    def _close(self) -> None:
         if self._process is not None:
             try:
                 self._process.stdin.close()
@@ -241,14 +241,10 @@ class _ClientRunner(Runner):
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-        super().close()
 
 
 class LibTorchCppRunner(_ClientRunner):
     """``model.pt`` loaded by a C++ program linked against LibTorch."""
-
-    name = "libtorch-cpp"
-    requires = "model.pt"
 
     def _command(self):
         return [str(libtorch_binary()), str(self.artifact.path / "model.pt"), str(self.threads)], None
@@ -256,9 +252,6 @@ class LibTorchCppRunner(_ClientRunner):
 
 class NodeRunner(_ClientRunner):
     """``model.onnx`` in ONNX Runtime for Node.js (CPU)."""
-
-    name = "onnxruntime-node"
-    requires = "model.onnx"
 
     def _command(self):
         script = _client_source("node") / "run.js"

@@ -71,15 +71,10 @@ class OnnxRuntimeRunner(Runner):
         threads: ``intra_op_num_threads``; 0 (default) lets ONNX Runtime choose.
     """
 
-    requires = "model.onnx"
-    name = "onnxruntime-cpu"
-
-    def __init__(self, artifact, provider: str = "CPUExecutionProvider", threads: int = 0) -> None:
-        super().__init__(artifact)
+    def __init__(self, artifact, runtime: str, provider: str = "CPUExecutionProvider", threads: int = 0) -> None:
+        super().__init__(artifact, runtime)
         self.provider = provider
         self.threads = threads
-        self.name = {"CPUExecutionProvider": "onnxruntime-cpu",
-                     "CUDAExecutionProvider": "onnxruntime-cuda"}.get(provider, provider)
         self._session = None
 
     def _load(self) -> None:
@@ -119,9 +114,8 @@ class OnnxRuntimeRunner(Runner):
     def describe(self) -> dict[str, str]:
         return {"provider": self.provider, "intra_op_num_threads": str(self.threads)}
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._session = None
-        super().close()
 
 
 class OnnxReferenceRunner(Runner):
@@ -132,17 +126,14 @@ class OnnxReferenceRunner(Runner):
         max_steps: Largest ``batch * seq`` it runs; larger cases are reported as left out.
     """
 
-    name = "onnx-reference"
-    requires = "model.onnx"
-
-    def __init__(self, artifact, max_steps: int = 1000, threads: int = 0) -> None:
-        super().__init__(artifact)
+    def __init__(self, artifact, runtime: str, max_steps: int = 1000, threads: int = 0) -> None:
+        super().__init__(artifact, runtime)
         self.max_steps = max_steps
         self._evaluator = None
 
-    def unsupported(self) -> str | None:
+    def unsupported_reason(self) -> str | None:
         spec = self.artifact.spec
-        if reason := super().unsupported():
+        if reason := super().unsupported_reason():
             return reason
         if spec.variable_length:
             # onnx 1.23's reference RNN/GRU/LSTM ignore sequence_lens (errors up to 0.5 measured).
@@ -151,7 +142,7 @@ class OnnxReferenceRunner(Runner):
             return "onnx.reference's RNN implements the Tanh activation only"
         return None
 
-    def supports(self, case) -> str | None:
+    def skip_reason(self, case) -> str | None:
         if case.batch * case.seq > self.max_steps:
             return f"onnx-reference runs cases up to batch*seq={self.max_steps} (slow, pure Python)"
         return None
@@ -174,9 +165,8 @@ class OnnxReferenceRunner(Runner):
         values = self._evaluator.run(None, {name: feeds[name] for name in self._evaluator.input_names})
         return dict(zip(names, values))
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._evaluator = None
-        super().close()
 
 
 class OpenVinoRunner(Runner):
@@ -192,11 +182,8 @@ class OpenVinoRunner(Runner):
         precision: The inference precision hint. Default ``f32``.
     """
 
-    name = "openvino"
-    requires = "model.onnx"
-
-    def __init__(self, artifact, threads: int = 0, precision: str = "f32") -> None:
-        super().__init__(artifact)
+    def __init__(self, artifact, runtime: str, threads: int = 0, precision: str = "f32") -> None:
+        super().__init__(artifact, runtime)
         self.threads = threads
         self.precision = precision
         self._compiled = None
@@ -217,8 +204,8 @@ class OpenVinoRunner(Runner):
         used = self._compiled.get_property("INFERENCE_PRECISION_HINT")
         self._used_precision = used.get_type_name() if hasattr(used, "get_type_name") else str(used)
 
-    def unsupported(self) -> str | None:
-        if reason := super().unsupported():
+    def unsupported_reason(self) -> str | None:
+        if reason := super().unsupported_reason():
             return reason
         if self.artifact.spec.variable_length:
             # OpenVINO 2026.4.1 CPU: graph outputs differ from ONNX Runtime by up to 1.3 when
@@ -243,6 +230,5 @@ class OpenVinoRunner(Runner):
     def describe(self) -> dict[str, str]:
         return {"device": "CPU", "inference_precision": self._used_precision}
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._compiled = None
-        super().close()

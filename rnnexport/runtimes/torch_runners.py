@@ -17,8 +17,8 @@ class _ModuleRunner(Runner):
 
     _module = None
 
-    def __init__(self, artifact, threads: int = 0) -> None:
-        super().__init__(artifact)
+    def __init__(self, artifact, runtime: str, threads: int = 0) -> None:
+        super().__init__(artifact, runtime)
         self.threads = threads
 
     def load(self) -> None:
@@ -33,17 +33,13 @@ class _ModuleRunner(Runner):
 
         return call_model(self._module, self.artifact.spec, feeds)
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self._module = None
-        super().close()
 
 
 class TorchEagerRunner(_ModuleRunner):
     """The reference: the module rebuilt from ``weights.pt`` (no RNG involved), behind the
     calling contract (`rnnexport.builder.wrap`)."""
-
-    name = "torch"
-    requires = "weights.pt"
 
     def _load(self) -> None:
         from rnnexport.builder import module_from_state_dict, wrap
@@ -57,9 +53,6 @@ class TorchEagerRunner(_ModuleRunner):
 
 class TorchScriptRunner(_ModuleRunner):
     """``model.pt`` reloaded with ``torch.jit.load``."""
-
-    name = "torchscript"
-    requires = "model.pt"
 
     def _load(self) -> None:
         import torch
@@ -81,9 +74,6 @@ class TorchExportRunner(_ModuleRunner):
     forced to ``weights_only`` (`rnnexport.artifacts.weights_only_loading`): it never falls
     back to unrestricted unpickling.
     """
-
-    name = "torch-export"
-    requires = "model.pt2"
 
     def _load(self) -> None:
         import torch

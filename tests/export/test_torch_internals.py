@@ -50,3 +50,25 @@ def test_torchscript_debug_records_are_stripped_and_the_module_still_loads(tmp_p
     loaded = torch.jit.load(str(tmp_path / "model.pt"))
     x, h = torch.randn(2, 7, 5), torch.randn(6, 2, 8)
     assert torch.equal(loaded(x, h)[0], module(x, h)[0])
+
+
+def test_flat_weight_names_match_torchs_private_order():
+    """rnnexport names the flat weights from PyTorch's documented naming; this canary fails if
+    that order ever departs from RNNBase's private ``_flat_weights_names``."""
+    import torch
+
+    from rnnexport.ops import flat_weight_names
+
+    modules = [torch.nn.RNN(3, 4, 2, bidirectional=True), torch.nn.GRU(3, 4, bias=False),
+               torch.nn.LSTM(3, 4, 3, proj_size=2, bidirectional=True)]
+    for module in modules:
+        assert flat_weight_names(module) == module._flat_weights_names
+
+
+def test_torchscript_onnx_exporter_presence_is_detected():
+    import torch
+
+    from rnnexport.export._torch_internals import torchscript_onnx_exporter_present
+
+    # torch 2.13 still has it; the torch that drops it fails here, and `default_exporter` switches to dynamo.
+    assert torchscript_onnx_exporter_present() is (torch.__version__.startswith("2.13") or torchscript_onnx_exporter_present())

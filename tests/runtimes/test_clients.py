@@ -12,13 +12,13 @@ import pytest
 
 from rnnexport.errors import RuntimeUnavailableError
 from rnnexport.inputs import Case
-from rnnexport.runtimes import availability, clients, resolve_runtimes
+from rnnexport.runtimes import unavailable_reason, clients, resolve_runtimes
 from rnnexport.validate import validate_artifact
 from tests.conftest import MODELS
 
 
 def require(name: str) -> None:
-    reason = availability(name)
+    reason = unavailable_reason(name)
     if reason:
         pytest.skip(f"{name} is not available here: {reason}")
 
@@ -41,7 +41,7 @@ def test_openvino_precision_is_f32_and_recorded():
 
 @pytest.fixture
 def fresh_client_checks(monkeypatch, tmp_path):
-    """Empty caches and forget earlier availability answers."""
+    """Empty caches and forget earlier unavailable_reason answers."""
     monkeypatch.setenv("RNNEXPORT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("RNNEXPORT_NODE_PREFIX", str(tmp_path / "node"))
     clients._libtorch_build.cache_clear()
@@ -54,7 +54,7 @@ def fresh_client_checks(monkeypatch, tmp_path):
 def test_missing_cmake_makes_libtorch_unavailable(fresh_client_checks, monkeypatch):
     real_which = shutil.which
     monkeypatch.setattr(clients.shutil, "which", lambda tool: None if tool == "cmake" else real_which(tool))
-    assert availability("libtorch-cpp") == "cmake not found on PATH"
+    assert unavailable_reason("libtorch-cpp") == "cmake not found on PATH"
 
 
 def test_failing_build_makes_libtorch_unavailable(fresh_client_checks, monkeypatch):
@@ -64,7 +64,7 @@ def test_failing_build_makes_libtorch_unavailable(fresh_client_checks, monkeypat
     shutil.copytree(clients._client_source("libtorch_cpp"), broken)
     (broken / "main.cpp").write_text("this is not C++\n")
     monkeypatch.setattr(clients, "_client_source", lambda name: broken)
-    reason = availability("libtorch-cpp")
+    reason = unavailable_reason("libtorch-cpp")
     assert reason is not None and reason.startswith("LibTorch client build failed")
     # Unavailable, not a crash: the default set skips it with the reason and the rest runs.
     chosen, skipped = resolve_runtimes(None)
@@ -75,9 +75,9 @@ def test_failing_build_makes_libtorch_unavailable(fresh_client_checks, monkeypat
 
 def test_missing_node_package_is_explained(fresh_client_checks, cli):
     if shutil.which("node") is None:
-        assert availability("onnxruntime-node") == "node not found on PATH"
+        assert unavailable_reason("onnxruntime-node") == "node not found on PATH"
         return
-    reason = availability("onnxruntime-node")
+    reason = unavailable_reason("onnxruntime-node")
     assert "npm package onnxruntime-node is not installed" in reason and "--ignore-scripts" in reason
     code, _, err = cli("validate", MODELS / "deep", "--runtimes", "onnxruntime-node")
     assert code == 2 and "npm install --prefix" in err
@@ -86,7 +86,7 @@ def test_missing_node_package_is_explained(fresh_client_checks, cli):
 def test_missing_node_binary(fresh_client_checks, monkeypatch):
     real_which = shutil.which
     monkeypatch.setattr(clients.shutil, "which", lambda tool: None if tool == "node" else real_which(tool))
-    assert availability("onnxruntime-node") == "node not found on PATH"
+    assert unavailable_reason("onnxruntime-node") == "node not found on PATH"
 
 
 def test_client_errors_are_reported_per_case(monkeypatch):
@@ -143,7 +143,7 @@ def test_clients_take_lstm_state_tuples_and_int64_lengths(lstm_variable_length, 
 def test_known_runtime_limitations_are_skips_with_reasons(lstm_variable_length):
     report = validate_artifact(lstm_variable_length)
     assert "sequence_lens" in report.skipped["onnx-reference"]
-    if availability("openvino") is None:
+    if unavailable_reason("openvino") is None:
         assert "OpenVINO" in report.skipped["openvino"]
         with pytest.raises(RuntimeUnavailableError, match="cannot run lstm_var: OpenVINO"):
             validate_artifact(lstm_variable_length, runtimes=["openvino"])
@@ -151,7 +151,7 @@ def test_known_runtime_limitations_are_skips_with_reasons(lstm_variable_length):
 
 def test_openvino_variable_length_is_still_wrong(lstm_variable_length):
     """Keeps the OpenVINO limitation honest: when OpenVINO fixes sequence_lens, this fails and
-    the runner's `unsupported` can go."""
+    the runner's `unsupported_reason` can go."""
     require("openvino")
     import numpy as np
     import onnxruntime as ort
@@ -167,4 +167,24 @@ def test_openvino_variable_length_is_still_wrong(lstm_variable_length):
     expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(["output"], feeds)[0]
     compiled = ov.Core().compile_model(ov.Core().read_model(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     got = np.array(compiled(feeds)[compiled.output("output")])
+    assert np.abs(got - expected).max() > 1e-3
+
+
+def test_onnx_reference_still_ignores_sequence_lens(lstm_variable_length):
+    """Keeps the onnx-reference limitation honest: when onnx.reference honours sequence_lens,
+    this fails and `OnnxReferenceRunner.unsupported_reason` can stop skipping variable lengths."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx.reference import ReferenceEvaluator
+
+    from rnnexport.artifacts import open_artifact
+    from rnnexport.inputs import make_inputs
+
+    spec = open_artifact(lstm_variable_length).spec
+    feeds = dict(make_inputs(spec, Case(4, 9, "random")))
+    assert len(set(feeds["lengths"].tolist())) > 1  # lengths really vary
+    path = str(lstm_variable_length / "model.onnx")
+    expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(["output"], feeds)[0]
+    got = ReferenceEvaluator(onnx.load(path)).run(["output"], feeds)[0]
     assert np.abs(got - expected).max() > 1e-3

@@ -14,7 +14,7 @@ import pytest
 
 from rnnexport.artifacts import open_artifact
 from rnnexport.inputs import Case, make_inputs
-from rnnexport.runtimes import RUNTIMES, availability, make_runner
+from rnnexport.runtimes import RUNTIMES, unavailable_reason, make_runner
 from rnnexport.validate import validate_artifact
 from tests.conftest import MODELS, perturb_weight, restamp
 
@@ -66,7 +66,7 @@ def test_every_registered_runtime_is_covered():
 
 
 def _require(name: str) -> None:
-    reason = availability(name)
+    reason = unavailable_reason(name)
     if reason:
         pytest.skip(f"{name} is not available here: {reason}")
 

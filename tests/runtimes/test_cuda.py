@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from rnnexport.runtimes import availability
+from rnnexport.runtimes import unavailable_reason
 from tests.conftest import MODELS
 
-CUDA_REASON = availability("onnxruntime-cuda")
+CUDA_REASON = unavailable_reason("onnxruntime-cuda")
 needs_cuda = pytest.mark.skipif(CUDA_REASON is not None, reason=f"no real CUDA GPU for ONNX Runtime: {CUDA_REASON}")
 
 
@@ -27,7 +27,7 @@ def test_cuda_session_really_runs_on_cuda():
     from rnnexport.artifacts import open_artifact
     from rnnexport.runtimes.onnx_runners import OnnxRuntimeRunner
 
-    with OnnxRuntimeRunner(open_artifact(MODELS / "deep"), provider="CUDAExecutionProvider") as runner:
+    with OnnxRuntimeRunner(open_artifact(MODELS / "deep"), "onnxruntime-cuda", provider="CUDAExecutionProvider") as runner:
         assert runner._session.get_providers()[0] == "CUDAExecutionProvider"
 
 
