@@ -10,13 +10,9 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from rnnexport import __version__
 from rnnexport.errors import RNNExportError, UsageError
-
-if TYPE_CHECKING:
-    from rnnexport.report import Progress
 
 __all__ = ["console_main", "main"]
 
@@ -270,25 +266,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return _finish(reports, args) if reports else 0
 
 
-def _progress(artifacts: int, args: argparse.Namespace, cases) -> Progress:
-    """A progress bar sized by artifacts x runtimes x cases (shown on a terminal only)."""
-    from rnnexport.report import Progress
-    from rnnexport.runtimes import resolve_runtimes
-
-    runtimes = len(resolve_runtimes(args.runtimes, trusted=not getattr(args, "untrusted", False))[0])
-    per_runtime = len(cases) + 2 if cases is not None else 10
-    return Progress(artifacts * runtimes * per_runtime)
-
-
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from rnnexport.artifacts import discover_artifacts
+    from rnnexport.report import Progress
     from rnnexport.validate import validate_paths
 
-    cases = _cases(args)
-    progress = _progress(len(discover_artifacts(args.paths)), args, cases)
+    progress = Progress()
     try:
-        reports = validate_paths(args.paths, runtimes=args.runtimes, tolerance=_tolerance(args), cases=cases,
-                                 on_step=progress, trusted=not args.untrusted, max_memory=args.max_memory)
+        reports = validate_paths(args.paths, runtimes=args.runtimes, tolerance=_tolerance(args), cases=_cases(args),
+                                 on_step=progress, on_plan=progress.plan, trusted=not args.untrusted,
+                                 max_memory=args.max_memory)
     finally:
         progress.close()
     return _finish(reports, args)

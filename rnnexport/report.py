@@ -251,24 +251,42 @@ def _heat(error: float, atol: float, failed: bool) -> str:
 
 
 class Progress:
-    """A one-line progress bar on a terminal's stderr; silent when stderr is not a terminal."""
+    """A progress bar (`rich`) on stderr while validating, on a terminal only; elsewhere silent.
 
-    def __init__(self, total: int, stream=None) -> None:
-        self.total = max(total, 1)
+    Its total is set by `plan` (`rnnexport.validate.validate_paths` calls it with the exact
+    number of steps before anything runs), so the bar ends at its total. Use as ``on_plan`` and
+    ``on_step``.
+    """
+
+    def __init__(self, total: int = 0, stream=None) -> None:
+        self.total = total
         self.done = 0
         self.stream = stream or sys.stderr
         self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._bar = self._task = None
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as Bar
+
+            console = Console(file=self.stream, force_terminal=True)
+            self._bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=console, transient=True)
+            self._task = self._bar.add_task("validating", total=total or None)
+            self._bar.start()
+
+    def plan(self, total: int) -> None:
+        self.total = total
+        if self._bar is not None:
+            self._bar.update(self._task, total=max(total, 1))
 
     def __call__(self, artifact: str, runtime: str, case: str) -> None:
         self.done += 1
-        if self.enabled:
-            width = 30
-            filled = int(width * min(self.done, self.total) / self.total)
-            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
-                              f"{artifact} {runtime} {case}\033[K")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, description=f"{artifact} {runtime} {case}")
 
     def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.refresh()
+            self._bar.stop()
+            self._bar = None

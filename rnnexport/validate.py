@@ -23,7 +23,7 @@ from rnnexport.invariants import check_invariants
 from rnnexport.runtimes import make_runner, resolve_runtimes
 from rnnexport.spec import RNNSpec
 
-__all__ = ["ArtifactReport", "RunError", "validate_artifact", "validate_paths"]
+__all__ = ["ArtifactReport", "RunError", "planned_steps", "validate_artifact", "validate_paths"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class ArtifactReport:
     localizations: list[dict[str, Any]] = field(default_factory=list)
     details: dict[str, dict[str, str]] = field(default_factory=dict)
     streaming: dict[str, Any] = field(default_factory=dict)
+    error_over_time: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failures(self) -> list[Comparison]:
@@ -92,13 +93,35 @@ class ArtifactReport:
             "left_out": self.left_out,
             "streaming": self.streaming,
             "localizations": self.localizations,
+            "error_over_time": self.error_over_time,
             "comparisons": [c.to_json() for c in self.comparisons],
         }
 
 
-def _cases_for(artifact: Artifact, cases: list[Case] | None, golden: dict[Case, Any]) -> list[Case]:
+def _cases_for(artifact: Artifact, cases: list[Case] | None) -> list[Case]:
     chosen = default_sweep(artifact.spec) if cases is None else list(cases)
-    return list(dict.fromkeys([*chosen, *golden]))
+    return list(dict.fromkeys([*chosen, *artifact.golden_cases()]))
+
+
+def _runnable(runner, case_list: list[Case], stream_cases) -> list[str]:
+    """The steps `runner` will run: its cases, then its streaming cases (progress labels)."""
+    steps = [case.id for case in case_list if not runner.skip_reason(case)]
+    return steps + [f"{case.id} (streaming)" for case, _ in stream_cases if not runner.skip_reason(case)]
+
+
+def planned_steps(
+    artifact: Artifact, *, runtimes: list[str] | None = None, cases: list[Case] | None = None, trusted: bool = True
+) -> int:
+    """How many (runtime, case) steps `validate_artifact` will report to its `on_step`; cheap:
+    nothing is loaded. A progress bar sized by it ends exactly at its total."""
+    chosen, _ = resolve_runtimes(runtimes, trusted=trusted)
+    case_list, stream_cases = _cases_for(artifact, cases), streaming_cases(artifact.spec)
+    total = 0
+    for name in chosen:
+        runner = make_runner(name, artifact)
+        if not runner.unsupported_reason():
+            total += len(_runnable(runner, case_list, stream_cases))
+    return total
 
 
 def validate_artifact(
@@ -144,7 +167,7 @@ def validate_artifact(
     chosen, skipped = resolve_runtimes(runtimes, trusted=trusted)
     spec = artifact.spec
     golden = artifact.golden()
-    case_list = _cases_for(artifact, cases, golden)
+    case_list = _cases_for(artifact, cases)
     for case in case_list:
         check_memory(f"{artifact.name}: case {case.id}", case_bytes(spec, case.batch, case.seq), max_memory)
     report = ArtifactReport(
@@ -163,6 +186,8 @@ def validate_artifact(
         if stream_cases else {"not_applicable": streaming_not_applicable(spec)}
     )
 
+    step = on_step or (lambda *_: None)
+    longest = max(case_list, key=lambda c: (c.seq, c.batch))
     reference: dict[Case, dict[str, np.ndarray]] = {}
     for name in list(chosen):  # "torch" comes first: it is the reference for the others
         runner = make_runner(name, artifact, **options.get(name, {}))
@@ -175,14 +200,16 @@ def validate_artifact(
             continue
         try:
             runner.load()
+            problem = _io_mismatch(spec, runner)
         except RNNExportError as exc:
             if name == "torch":
                 raise
-            report.errors.append(RunError(artifact.name, name, None, str(exc)))
-            continue
-        if mismatch := _io_mismatch(spec, runner):
-            report.errors.append(RunError(artifact.name, name, None, mismatch))
+            problem = str(exc)
+        if problem:
+            report.errors.append(RunError(artifact.name, name, None, problem))
             runner.close()
+            for label in _runnable(runner, case_list, stream_cases):  # not run, but done with
+                step(artifact.name, name, label)
             continue
         report.details[name] = runner.describe()
         try:
@@ -191,8 +218,7 @@ def validate_artifact(
                 if reason:
                     report.left_out.append({"runtime": name, "case": case.id, "reason": reason})
                     continue
-                if on_step is not None:
-                    on_step(artifact.name, name, case.id)
+                step(artifact.name, name, case.id)
                 try:
                     outputs = runner.infer(feeds[case])
                 except Exception as exc:  # a runtime crash on one case must not end the run
@@ -209,6 +235,8 @@ def validate_artifact(
                 records = _compare_case(artifact, name, case, feeds[case], outputs, reference.get(case),
                                         golden.get(case), tolerance)
                 report.comparisons.extend(records)
+                if case == longest and case in reference and name != "torch":
+                    report.error_over_time[name] = _error_over_time(spec, case, outputs, reference[case])
                 if case in reference and name != "torch" and failures(records):
                     located = localize(spec, outputs["h_n"], reference[case]["h_n"], tolerance)
                     if located is not None:
@@ -216,6 +244,7 @@ def validate_artifact(
             for case, chunks in stream_cases:
                 if runner.skip_reason(case):
                     continue
+                step(artifact.name, name, f"{case.id} (streaming)")
                 case_feeds = feeds[case] if case in feeds else make_inputs(spec, case)
                 try:
                     report.comparisons.extend(_streaming_records(artifact, runner, case, chunks, case_feeds, tolerance))
@@ -224,6 +253,18 @@ def validate_artifact(
         finally:
             runner.close()
     return report
+
+
+def _error_over_time(spec: RNNSpec, case: Case, outputs: dict[str, np.ndarray],
+                     reference: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Max abs error of ``output`` against torch at each time step: does error accumulate
+    along the sequence? (Padding steps of variable-length batches are 0 on both sides.)"""
+    got, want = np.asarray(outputs["output"], np.float64), np.asarray(reference["output"], np.float64)
+    if got.shape != want.shape:
+        return {"case": case.id, "errors": []}
+    time_axis = 1 if spec.batch_first else 0
+    diff = np.moveaxis(np.abs(got - want), time_axis, 0).reshape(got.shape[time_axis], -1)
+    return {"case": case.id, "errors": [float(x) for x in np.nan_to_num(diff, nan=np.inf).max(axis=1)]}
 
 
 def _io_mismatch(spec: RNNSpec, runner) -> str | None:
@@ -346,6 +387,7 @@ def validate_paths(
     trusted: bool = True,
     max_memory: int | None = None,
     require_runnable: bool = True,
+    on_plan: Callable[[int], None] | None = None,
 ) -> list[ArtifactReport]:
     """Validate every artifact folder found under `paths` (folders, or folders of folders).
 
@@ -354,7 +396,8 @@ def validate_paths(
     artifacts (an LSTM projection has no ONNX file) is skipped for those, with the reason; it
     is an error only when it can run none of them (unless `require_runnable` is False: the
     pytest plugin's session-wide runtimes meet one artifact per test). `trusted` and
-    `max_memory`: see `validate_artifact`.
+    `max_memory`: see `validate_artifact`. `on_plan` is called once, before anything runs, with
+    the number of steps `on_step` will then see (a progress bar's total).
 
     Raises:
         RuntimeUnavailableError: a runtime that was asked for can run none of the artifacts.
@@ -368,6 +411,8 @@ def validate_paths(
                 artifact, reason = next(iter(reasons.items()))
                 raise RuntimeUnavailableError(f"runtime {name!r} was asked for but cannot run any of the artifacts "
                                               f"(e.g. {artifact}: {reason})")
+    if on_plan is not None:
+        on_plan(sum(planned_steps(a, runtimes=runtimes, cases=cases, trusted=trusted) for a in artifacts))
     return [validate_artifact(a, runtimes=runtimes, tolerance=tolerance, cases=cases, on_step=on_step,
                               trusted=trusted, max_memory=max_memory, skip_unsupported=True)
             for a in artifacts]

@@ -121,9 +121,29 @@ def test_progress_is_quiet_off_a_terminal_and_draws_on_one():
 
     quiet, loud = io.StringIO(), Tty()
     for stream in (quiet, loud):
-        progress = Progress(4, stream)
+        progress = Progress(stream=stream)
+        progress.plan(4)
         for i in range(4):
             progress("deep", "onnxruntime-cpu", f"case{i}")
         progress.close()
     assert quiet.getvalue() == ""
-    assert "4/4" in loud.getvalue() and "#" in loud.getvalue()
+    assert "4/4" in loud.getvalue() and "━" in loud.getvalue()
+
+
+@pytest.mark.parametrize("case_args", [[], ["--cases", "3x17,2x2000"]], ids=["sweep", "left-out-cases"])
+def test_progress_total_is_exactly_the_steps_run(case_args, artifact_copy):
+    """The bar's total comes from `planned_steps`: left-out cases (onnx-reference's size limit),
+    runtimes that cannot run the artifact and runtimes that fail to load all end at the total."""
+    from rnnexport.validate import validate_paths
+
+    folder = artifact_copy("deep")
+    (folder / "model.pt").write_bytes(b"not torchscript")  # torchscript and libtorch-cpp fail to load
+    from tests.conftest import restamp
+
+    restamp(folder, "model.pt")
+    seen: list[tuple[str, str, str]] = []
+    planned: list[int] = []
+    cases = None if not case_args else [Case.parse(c) for c in case_args[1].split(",")]
+    validate_paths([folder, MODELS / "seq_first"], cases=cases, on_step=lambda *s: seen.append(s),
+                   on_plan=planned.append)
+    assert planned == [len(seen)] and len(seen) > 0

@@ -5,15 +5,41 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import re
+import sys
+import tempfile
 import warnings
 from collections.abc import Iterator
 
 __all__ = ["captured_messages"]
 
 
-def _first_line(text: str, limit: int = 200) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line[:limit]
+# torch's C++ logging prefix, "[W1129 01:23:45.678901234 shape_type_inference.cpp:1994] ": its
+# time stamp would make every manifest differ, so it is dropped.
+_CPP_PREFIX = re.compile(r"^\[[A-Z]\d{4} [\d:.]+ [^\]]*\] ")
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+@contextlib.contextmanager
+def _captured_fd2() -> Iterator[io.BytesIO]:
+    """Redirect file descriptor 2 (where torch's C++ code writes its warnings) into a buffer."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    buffer = io.BytesIO()
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield buffer
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            buffer.write(sink.read())
 
 
 @contextlib.contextmanager
@@ -21,8 +47,10 @@ def captured_messages() -> Iterator[list[str]]:
     """Collect warnings and printed lines of the block into the yielded list.
 
     Each message is kept once, as ``Category: first line``, in first-seen order. Printed output
-    (the torch.export-based exporter prints progress lines) and warnings logged under the
-    ``torch`` logger (e.g. "torchvision is not installed") are captured too.
+    (the torch.export-based exporter prints progress lines), warnings logged under the ``torch``
+    logger (e.g. "torchvision is not installed") and what torch's C++ code writes to the stderr
+    file descriptor (e.g. "The shape inference of prim::PackPadded type is missing") are
+    captured too.
     """
     messages: list[str] = []
     out = io.StringIO()
@@ -35,20 +63,22 @@ def captured_messages() -> Iterator[list[str]]:
     for lg in loggers:
         lg.handlers[:] = [handler]
         lg.propagate = False
-    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out):
-        warnings.simplefilter("always")
-        try:
+    caught: list[warnings.WarningMessage] = []
+    fd2 = io.BytesIO()
+    try:
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), \
+                _captured_fd2() as fd2:
+            warnings.simplefilter("always")
             yield messages
-        finally:
-            for lg, (handlers, propagate) in zip(loggers, saved):
-                lg.handlers[:], lg.propagate = handlers, propagate
-            seen = dict.fromkeys(
-                f"{w.category.__name__}: {_first_line(str(w.message))}" for w in caught
-            )
-            seen.update(dict.fromkeys(
-                f"stdout: {line.strip()[:200]}" for line in out.getvalue().splitlines() if line.strip()
-            ))
-            seen.update(dict.fromkeys(
-                f"log {r.levelname}: {_first_line(r.getMessage())}" for r in records
-            ))
-            messages.extend(seen)
+    finally:
+        # After the redirections are undone: the descriptor's text is in `fd2` only now.
+        for lg, (handlers, propagate) in zip(loggers, saved):
+            lg.handlers[:], lg.propagate = handlers, propagate
+        seen = dict.fromkeys(f"{w.category.__name__}: {_first_line(str(w.message))}" for w in caught)
+        seen.update(dict.fromkeys(
+            f"stdout: {line.strip()}" for line in out.getvalue().splitlines() if line.strip()))
+        seen.update(dict.fromkeys(f"log {r.levelname}: {_first_line(r.getMessage())}" for r in records))
+        seen.update(dict.fromkeys(
+            f"stderr: {_CPP_PREFIX.sub('', line.strip())}"
+            for line in fd2.getvalue().decode("utf-8", "replace").splitlines() if line.strip()))
+        messages.extend(seen)
