@@ -159,22 +159,30 @@ def bench_artifact(
 
 
 def format_bench(reports: list[BenchReport]) -> str:
-    """Per artifact: runtime x shape, ``median ms (ratio to torch)``."""
+    """Per artifact: runtime x shape, ``median ms (ratio to torch)``, then what was not measured."""
+    from rich import box
+    from rich.table import Table
+
+    from rnnexport.report import render
+
     lines = []
     for report in reports:
         shapes = list(dict.fromkeys(r.shape for r in report.results))
         runtimes = list(dict.fromkeys(r.runtime for r in report.results))
         lines.append(f"{report.artifact}: median ms of {report.repeat} runs after {report.warmup} warm-up, "
                      f"{report.threads} thread(s); (x) = ratio to torch eager, lower is faster")
-        lines.append(f"  {'runtime':<28}" + "".join(f"{s:>22}" for s in shapes))
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
+        table.add_column("runtime", justify="left")
+        for shape in shapes:
+            table.add_column(shape, justify="right")
         cells = {(r.runtime, r.shape): r for r in report.results}
         for runtime in runtimes:
-            row = f"  {runtime:<28}"
+            row = []
             for shape in shapes:
                 r = cells.get((runtime, shape))
-                text = "-" if r is None else f"{r.median_ms:.3f}" + (f" ({r.ratio_to_torch:.2f}x)" if r.ratio_to_torch else "")
-                row += f"{text:>22}"
-            lines.append(row)
+                row.append("-" if r is None else f"{r.median_ms:.3f}" + (f" ({r.ratio_to_torch:.2f}x)" if r.ratio_to_torch else ""))
+            table.add_row(runtime, *row)
+        lines.extend("  " + line for line in render(table).splitlines())
         for name, reason in report.skipped.items():
             lines.append(f"  not measured {name}: {reason}")
         for entry in report.left_out:

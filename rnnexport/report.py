@@ -90,6 +90,45 @@ def _grid(report: ArtifactReport) -> dict[tuple[str, str], _Cell]:
     return cells
 
 
+def render(renderable, *, color: bool = False) -> str:
+    """A `rich` renderable (a table) as text, coloured with ANSI codes when `color`."""
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=1000, force_terminal=color, color_system="standard" if color else None,
+                      highlight=False, emoji=False)
+    console.print(renderable)
+    return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip("\n").splitlines())
+
+
+def _cell_text(cell: _Cell | None) -> tuple[str, str]:
+    """(text, rich style) of one grid cell; the torch column shows ``ref`` where it has no error."""
+    if cell is None:
+        return "-", "dim"
+    if cell.state == "error":
+        return "ERROR", "bold red"
+    if cell.state == "fail":
+        return "FAIL", "bold red"
+    return (f"{cell.worst:.1e}" if cell.worst is not None else "ref"), "green"
+
+
+def _grid_table(report: ArtifactReport):
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    cells = _grid(report)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
+    table.add_column("case", justify="left")
+    for runtime in report.runtimes:
+        table.add_column(runtime, justify="right")
+    for case in report.cases:
+        table.add_row(case, *(Text(*_cell_text(cells.get((runtime, case)))) for runtime in report.runtimes))
+    return table
+
+
 def format_table(reports: Sequence[ArtifactReport], *, color: bool = False) -> str:
     """Per artifact, a case x runtime grid: each cell is the worst max abs error of that runtime
     on that case (against torch and golden data), ``FAIL`` when any check failed; then the
@@ -106,40 +145,28 @@ def format_table(reports: Sequence[ArtifactReport], *, color: bool = False) -> s
         lines.append(f"  {versions_line(report)}")
         if "not_applicable" in report.streaming:
             lines.append(paint(f"  streaming check not applicable: {report.streaming['not_applicable']}", _DIM))
-        cells = _grid(report)
-        width = max(12, *(len(r) + 2 for r in report.runtimes))
-        lines.append(f"  {'case':<20}" + "".join(f"{r:>{width}}" for r in report.runtimes))
-        for case in report.cases:
-            row = f"  {case:<20}"
-            for runtime in report.runtimes:
-                cell = cells.get((runtime, case))
-                if cell is None:
-                    text, code = "-", _DIM
-                elif cell.state == "error":
-                    text, code = "ERROR", _RED
-                elif cell.state == "fail":
-                    text, code = "FAIL", _RED
-                else:
-                    text, code = (f"{cell.worst:.1e}" if cell.worst is not None else "ref"), _GREEN
-                row += " " * (width - len(text)) + paint(text, code)
-            lines.append(row)
-        for runtime, reason in report.skipped.items():
-            lines.append(paint(f"  skipped {runtime}: {reason}", _DIM))
-        for runtime in dict.fromkeys(x["runtime"] for x in report.left_out):
-            mine = [x for x in report.left_out if x["runtime"] == runtime]
-            lines.append(paint(f"  {runtime}: {len(mine)} case(s) left out ('-'): {mine[0]['reason']}", _DIM))
-        for error in report.errors:
-            lines.append(paint(f"  ERROR {error.artifact} | {error.runtime} | {error.case or 'load'}: {error.message}", _RED))
-        for c in report.failures:
-            lines.append(paint(f"  FAIL {describe_failure(c)}", _RED))
-        for loc in report.localizations:
-            lines.append(paint(f"  LOCATED {describe_localization(report.artifact, loc)}", _RED))
+        lines.extend("  " + line for line in render(_grid_table(report), color=color).splitlines())
+        lines.extend(paint(f"  {note}", _RED if note.startswith(("ERROR", "FAIL", "LOCATED")) else _DIM)
+                     for note in _notes(report))
         lines.append("")
     total = len(reports)
     bad = sum(not r.passed for r in reports)
     lines.append(f"{total - bad} of {total} artifact(s) passed" + (f", {bad} failed" if bad else "")
                  + " (cells: worst max abs error against torch, golden data and chunked streaming)")
     return "\n".join(lines)
+
+
+def _notes(report: ArtifactReport) -> list[str]:
+    """What the grid cannot show: skipped runtimes, left-out cases ('-'), errors, failures and
+    where they start, one line each, in that order."""
+    notes = [f"skipped {runtime}: {reason}" for runtime, reason in report.skipped.items()]
+    for runtime in dict.fromkeys(x["runtime"] for x in report.left_out):
+        mine = [x for x in report.left_out if x["runtime"] == runtime]
+        notes.append(f"{runtime}: {len(mine)} case(s) left out ('-'): {mine[0]['reason']}")
+    notes += [f"ERROR {e.artifact} | {e.runtime} | {e.case or 'load'}: {e.message}" for e in report.errors]
+    notes += [f"FAIL {describe_failure(c)}" for c in report.failures]
+    notes += [f"LOCATED {describe_localization(report.artifact, loc)}" for loc in report.localizations]
+    return notes
 
 
 def report_json(reports: Sequence[ArtifactReport]) -> dict[str, Any]:
@@ -181,73 +208,125 @@ def write_junit(reports: Sequence[ArtifactReport], path: str | Path) -> None:
     ET.ElementTree(suites).write(str(path), encoding="utf-8", xml_declaration=True)
 
 
-def write_html(reports: Sequence[ArtifactReport], path: str | Path) -> None:
-    """A self-contained page (inline CSS, no scripts, no network): summary table, a heatmap of
-    the worst error per runtime x case for each artifact, and every failure."""
+_HTML_STYLE = (
+    "body{font:14px system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+    "th{background:#f4f4f4}td.l,th.l{text-align:left}.pass{color:#106b10;font-weight:bold}"
+    ".fail{color:#b00;font-weight:bold}.skip{color:#777}.ok{background:#c6efce}.near{background:#ffeb9c}"
+    ".bad{background:#f4a0a0}.err{background:#b00;color:#fff}.ref{color:#555}li{margin:2px 0;font-family:monospace}"
+    ".legend span{display:inline-block;padding:2px 8px;margin-right:6px;border:1px solid #ccc}"
+    "svg{background:#fff;border:1px solid #ddd}svg text{font:11px system-ui,sans-serif}"
+)
+# A passing error up to this fraction of the tolerance is "well within it" (green); above it,
+# up to the tolerance, "close" (yellow); at or above the tolerance the check fails (red).
+_NEAR = 0.1
+_PLOT_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
+
+
+def _html_cell(cell: _Cell | None) -> str:
+    if cell is None:
+        return "<td class='skip' title='left out: see the notes below'>-</td>"
+    if cell.state == "error":
+        return "<td class='err' title='runtime error: see the notes below'>ERROR</td>"
+    if cell.state == "fail":
+        text = "FAIL" + (f" {cell.worst:.1e}" if cell.worst is not None else "")
+        return f"<td class='bad' title='outside the tolerance'>{text}</td>"
+    if cell.worst is None:
+        return "<td class='ref' title='the reference'>ref</td>"
+    css = "ok" if cell.worst <= _NEAR * cell.atol else "near"
+    return f"<td class='{css}' title='{cell.worst / cell.atol:.2g} x atol'>{cell.worst:.1e}</td>"
+
+
+def _svg_error_over_time(report: ArtifactReport, atol: float) -> str:
+    """Inline SVG: max abs error of ``output`` against torch at each time step of the longest
+    case, one line per runtime, log scale, with atol drawn for scale. Exact steps sit on the
+    floor line (1e-9)."""
+    series = {name: entry["errors"] for name, entry in report.error_over_time.items() if entry.get("errors")}
+    if not series:
+        return ""
+    case = next(iter(report.error_over_time.values()))["case"]
+    width, height, left, right, top, bottom = 720, 260, 60, 150, 20, 36
+    floor = 1e-9
+    steps = max(len(v) for v in series.values())
+    top_value = max([atol, *(max(v) for v in series.values())])
+    low, high = math.log10(floor), math.ceil(math.log10(top_value))
+
+    def x(i: int) -> float:
+        return left + (width - left - right) * (i / max(steps - 1, 1))
+
+    def y(value: float) -> float:
+        value = min(max(value, floor), 10 ** high) if math.isfinite(value) else 10 ** high
+        return top + (height - top - bottom) * (high - math.log10(value)) / (high - low)
+
     esc = html.escape
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>rnnexport validation</title><style>",
-        "body{font:14px system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}",
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}",
-        "td.l,th.l{text-align:left}.pass{color:#106b10;font-weight:bold}.fail{color:#b00;font-weight:bold}",
-        ".skip{color:#777}.err{background:#b00;color:#fff}li{margin:2px 0;font-family:monospace}",
-        "</style></head><body><h1>rnnexport validation</h1>",
-    ]
+    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
+             f"aria-label='max abs error per time step, {esc(case)}'>"]
+    for exponent in range(int(low), int(high) + 1, 2):
+        parts.append(f"<line x1='{left}' x2='{width - right}' y1='{y(10 ** exponent):.1f}' y2='{y(10 ** exponent):.1f}' "
+                     "stroke='#eee'/>")
+        parts.append(f"<text x='{left - 6}' y='{y(10 ** exponent) + 4:.1f}' text-anchor='end'>1e{exponent}</text>")
+    parts.append(f"<line x1='{left}' x2='{width - right}' y1='{y(atol):.1f}' y2='{y(atol):.1f}' stroke='#b00' "
+                 f"stroke-dasharray='4 3'/><text x='{width - right + 4}' y='{y(atol) + 4:.1f}' fill='#b00'>atol</text>")
+    window = max(1, math.ceil(steps / 240))  # at most 240 points a line: each the max of its window
+    for i, (name, errors) in enumerate(series.items()):
+        color = _PLOT_COLORS[i % len(_PLOT_COLORS)]
+        points = " ".join(f"{x(t):.1f},{y(max(errors[t:t + window])):.1f}" for t in range(0, len(errors), window))
+        parts.append(f"<polyline fill='none' stroke='{color}' stroke-width='1.5' points='{points}'/>")
+        parts.append(f"<text x='{width - right + 4}' y='{top + 16 + 14 * i}' fill='{color}'>{esc(name)}</text>")
+    binned = f", max over every {window} steps" if window > 1 else ""
+    parts.append(f"<text x='{(left + width - right) / 2}' y='{height - 8}' text-anchor='middle'>time step "
+                 f"(0..{steps - 1}) of {esc(case)}{binned}</text></svg>")
+    return "".join(parts)
+
+
+def write_html(reports: Sequence[ArtifactReport], path: str | Path) -> None:
+    """A self-contained page (inline CSS and SVG, no scripts, nothing fetched): a legend, a
+    summary table, and per artifact a heatmap of the worst error per case x runtime coloured by
+    its ratio to the tolerance, the notes the heatmap cannot show, and a plot of the error per
+    time step on the longest case."""
+    esc = html.escape
+    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>rnnexport validation</title>",
+             f"<style>{_HTML_STYLE}</style></head><body><h1>rnnexport validation</h1>"]
     total_bad = sum(not r.passed for r in reports)
     verdict = "<span class='pass'>all passed</span>" if not total_bad else f"<span class='fail'>{total_bad} failed</span>"
     parts.append(f"<p>{len(reports)} artifact(s): {verdict}</p>")
-    parts.append("<table><tr><th class='l'>artifact</th><th class='l'>result</th>"
-                 "<th class='l'>runtimes</th><th class='l'>versions</th></tr>")
+    parts.append("<p class='legend'>Cells: worst max abs error of the runtime on the case, against torch, the golden "
+                 f"data and chunked streaming. <span class='ok'>within {_NEAR:g} x atol</span>"
+                 "<span class='near'>close to atol</span><span class='bad'>FAIL: outside the tolerance</span>"
+                 "<span class='err'>ERROR</span><span class='ref'>ref: the reference</span>"
+                 "<span class='skip'>- left out (see notes)</span></p>")
+    lines = dict.fromkeys(versions_line(r) for r in reports)
+    for line in lines:
+        parts.append(f"<p class='skip'>{esc(line)}</p>")
+    parts.append("<table><tr><th class='l'>artifact</th><th class='l'>result</th><th class='l'>runtimes</th></tr>")
     for report in reports:
         status = "<span class='pass'>PASS</span>" if report.passed else "<span class='fail'>FAIL</span>"
-        runtimes = ", ".join(
-            f"{esc(name)}: {esc(entry['status'])}" for name, entry in report.runtime_summary().items()
-        )
+        runtimes = ", ".join(f"{esc(name)}: {esc(entry['status'])}" for name, entry in report.runtime_summary().items())
         parts.append(f"<tr><td class='l'><a href='#{esc(report.artifact)}'>{esc(report.artifact)}</a></td>"
-                     f"<td class='l'>{status}</td><td class='l'>{runtimes}</td>"
-                     f"<td class='l'>{esc(versions_line(report))}</td></tr>")
+                     f"<td class='l'>{status}</td><td class='l'>{runtimes}</td></tr>")
     parts.append("</table>")
     for report in reports:
         cells = _grid(report)
-        parts.append(f"<h2 id='{esc(report.artifact)}'>{esc(report.artifact)}</h2><p>{esc(report.path)}</p>")
+        atol = min((c.atol for c in report.comparisons), default=1e-5)
+        parts.append(f"<h2 id='{esc(report.artifact)}'>{esc(report.artifact)}</h2><p class='skip'>{esc(report.path)}</p>")
         parts.append("<table><tr><th class='l'>case</th>" + "".join(f"<th>{esc(r)}</th>" for r in report.runtimes) + "</tr>")
         for case in report.cases:
-            row = [f"<td class='l'>{esc(case)}</td>"]
-            for runtime in report.runtimes:
-                cell = cells.get((runtime, case))
-                if cell is None:
-                    row.append("<td class='skip'>-</td>")
-                elif cell.state == "error":
-                    row.append("<td class='err' title='runtime error'>ERROR</td>")
-                else:
-                    worst = cell.worst if cell.worst is not None else 0.0
-                    color = _heat(worst, cell.atol, cell.state == "fail")
-                    text = "FAIL " if cell.state == "fail" else ""
-                    row.append(f"<td style='background:{color}'>{text}{worst:.1e}</td>")
-            parts.append("<tr>" + "".join(row) + "</tr>")
+            row = "".join(_html_cell(cells.get((runtime, case))) for runtime in report.runtimes)
+            parts.append(f"<tr><td class='l'>{esc(case)}</td>{row}</tr>")
         parts.append("</table>")
-        notes = [f"skipped {name}: {reason}" for name, reason in report.skipped.items()]
-        notes += [f"ERROR {e.runtime} | {e.case or 'load'}: {e.message}" for e in report.errors]
-        notes += [f"FAIL {describe_failure(c)}" for c in report.failures]
-        notes += [f"LOCATED {describe_localization(report.artifact, loc)}" for loc in report.localizations]
-        if notes:
-            parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
-    parts.append("<p class='skip'>Cells: worst max abs error of the runtime on the case (against torch, golden "
-                 "data and chunked streaming); colour from green (exact) through yellow to red (at or above atol).</p>")
+        notes = _notes(report)
+        if "not_applicable" in report.streaming:
+            notes.insert(0, f"streaming check not applicable: {report.streaming['not_applicable']}")
+        elif report.streaming.get("chunks"):
+            chunks = "; ".join(f"{case} in chunks {chunks}" for case, chunks in report.streaming["chunks"].items())
+            notes.insert(0, f"streaming check: {chunks}")
+        parts.append("<ul>" + "".join(f"<li>{esc(n)}</li>" for n in notes) + "</ul>")
+        plot = _svg_error_over_time(report, atol)
+        if plot:
+            parts.append("<h3>Error per time step</h3><p class='skip'>Does error accumulate along the sequence? Max "
+                         "abs error of <code>output</code> against torch at each step of the longest case.</p>" + plot)
     parts.append("</body></html>\n")
     Path(path).write_text("".join(parts), encoding="utf-8")
-
-
-def _heat(error: float, atol: float, failed: bool) -> str:
-    """Background colour: green at 0, yellow around atol/100, red at atol and for failures."""
-    if failed:
-        return "#f4a0a0"
-    if error <= 0:
-        return "#c8f0c8"
-    position = min(1.0, max(0.0, (math.log10(error) - math.log10(atol) + 6) / 6))  # 1e-6*atol .. atol
-    red = int(200 + 55 * position)
-    green = int(240 - 60 * position)
-    return f"#{red:02x}{green:02x}a0"
 
 
 class Progress:

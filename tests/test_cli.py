@@ -245,3 +245,54 @@ def test_python_m_entry_point():
     done = subprocess.run([sys.executable, "-m", "rnnexport", "list"], capture_output=True, text=True,
                           cwd=REPO, timeout=120, env={**os.environ})
     assert done.returncode == 0 and "single_layer" in done.stdout
+
+
+def test_export_help_offers_no_cases_and_no_validate_refuses_report_files(cli, tmp_path):
+    done = run_process("export", "--help")
+    assert done.returncode == 0 and "--cases" not in done.stdout and "--max-memory" in done.stdout
+    for flag in ("--json", "--junit", "--html"):
+        code, _, err = cli("export", "deep", "--out", tmp_path, "--no-validate", flag, tmp_path / "r")
+        assert code == 2 and f"{flag} reports on validation, which --no-validate turns off" in err
+    assert not (tmp_path / "deep").exists()
+
+
+def test_list_json_and_runtimes(cli):
+    code, out, _ = cli("list", "--json")
+    assert code == 0
+    assert json.loads(out)["deep_bidirectional"]["module"] == "nn.RNN(5, 8, num_layers=3, batch_first=True, bidirectional=True)"
+    code, out, _ = cli("list", "--runtimes", "--json")
+    rows = json.loads(out)
+    from rnnexport.runtimes import RUNTIMES
+
+    assert list(rows) == list(RUNTIMES)
+    assert rows["torchscript"]["loads_code"] and not rows["onnxruntime-cpu"]["loads_code"]
+    assert rows["onnxruntime-cuda"]["available"] is (rows["onnxruntime-cuda"]["reason"] is None)
+    code, out, _ = cli("list", "--runtimes")
+    assert code == 0 and "torchscript" in out and "(loads model.pt, code)" in out
+
+
+def test_spec_built_directly_is_validated():
+    from rnnexport.errors import SpecError
+    from rnnexport.spec import RNNSpec
+
+    with pytest.raises(SpecError, match="invalid value for 'name'"):
+        RNNSpec(name="x y", input_size=5, hidden_size=8)
+    with pytest.raises(SpecError, match="invalid value for 'cell'"):
+        RNNSpec(name="x", input_size=5, hidden_size=8, cell="banana")
+    with pytest.raises(SpecError, match="invalid value for 'input_size'"):
+        RNNSpec(name="x", input_size=-1, hidden_size=8)
+    with pytest.raises(SpecError, match="expected int, got bool"):
+        RNNSpec(name="x", input_size=True, hidden_size=8)
+
+
+def test_spec_from_flags_names_what_it_builds():
+    from rnnexport.spec import spec_from_flags
+
+    spec = spec_from_flags(cell="lstm", input_size=5, hidden_size=8, num_layers=2, bidirectional=True, proj_size=3,
+                           bias=False)
+    assert spec.name == "lstm_i5_h8_l2_bi_p3_nobias"
+    assert spec.module_description() == "nn.LSTM(5, 8, num_layers=2, bias=False, bidirectional=True, proj_size=3)"
+    from rnnexport.errors import UsageError
+
+    with pytest.raises(UsageError, match="needs hidden_size"):
+        spec_from_flags(cell="gru", input_size=5, hidden_size=None)

@@ -96,9 +96,32 @@ def test_html_report_is_self_contained(tmp_path, artifact_copy):
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert not re.search(r"(src|href)\s*=\s*['\"]?(https?:|//)", page), "external resource in the page"
     assert "<script" not in page and "@import" not in page and "url(" not in page
-    assert "seq_first" in page and "FAIL deep | onnxruntime-cpu" in page and "background:" in page
-    for tag in ("table", "tr", "ul", "h2"):
+    assert "seq_first" in page and "FAIL deep | onnxruntime-cpu" in page
+    for tag in ("table", "tr", "ul", "h2", "svg"):
         assert page.count(f"<{tag}") == page.count(f"</{tag}>"), tag
+    # Colours by the ratio to the tolerance, the legend before the first table, notes for '-'.
+    assert "class='ok'" in page and "class='bad'" in page and page.index("class='legend'") < page.index("<table")
+    assert page.count("golden data made with") == 1
+    assert "streaming check: b3xs17-h0zero in chunks [5, 1, 11]" in page
+    # One error-over-time plot per artifact, a line per runtime that was compared with torch.
+    assert page.count("<svg") == 2 and page.count("<polyline") == len(reports[0].error_over_time) + 1
+
+
+def test_html_notes_explain_left_out_cells(tmp_path):
+    report = validate_artifact(MODELS / "deep", runtimes=["onnx-reference"], cases=[Case(2, 1000, "zero")])
+    write_html([report], tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text()
+    assert "<td class='skip'" in page and "onnx-reference: 1 case(s) left out" in page
+    # torch on a case without golden data is the reference itself: "ref", not an error of 0.
+    assert "<td class='l'>b2xs1000-h0zero</td><td class='ref' title='the reference'>ref</td>" in page
+
+
+def test_error_over_time_is_per_step_on_the_longest_case():
+    report = validate_artifact(MODELS / "seq_first", runtimes=["onnxruntime-cpu"],
+                               cases=[Case(3, 17, "zero"), Case(2, 40, "random")])
+    entry = report.error_over_time["onnxruntime-cpu"]
+    assert entry["case"] == "b2xs40-h0random" and len(entry["errors"]) == 40
+    assert 0 < max(entry["errors"]) < 1e-5
 
 
 def test_cli_html_and_versions(cli, tmp_path):
