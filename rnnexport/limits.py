@@ -106,7 +106,7 @@ def check_memory(what: str, estimate: int, limit: int | None) -> None:
     limit = default_max_memory() if limit is None else limit
     if estimate > limit:
         raise UsageError(
-            f"{what} needs an estimated {format_bytes(estimate)}, over the memory limit of {format_bytes(limit)} "
+            f"{what} would need an estimated {format_bytes(estimate)}, over the memory limit of {format_bytes(limit)} "
             f"(--max-memory; default {DEFAULT_FRACTION:.0%} of the memory available now); use smaller sizes "
             "or raise --max-memory"
         )

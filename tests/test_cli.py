@@ -296,3 +296,12 @@ def test_spec_from_flags_names_what_it_builds():
 
     with pytest.raises(UsageError, match="needs hidden_size"):
         spec_from_flags(cell="gru", input_size=5, hidden_size=None)
+
+
+def test_cli_import_and_help_stay_light():
+    """`import rnnexport.cli` (and so `rnnexport --help`) loads neither torch nor the report
+    libraries: rich, numpy and onnx are imported when a command needs them."""
+    code = ("import sys, rnnexport.cli; heavy = [m for m in ('torch', 'rich', 'numpy', 'onnx', 'onnxruntime') "
+            "if m in sys.modules]; print(heavy)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"

@@ -224,8 +224,8 @@ def test_export_fits_on_a_small_filesystem(small_tmpfs):
 @pytest.mark.parametrize(
     ("key", "value", "match"),
     [
-        ("hidden_size", 10_000_000, "the weights needs an estimated"),
-        ("seq_len", 1_000_000_000, "needs an estimated"),
+        ("hidden_size", 10_000_000, "the weights would need an estimated"),
+        ("seq_len", 1_000_000_000, "would need an estimated"),
         ("num_layers", 1_000_000, "invalid value for 'num_layers'"),
         ("input_size", 2**40, "invalid value for 'input_size'"),
     ],
@@ -242,7 +242,7 @@ def test_oversize_specs_are_refused_up_front(tmp_path, key, value, match):
 
 def test_oversize_validation_case_is_refused(cli):
     code, _, err = cli("validate", MODELS / "deep", "--cases", "100000x100000")
-    assert code == 2 and "case b100000xs100000-h0random needs an estimated" in err and "GiB" in err
+    assert code == 2 and "case b100000xs100000-h0random would need an estimated" in err and "GiB" in err
 
 
 def test_max_memory_option(cli):

@@ -119,9 +119,10 @@ def test_plugin_failure_is_reported_once_and_paths_are_the_ini_files(tmp_path):
         def test_missing(rnnexport_check):
             rnnexport_check("artifacts/nothing-here")
     """))
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_paths.py"],
+    # -rN: no short summary, whose line is cut to the terminal width (so it may or may not repeat it)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rN", "-p", "no:cacheprovider", "test_paths.py"],
                           cwd=project / "tests", capture_output=True, text=True, timeout=600)
     assert "1 failed, 1 passed" in done.stdout, done.stdout[-3000:]
-    assert done.stdout.count("nothing-here: no such file or directory") == 1  # (the summary line is cut short)
+    assert done.stdout.count("nothing-here: no such file or directory") == 1
     assert f"{project / 'artifacts' / 'nothing-here'}: no such file" in done.stdout
     assert "During handling of the above exception" not in done.stdout
