@@ -46,6 +46,34 @@ def _memory_size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _add_jobs(p: argparse.ArgumentParser, what: str, default: int | None = None) -> None:
+    cores = os.cpu_count() or 1
+    text = f"the number of cores, {cores} here" if default is None else str(default)
+    p.add_argument("--jobs", type=_positive_int, default=cores if default is None else default, metavar="N",
+                   help=f"{what} (default: {text})")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _shard(text: str) -> tuple[int, int]:
+    k, _, n = text.partition("/")
+    try:
+        shard = int(k), int(n)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N (e.g. 2/4), got {text!r}") from None
+    if not 1 <= shard[0] <= shard[1]:
+        raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N, got {text!r}")
+    return shard
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rnnexport", description=(
         "Export PyTorch recurrent networks to TorchScript and ONNX and validate them on every "
@@ -69,6 +97,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--torchscript", choices=["script", "trace"], default="script",
                    help="how model.pt is compiled (default: script)")
     p.add_argument("--no-validate", action="store_true", help="write without validating")
+    _add_jobs(p, "configurations exported at once, each in its own process", default=1)
     p.add_argument("--lock-timeout", type=_nonnegative_float, default=None, metavar="S",
                    help="seconds to wait while another export of the same name into the same folder runs "
                         "(default 600), then exit 2")
@@ -110,6 +139,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="DIR", help="artifact folders, or folders of them")
     p.add_argument("--untrusted", action="store_true",
                    help="load only data formats; skip torchscript, torch-export and libtorch-cpp (they load code)")
+    _add_jobs(p, "artifacts validated at once, each in its own process")
+    p.add_argument("--shard", type=_shard, default=None, metavar="K/N",
+                   help="validate only shard K of N (a stable subset by folder name), e.g. one per CI machine")
     _add_validation_args(p)
     return parser
 
@@ -217,7 +249,7 @@ def _check_unique_names(specs, sources: list[str]) -> None:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from rnnexport.errors import ValidationFailed
-    from rnnexport.export import DEFAULT_OPSET, export_spec
+    from rnnexport.export import DEFAULT_OPSET, export_specs
     from rnnexport.spec import catalog, get_spec
 
     if sum(map(bool, (args.all, args.configs, args.cell))) > 1:
@@ -238,19 +270,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if wanted:
             raise UsageError(f"{wanted[0]} reports on validation, which --no-validate turns off; drop one of them")
     reports, failed = [], []
-    for spec in specs:
-        try:
-            result = export_spec(
-                spec, args.out, exporter=args.exporter,
-                opset=DEFAULT_OPSET if args.opset is None else args.opset,
-                torchscript_method=args.torchscript, validate=not args.no_validate,
-                runtimes=args.runtimes, tolerance=tolerance, max_memory=args.max_memory,
-                **({} if args.lock_timeout is None else {"lock_timeout": args.lock_timeout}),
-            )
-        except ValidationFailed as exc:
-            failed.append(str(exc))
-            if exc.report is not None:
-                reports.append(exc.report)
+    outcomes = export_specs(
+        specs, args.out, jobs=args.jobs, exporter=args.exporter,
+        opset=DEFAULT_OPSET if args.opset is None else args.opset,
+        torchscript_method=args.torchscript, validate=not args.no_validate,
+        runtimes=args.runtimes, tolerance=tolerance, max_memory=args.max_memory,
+        **({} if args.lock_timeout is None else {"lock_timeout": args.lock_timeout}),
+    )
+    for result in outcomes:
+        if isinstance(result, ValidationFailed):
+            failed.append(str(result))
+            if result.report is not None:
+                reports.append(result.report)
             continue
         for note in result.notes:
             print(f"note: {note}", file=sys.stderr)
@@ -274,7 +305,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         reports = validate_paths(args.paths, runtimes=args.runtimes, tolerance=_tolerance(args), cases=_cases(args),
                                  on_step=progress, on_plan=progress.plan, trusted=not args.untrusted,
-                                 max_memory=args.max_memory)
+                                 max_memory=args.max_memory, jobs=args.jobs, shard=args.shard)
     finally:
         progress.close()
     return _finish(reports, args)

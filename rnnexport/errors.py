@@ -53,3 +53,6 @@ class ValidationFailed(RNNExportError):
     def __init__(self, message: str, report: object = None) -> None:
         super().__init__(message)
         self.report = report
+
+    def __reduce__(self):  # keep the report when sent back from a worker process (--jobs)
+        return type(self), (str(self), self.report)

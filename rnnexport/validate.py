@@ -17,13 +17,13 @@ import numpy as np
 
 from rnnexport.artifacts import Artifact, discover_artifacts, open_artifact, versions
 from rnnexport.compare import Comparison, Tolerance, compare_arrays, failures
-from rnnexport.errors import RNNExportError, RuntimeUnavailableError
+from rnnexport.errors import RNNExportError, RuntimeUnavailableError, UsageError
 from rnnexport.inputs import Case, check_feeds, default_sweep, make_inputs
 from rnnexport.invariants import check_invariants
 from rnnexport.runtimes import make_runner, resolve_runtimes
 from rnnexport.spec import RNNSpec
 
-__all__ = ["ArtifactReport", "RunError", "planned_steps", "validate_artifact", "validate_paths"]
+__all__ = ["ArtifactReport", "RunError", "planned_steps", "select_shard", "validate_artifact", "validate_paths"]
 
 
 @dataclass(frozen=True)
@@ -388,6 +388,8 @@ def validate_paths(
     max_memory: int | None = None,
     require_runnable: bool = True,
     on_plan: Callable[[int], None] | None = None,
+    jobs: int = 1,
+    shard: tuple[int, int] | None = None,
 ) -> list[ArtifactReport]:
     """Validate every artifact folder found under `paths` (folders, or folders of folders).
 
@@ -399,20 +401,81 @@ def validate_paths(
     `max_memory`: see `validate_artifact`. `on_plan` is called once, before anything runs, with
     the number of steps `on_step` will then see (a progress bar's total).
 
+    Args:
+        jobs: Artifacts validated at once, each in its own worker process (default 1: in this
+            process). Reports come back in the order of the artifacts either way.
+        shard: ``(k, n)``: validate only the k-th of n stable shards (1-based), chosen by a hash
+            of each folder's name, so a CI matrix of n machines covers every artifact once.
+
     Raises:
         RuntimeUnavailableError: a runtime that was asked for can run none of the artifacts.
+        UsageError: bad `jobs` or `shard`.
     """
-    artifacts = [open_artifact(path, max_memory=max_memory) for path in discover_artifacts(list(paths))]
+    folders = discover_artifacts(list(paths))
+    if shard is not None:
+        folders = select_shard(folders, *shard)
+    artifacts = [open_artifact(path, max_memory=max_memory) for path in folders]
     if runtimes is not None:
         resolve_runtimes(runtimes, trusted=trusted)  # unknown or unavailable: before the scan below
         for name in dict.fromkeys(runtimes if require_runnable else []):
             reasons = {a.name: make_runner(name, a).unsupported_reason() for a in artifacts}
-            if all(reasons.values()):
+            if artifacts and all(reasons.values()):
                 artifact, reason = next(iter(reasons.items()))
                 raise RuntimeUnavailableError(f"runtime {name!r} was asked for but cannot run any of the artifacts "
                                               f"(e.g. {artifact}: {reason})")
+    plans = [planned_steps(a, runtimes=runtimes, cases=cases, trusted=trusted) for a in artifacts]
     if on_plan is not None:
-        on_plan(sum(planned_steps(a, runtimes=runtimes, cases=cases, trusted=trusted) for a in artifacts))
-    return [validate_artifact(a, runtimes=runtimes, tolerance=tolerance, cases=cases, on_step=on_step,
-                              trusted=trusted, max_memory=max_memory, skip_unsupported=True)
-            for a in artifacts]
+        on_plan(sum(plans))
+    options = dict(runtimes=runtimes, tolerance=tolerance, cases=cases, trusted=trusted, max_memory=max_memory,
+                   skip_unsupported=True)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise UsageError(f"jobs must be an integer >= 1, got {jobs!r}")
+    if jobs == 1 or len(artifacts) <= 1:
+        return [validate_artifact(a, on_step=on_step, **options) for a in artifacts]
+    return _validate_in_processes(artifacts, plans, jobs, options, on_step)
+
+
+def select_shard(folders: list[Path], k: int, n: int) -> list[Path]:
+    """The folders of shard `k` of `n` (1-based): those whose name's sha256 is ``k - 1`` modulo
+    `n`. Stable: adding or removing an artifact moves no other one to another shard.
+
+    Raises:
+        UsageError: unless ``1 <= k <= n``.
+    """
+    import hashlib
+
+    if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n):
+        raise UsageError(f"shard {k}/{n}: expected K/N with 1 <= K <= N")
+    return [f for f in folders if int(hashlib.sha256(Path(f).name.encode()).hexdigest(), 16) % n == k - 1]
+
+
+def _validate_in_worker(path: str, options: dict[str, Any]) -> ArtifactReport:
+    # One thread per runtime in a worker: `jobs` workers share the cores instead of each
+    # runtime's thread pool claiming all of them.
+    from rnnexport.runtimes import RUNTIMES
+
+    return validate_artifact(path, runner_options={name: {"threads": 1} for name in RUNTIMES}, **options)
+
+
+def _validate_in_processes(
+    artifacts: list[Artifact], plans: list[int], jobs: int, options: dict[str, Any],
+    on_step: Callable[[str, str, str], None] | None,
+) -> list[ArtifactReport]:
+    """Each artifact in a worker process (``spawn``: torch's threads do not survive a fork);
+    progress advances by an artifact's planned steps when it is done."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(artifacts)), mp_context=context) as pool:
+        futures = {pool.submit(_validate_in_worker, str(a.path), options): i for i, a in enumerate(artifacts)}
+        try:
+            for future in as_completed(futures):
+                index = futures[future]
+                if future.exception() is None and on_step is not None:
+                    for _ in range(plans[index]):
+                        on_step(artifacts[index].name, "*", "done")
+            return [future.result() for future in sorted(futures, key=futures.get)]
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise

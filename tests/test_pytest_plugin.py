@@ -126,3 +126,15 @@ def test_plugin_failure_is_reported_once_and_paths_are_the_ini_files(tmp_path):
     assert done.stdout.count("nothing-here: no such file or directory") == 1
     assert f"{project / 'artifacts' / 'nothing-here'}: no such file" in done.stdout
     assert "During handling of the above exception" not in done.stdout
+
+
+def test_plugin_under_pytest_xdist(tmp_path):
+    """A large set of artifacts spread over processes with pytest-xdist (`-n 2`): each worker
+    collects the same parametrization and validates its share."""
+    import pytest
+
+    pytest.importorskip("xdist", reason="pytest-xdist is not installed (pip install 'rnnexport[test]')")
+    project = make_project(tmp_path)
+    done = run_pytest(project, "-n", "2", "--rnnexport-runtimes", "onnxruntime-cpu")
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "3 passed" in done.stdout

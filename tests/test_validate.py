@@ -10,6 +10,7 @@ import pytest
 from onnx import numpy_helper
 
 from rnnexport.compare import Tolerance
+from rnnexport.errors import UsageError
 from rnnexport.inputs import Case
 from rnnexport.validate import validate_artifact
 from tests.conftest import MODELS, mutate_onnx, perturb_weight, restamp, rnn_weights, set_array
@@ -149,3 +150,51 @@ def test_nan_in_runtime_output_is_caught(monkeypatch):
     report = validate_artifact(MODELS / "deep", runtimes=["onnxruntime-cpu"], cases=QUICK)
     nan_failures = [c for c in report.failures if c.output == "h_n" and c.against == "torch"]
     assert nan_failures and all(c.nonfinite_mismatches == 1 for c in nan_failures)
+
+
+def test_jobs_keep_the_order_and_the_verdicts(artifact_copy, cli):
+    """--jobs 2 validates in worker processes; the reports come back in the artifacts' order
+    with the same verdicts and exit code as in one process."""
+    folder = artifact_copy("deep")
+    perturb_weight(folder, 0, "W", (0, 1, 1), 0.05)
+    shutil.copytree(MODELS / "seq_first", folder.parent / "seq_first")
+    shutil.copytree(MODELS / "single_layer", folder.parent / "single_layer")
+    outputs = {}
+    for jobs in ("1", "2"):
+        code, out, _ = cli("validate", folder.parent, "--runtimes", "onnxruntime-cpu", "--cases", "3x17", "--jobs", jobs)
+        outputs[jobs] = (code, [line for line in out.splitlines() if line.endswith((")  PASS", ")  FAIL"))])
+    assert outputs["1"] == outputs["2"]
+    assert outputs["2"][0] == 1 and [line.split()[0] for line in outputs["2"][1]] == ["deep", "seq_first", "single_layer"]
+
+
+def test_shards_cover_every_artifact_once_and_stay_put(tmp_path):
+    from rnnexport.validate import select_shard
+
+    folders = [tmp_path / f"artifact_{i}" for i in range(40)]
+    shards = [select_shard(folders, k, 4) for k in range(1, 5)]
+    assert sorted(sum(shards, [])) == sorted(folders)
+    assert all(shards)  # 40 names over 4 shards: none empty
+    assert set(shards[1]) <= set(select_shard([*folders, tmp_path / "new"], 2, 4))  # adding one moves no other
+    with pytest.raises(UsageError, match="1 <= K <= N"):
+        select_shard(folders, 5, 4)
+
+
+def test_shard_option(cli):
+    seen = set()
+    for k in (1, 2):
+        code, out, _ = cli("validate", MODELS, "--shard", f"{k}/2", "--runtimes", "onnxruntime-cpu", "--cases", "1x1",
+                           "--jobs", "1")
+        assert code == 0
+        seen |= {line.split()[0] for line in out.splitlines() if line.endswith(")  PASS")}
+    assert seen == {"deep", "deep_bidirectional", "seq_first", "single_layer"}
+    code, _, err = cli("validate", MODELS, "--shard", "3/2")
+    assert code == 2 and "1 <= K <= N" in err
+
+
+def test_validation_failed_survives_a_worker_process():
+    import pickle
+
+    from rnnexport.errors import ValidationFailed
+
+    failure = pickle.loads(pickle.dumps(ValidationFailed("deep: does not match", {"report": 1})))
+    assert str(failure) == "deep: does not match" and failure.report == {"report": 1}

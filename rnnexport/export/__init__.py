@@ -31,7 +31,7 @@ from rnnexport.errors import RNNExportError, UsageError, ValidationFailed
 from rnnexport.inputs import golden_cases, make_inputs
 from rnnexport.spec import RNNSpec
 
-__all__ = ["DEFAULT_OPSET", "EXPORTERS", "ExportResult", "default_exporter", "export_spec"]
+__all__ = ["DEFAULT_OPSET", "EXPORTERS", "ExportResult", "default_exporter", "export_spec", "export_specs"]
 
 EXPORTERS = ("legacy", "dynamo")
 DEFAULT_OPSET = 18
@@ -121,6 +121,42 @@ def export_spec(
     return result
 
 
+def export_specs(
+    specs: list[RNNSpec], out_dir: str | Path = "models", *, jobs: int = 1, **options: Any
+) -> list[ExportResult | ValidationFailed]:
+    """Export several specs like `export_spec` (same `options`), `jobs` at once.
+
+    With ``jobs > 1`` each spec is exported in a worker process (``spawn``). Returns, in the
+    order of `specs`, each `ExportResult`, or the `ValidationFailed` of a spec whose artifact
+    did not match PyTorch (it was not installed); any other error is raised.
+
+    Raises:
+        UsageError: bad `jobs`, and whatever `export_spec` raises other than ValidationFailed.
+    """
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise UsageError(f"jobs must be an integer >= 1, got {jobs!r}")
+    if jobs == 1 or len(specs) <= 1:
+        return [_export_or_failure(spec, str(out_dir), options) for spec in specs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")  # torch's threads do not survive a fork
+    with ProcessPoolExecutor(max_workers=min(jobs, len(specs)), mp_context=context) as pool:
+        futures = [pool.submit(_export_or_failure, spec, str(out_dir), options) for spec in specs]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+
+
+def _export_or_failure(spec: RNNSpec, out_dir: str, options: dict[str, Any]) -> ExportResult | ValidationFailed:
+    try:
+        return export_spec(spec, out_dir, **options)
+    except ValidationFailed as exc:
+        return exc
+
+
 def _check_exporter(exporter: str | None, opset: int, notes: list[str]) -> str:
     """The exporter to use (the default one, with a note, when None); checked before anything is written."""
     if exporter is None:
@@ -163,7 +199,7 @@ def _write_models(
     from rnnexport.builder import build_module
     from rnnexport.export.onnx_dynamo import export_onnx_dynamo, export_program, save_program
     from rnnexport.export.onnx_legacy import export_onnx_legacy
-    from rnnexport.export.torchscript import export_torchscript
+    from rnnexport.export.torchscript import start_torchscript
     from rnnexport.limits import weight_bytes
 
     module = build_module(spec)
@@ -172,24 +208,30 @@ def _write_models(
     with writing(stage, "weights.pt", size) as path:
         torch.save(module.state_dict(), path)
     with writing(stage, "model.pt", 2 * size) as path:
-        warnings["torchscript"] = export_torchscript(spec, stage / "weights.pt", path, method=torchscript_method)
-    program, warnings["torch.export"] = export_program(module, spec)
-    with writing(stage, "model.pt2", 2 * size) as path:
-        save_program(program, path)
-    files = ["model.pt", "model.pt2", "weights.pt", "golden.npz"]
-    if spec.proj_size:
-        # Refused, never approximated: ONNX's LSTM has no projection.
-        onnx_refused = (f"{spec.name}: no model.onnx: the ONNX LSTM op has no projection (proj_size="
-                        f"{spec.proj_size}); model.pt and model.pt2 are written and validated")
-        notes.append(onnx_refused)
-        return files, warnings, onnx_refused
-    with writing(stage, "model.onnx", 2 * size) as path:
-        if exporter == "legacy":
-            warnings["onnx"] = export_onnx_legacy(module, spec, path, opset=opset)
+        # Compiles in its own process (mostly importing torch) while this one exports the rest.
+        compiler = start_torchscript(spec, stage / "weights.pt", path, method=torchscript_method)
+    with compiler:
+        program, warnings["torch.export"] = export_program(module, spec)
+        with writing(stage, "model.pt2", 2 * size) as path:
+            save_program(program, path)
+        files = ["model.pt", "model.pt2", "weights.pt", "golden.npz"]
+        onnx_refused = None
+        if spec.proj_size:
+            # Refused, never approximated: ONNX's LSTM has no projection.
+            onnx_refused = (f"{spec.name}: no model.onnx: the ONNX LSTM op has no projection (proj_size="
+                            f"{spec.proj_size}); model.pt and model.pt2 are written and validated")
+            notes.append(onnx_refused)
         else:
-            warnings["onnx"] = export_onnx_dynamo(program, spec, path, opset=opset)
-    _check_onnx(stage / "model.onnx")
-    return ["model.onnx", *files], warnings, None
+            with writing(stage, "model.onnx", 2 * size) as path:
+                if exporter == "legacy":
+                    warnings["onnx"] = export_onnx_legacy(module, spec, path, opset=opset)
+                else:
+                    warnings["onnx"] = export_onnx_dynamo(program, spec, path, opset=opset)
+            _check_onnx(stage / "model.onnx")
+            files.insert(0, "model.onnx")
+        with writing(stage, "model.pt", None):  # space was checked when it started
+            warnings["torchscript"] = compiler.result()
+    return files, warnings, onnx_refused
 
 
 def _write_golden(spec: RNNSpec, stage: Path) -> None:
@@ -269,18 +311,20 @@ def _validate_staged(
 
 
 @contextlib.contextmanager
-def writing(stage: Path, name: str, estimate: int) -> Iterator[Path]:
+def writing(stage: Path, name: str, estimate: int | None) -> Iterator[Path]:
     """Yield ``stage/name`` to write; a full disk becomes one clear error.
 
-    Free space is checked against `estimate` first: some of torch's writers abort the whole
-    process (SIGABRT from C++) when the disk fills up mid-write, so they must not start.
+    Free space is checked against `estimate` first (None: not checked): some of torch's
+    writers abort the whole process (SIGABRT from C++) when the disk fills up mid-write, so they
+    must not start.
 
     Raises:
         UsageError: "no space left on device while writing <name>", or another OS error.
     """
     from rnnexport.limits import check_free_space, nearly_full, no_space
 
-    check_free_space(stage, name, estimate)
+    if estimate is not None:
+        check_free_space(stage, name, estimate)
     try:
         yield stage / name
     except OSError as exc:

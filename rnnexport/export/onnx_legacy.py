@@ -7,6 +7,7 @@ Emits one native ONNX ``RNN``, ``GRU`` or ``LSTM`` op per layer. Batch and seque
 
 from __future__ import annotations
 
+import functools
 import inspect
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,8 +22,9 @@ if TYPE_CHECKING:
 __all__ = ["export_onnx_legacy", "legacy_exporter_available"]
 
 
+@functools.lru_cache(maxsize=1)
 def legacy_exporter_available() -> bool:
-    """Whether the installed torch still has the TorchScript-based ONNX exporter."""
+    """Whether the installed torch still has the TorchScript-based ONNX exporter (looked up once)."""
     import torch
 
     if "dynamo" not in inspect.signature(torch.onnx.export).parameters:

@@ -28,7 +28,7 @@ from rnnexport.spec import RNNSpec, spec_from_dict
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["METHODS", "compile_and_save", "export_torchscript"]
+__all__ = ["METHODS", "TorchScriptJob", "compile_and_save", "export_torchscript", "start_torchscript"]
 
 METHODS = ("script", "trace")
 
@@ -52,8 +52,61 @@ def compile_and_save(module: torch.nn.Module, spec: RNNSpec, path: Path, *, meth
     return messages
 
 
+class TorchScriptJob:
+    """A TorchScript compilation running in its own fresh process (see the module docstring).
+
+    Started by `start_torchscript`, so the caller can do other work (the ONNX exports) while it
+    compiles; `result` waits for it. Use as a context manager: leaving the block before `result`
+    (an error elsewhere) kills the process, so it never writes into an abandoned folder.
+    """
+
+    def __init__(self, spec: RNNSpec, weights: Path, path: Path, method: str) -> None:
+        self.spec = spec
+        request = json.dumps({"spec": spec.to_dict(), "weights": str(weights), "path": str(path), "method": method})
+        env = {**os.environ, "PYTHONHASHSEED": "0", _PARENT_ENV: str(os.getpid())}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "rnnexport.export.torchscript"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env=env,
+        )
+        self._request = request
+
+    def result(self) -> list[str]:
+        """Wait for the compilation; returns the warnings torch raised.
+
+        Raises:
+            ExportError: the compiling process failed; its last error line is in the message.
+        """
+        stdout, stderr = self._process.communicate(self._request)
+        if self._process.returncode != 0:
+            last = (stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise ExportError(f"{self.spec.name}: TorchScript compilation failed: {last}")
+        return json.loads(stdout.strip().splitlines()[-1])
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.communicate()
+
+    def __enter__(self) -> TorchScriptJob:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def start_torchscript(spec: RNNSpec, weights: Path, path: Path, *, method: str = "script") -> TorchScriptJob:
+    """Start compiling the module rebuilt from `weights` (a state dict file) into `path`.
+
+    Raises:
+        UsageError: unknown `method` (valid: script, trace).
+    """
+    if method not in METHODS:
+        raise UsageError(f"unknown TorchScript method {method!r}; valid: {', '.join(METHODS)}")
+    return TorchScriptJob(spec, weights, path, method)
+
+
 def export_torchscript(spec: RNNSpec, weights: Path, path: Path, *, method: str = "script") -> list[str]:
-    """Compile the module rebuilt from `weights` (a state dict file) in a fresh process.
+    """Compile the module rebuilt from `weights` in a fresh process and wait for it.
 
     Returns the warnings torch raised (TorchScript is deprecated in torch 2.13), recorded
     instead of printed.
@@ -62,18 +115,8 @@ def export_torchscript(spec: RNNSpec, weights: Path, path: Path, *, method: str 
         UsageError: unknown `method` (valid: script, trace).
         ExportError: the compiling process failed; its last error line is in the message.
     """
-    if method not in METHODS:
-        raise UsageError(f"unknown TorchScript method {method!r}; valid: {', '.join(METHODS)}")
-    request = json.dumps({"spec": spec.to_dict(), "weights": str(weights), "path": str(path), "method": method})
-    env = {**os.environ, "PYTHONHASHSEED": "0", _PARENT_ENV: str(os.getpid())}
-    done = subprocess.run(
-        [sys.executable, "-m", "rnnexport.export.torchscript"], input=request, env=env,
-        capture_output=True, text=True, check=False,
-    )
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise ExportError(f"{spec.name}: TorchScript compilation failed: {last}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    with start_torchscript(spec, weights, path, method=method) as job:
+        return job.result()
 
 
 _PARENT_ENV = "RNNEXPORT_PARENT_PID"
