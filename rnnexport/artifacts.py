@@ -387,8 +387,9 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def _check_listing(path: Path, manifest: dict[str, Any], spec: RNNSpec) -> None:
-    """Every entry of the folder is a listed regular file; every implied file is listed."""
+def _check_listing(path: Path, manifest: dict[str, Any], spec: RNNSpec) -> dict[str, int]:
+    """Every entry of the folder is a listed regular file; every implied file is listed.
+    Returns each listed file's size."""
     listed = manifest["files"]
     missing = [name for name in implied_files(spec, manifest["golden"]["file"]) if name not in listed]
     if missing:
@@ -398,15 +399,11 @@ def _check_listing(path: Path, manifest: dict[str, Any], spec: RNNSpec) -> None:
         entries = sorted(os.listdir(path))
     except OSError as exc:
         raise ArtifactError(f"{path}: cannot list the artifact folder: {exc.strerror or exc}") from None
-    for name in entries:
-        if name == MANIFEST:
-            continue
-        if name not in listed:
-            raise ArtifactError(f"{path / name}: not listed in {MANIFEST}; an artifact folder holds only the "
-                                "files its manifest lists (with their sha256)")
-        _regular_file(path / name, "a listed file")
-    for name in listed:
-        _regular_file(path / name, f"listed in {MANIFEST}")
+    unlisted = [name for name in entries if name != MANIFEST and name not in listed]
+    if unlisted:
+        raise ArtifactError(f"{path / unlisted[0]}: not listed in {MANIFEST}; an artifact folder holds only the "
+                            "files its manifest lists (with their sha256)")
+    return {name: _regular_file(path / name, f"listed in {MANIFEST}").st_size for name in sorted(listed)}
 
 
 def open_artifact(path: str | Path, *, max_memory: int | None = None) -> Artifact:
@@ -441,14 +438,13 @@ def open_artifact(path: str | Path, *, max_memory: int | None = None) -> Artifac
         spec = spec_from_dict(spec_data, source=f"{manifest_path} spec")
     except Exception as exc:
         raise ArtifactError(str(exc)) from None
-    _check_listing(path, manifest, spec)
+    sizes = _check_listing(path, manifest, spec)
     check_memory(f"{path}: the weights", weight_bytes(spec), max_memory)
     for case_id in manifest["golden"]["cases"]:
         case = Case.parse(case_id)
         check_memory(f"{path}: golden case {case_id}", case_bytes(spec, case.batch, case.seq), max_memory)
-    for name, entry in sorted(manifest["files"].items()):
-        file = path / name
-        size = _regular_file(file, f"listed in {MANIFEST}").st_size
+    for name, size in sizes.items():
+        file, entry = path / name, manifest["files"][name]
         if size != entry["bytes"]:
             raise ArtifactError(f"{file}: {size} bytes, the manifest says {entry['bytes']}: the file was modified, "
                                 "truncated or replaced; re-export the artifact")

@@ -121,9 +121,10 @@ def bench_artifact(
         threads: Threads per runtime, equal for all (default 1: reproducible on a shared machine).
         warmup / repeat: Unmeasured and measured runs per runtime and shape.
     """
+    from rnnexport.options import require_int
+
     for label, value, least in (("threads", threads, 1), ("warmup", warmup, 0), ("repeat", repeat, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise UsageError(f"{label} must be an integer >= {least}, got {value!r}")
+        require_int(label, value, least)
     chosen, skipped = resolve_runtimes(runtimes)
     cases = cases or default_bench_cases(artifact)
     report = BenchReport(artifact=artifact.name, threads=threads, warmup=warmup, repeat=repeat, skipped=skipped)
@@ -160,10 +161,7 @@ def bench_artifact(
 
 def format_bench(reports: list[BenchReport]) -> str:
     """Per artifact: runtime x shape, ``median ms (ratio to torch)``, then what was not measured."""
-    from rich import box
-    from rich.table import Table
-
-    from rnnexport.report import render
+    from rnnexport.report import plain_table, render
 
     lines = []
     for report in reports:
@@ -171,10 +169,7 @@ def format_bench(reports: list[BenchReport]) -> str:
         runtimes = list(dict.fromkeys(r.runtime for r in report.results))
         lines.append(f"{report.artifact}: median ms of {report.repeat} runs after {report.warmup} warm-up, "
                      f"{report.threads} thread(s); (x) = ratio to torch eager, lower is faster")
-        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
-        table.add_column("runtime", justify="left")
-        for shape in shapes:
-            table.add_column(shape, justify="right")
+        table = plain_table("runtime", shapes)
         cells = {(r.runtime, r.shape): r for r in report.results}
         for runtime in runtimes:
             row = []

@@ -9,6 +9,7 @@ limit: ``--max-memory`` / ``max_memory=``, by default half of the memory availab
 
 from __future__ import annotations
 
+import math
 import os
 import re
 
@@ -92,7 +93,7 @@ def weight_bytes(spec) -> int:
 def case_bytes(spec, batch: int, seq: int) -> int:
     """Estimated peak bytes of running one case: the inputs and outputs (held by the reference,
     the runtime and the comparison) and each layer's gate pre-activations and outputs."""
-    io = sum(_product(shape) for shape in spec.shapes(batch, seq).values())
+    io = sum(math.prod(shape) for shape in spec.shapes(batch, seq).values())
     work = spec.num_layers * spec.num_directions * batch * seq * (_GATES[spec.cell] + 1) * spec.hidden_size
     return (3 * io + work) * _FLOAT
 
@@ -150,10 +151,3 @@ def nearly_full(folder) -> bool:
         return free_bytes(folder) < _DISK_MARGIN
     except OSError:
         return False
-
-
-def _product(shape) -> int:
-    result = 1
-    for size in shape:
-        result *= int(size)
-    return result

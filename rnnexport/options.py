@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from rnnexport.compare import Tolerance
     from rnnexport.inputs import Case
 
-__all__ = ["comma_list", "nonnegative_float", "parse_cases", "parse_tolerance"]
+__all__ = ["comma_list", "nonnegative_float", "parse_cases", "parse_tolerance", "require_int"]
 
 
 def comma_list(text: str | Sequence[str] | None) -> list[str] | None:
@@ -38,6 +38,17 @@ def nonnegative_float(text: str | float, option: str = "value") -> float:
         raise UsageError(f"{option}: expected a number, got {text!r}") from None
     if not value >= 0 or value == float("inf"):
         raise UsageError(f"{option}: expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def require_int(label: str, value: object, least: int) -> int:
+    """`value` when it is an integer (not a bool) of at least `least`.
+
+    Raises:
+        UsageError: anything else, naming `label`.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise UsageError(f"{label} must be an integer >= {least}, got {value!r}")
     return value
 
 

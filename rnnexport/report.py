@@ -103,6 +103,18 @@ def render(renderable, *, color: bool = False) -> str:
     return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip("\n").splitlines())
 
 
+def plain_table(first: str, columns: Sequence[str]):
+    """A borderless `rich` table: a left-aligned first column, then right-aligned `columns`."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
+    table.add_column(first, justify="left")
+    for column in columns:
+        table.add_column(column, justify="right")
+    return table
+
+
 def _cell_text(cell: _Cell | None) -> tuple[str, str]:
     """(text, rich style) of one grid cell; the torch column shows ``ref`` where it has no error."""
     if cell is None:
@@ -115,15 +127,10 @@ def _cell_text(cell: _Cell | None) -> tuple[str, str]:
 
 
 def _grid_table(report: ArtifactReport):
-    from rich import box
-    from rich.table import Table
     from rich.text import Text
 
     cells = _grid(report)
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1))
-    table.add_column("case", justify="left")
-    for runtime in report.runtimes:
-        table.add_column(runtime, justify="right")
+    table = plain_table("case", report.runtimes)
     for case in report.cases:
         table.add_row(case, *(Text(*_cell_text(cells.get((runtime, case)))) for runtime in report.runtimes))
     return table

@@ -411,6 +411,9 @@ def validate_paths(
         RuntimeUnavailableError: a runtime that was asked for can run none of the artifacts.
         UsageError: bad `jobs` or `shard`.
     """
+    from rnnexport.options import require_int
+
+    require_int("jobs", jobs, 1)
     folders = discover_artifacts(list(paths))
     if shard is not None:
         folders = select_shard(folders, *shard)
@@ -423,16 +426,22 @@ def validate_paths(
                 artifact, reason = next(iter(reasons.items()))
                 raise RuntimeUnavailableError(f"runtime {name!r} was asked for but cannot run any of the artifacts "
                                               f"(e.g. {artifact}: {reason})")
-    plans = [planned_steps(a, runtimes=runtimes, cases=cases, trusted=trusted) for a in artifacts]
+    parallel = jobs > 1 and len(artifacts) > 1
+    plans = ([planned_steps(a, runtimes=runtimes, cases=cases, trusted=trusted) for a in artifacts]
+             if on_plan is not None or (parallel and on_step is not None) else [])
     if on_plan is not None:
         on_plan(sum(plans))
     options = dict(runtimes=runtimes, tolerance=tolerance, cases=cases, trusted=trusted, max_memory=max_memory,
                    skip_unsupported=True)
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise UsageError(f"jobs must be an integer >= 1, got {jobs!r}")
-    if jobs == 1 or len(artifacts) <= 1:
+    if not parallel:
         return [validate_artifact(a, on_step=on_step, **options) for a in artifacts]
-    return _validate_in_processes(artifacts, plans, jobs, options, on_step)
+    from rnnexport._workers import map_in_processes
+
+    def done(index: int) -> None:  # progress advances by the artifact's planned steps when it is done
+        for _ in range(plans[index] if on_step is not None else 0):
+            on_step(artifacts[index].name, "*", "done")
+
+    return map_in_processes(_validate_in_worker, [(a, options) for a in artifacts], jobs, on_done=done)
 
 
 def select_shard(folders: list[Path], k: int, n: int) -> list[Path]:
@@ -449,33 +458,10 @@ def select_shard(folders: list[Path], k: int, n: int) -> list[Path]:
     return [f for f in folders if int(hashlib.sha256(Path(f).name.encode()).hexdigest(), 16) % n == k - 1]
 
 
-def _validate_in_worker(path: str, options: dict[str, Any]) -> ArtifactReport:
-    # One thread per runtime in a worker: `jobs` workers share the cores instead of each
-    # runtime's thread pool claiming all of them.
+def _validate_in_worker(item: tuple[Artifact, dict[str, Any]]) -> ArtifactReport:
+    # The artifact was opened and verified by the parent. One thread per runtime in a worker:
+    # `jobs` workers share the cores instead of each runtime's thread pool claiming all of them.
     from rnnexport.runtimes import RUNTIMES
 
-    return validate_artifact(path, runner_options={name: {"threads": 1} for name in RUNTIMES}, **options)
-
-
-def _validate_in_processes(
-    artifacts: list[Artifact], plans: list[int], jobs: int, options: dict[str, Any],
-    on_step: Callable[[str, str, str], None] | None,
-) -> list[ArtifactReport]:
-    """Each artifact in a worker process (``spawn``: torch's threads do not survive a fork);
-    progress advances by an artifact's planned steps when it is done."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(artifacts)), mp_context=context) as pool:
-        futures = {pool.submit(_validate_in_worker, str(a.path), options): i for i, a in enumerate(artifacts)}
-        try:
-            for future in as_completed(futures):
-                index = futures[future]
-                if future.exception() is None and on_step is not None:
-                    for _ in range(plans[index]):
-                        on_step(artifacts[index].name, "*", "done")
-            return [future.result() for future in sorted(futures, key=futures.get)]
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+    artifact, options = item
+    return validate_artifact(artifact, runner_options={name: {"threads": 1} for name in RUNTIMES}, **options)

@@ -112,9 +112,12 @@ def export_spec(
     final = Path(out_dir) / spec.name
     result = ExportResult(path=final, exporter=exporter, notes=notes)
     target = resolve_output(final)
+    from rnnexport.builder import build_module
+
+    module = build_module(spec)
     with staged_folder(final, lock_timeout=lock_timeout) as stage:
-        files, warnings, onnx_refused = _write_models(spec, stage, exporter, opset, torchscript_method, notes)
-        _write_golden(spec, stage)
+        files, warnings, onnx_refused = _write_models(module, spec, stage, exporter, opset, torchscript_method, notes)
+        _write_golden(module, spec, stage)
         manifest = _manifest(spec, stage, files, exporter, opset, torchscript_method, warnings, onnx_refused, tolerance)
         if validate:
             result.report = _validate_staged(spec, stage, final, target, manifest, runtimes, tolerance, max_memory)
@@ -133,24 +136,17 @@ def export_specs(
     Raises:
         UsageError: bad `jobs`, and whatever `export_spec` raises other than ValidationFailed.
     """
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise UsageError(f"jobs must be an integer >= 1, got {jobs!r}")
-    if jobs == 1 or len(specs) <= 1:
-        return [_export_or_failure(spec, str(out_dir), options) for spec in specs]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from rnnexport._workers import map_in_processes
+    from rnnexport.options import require_int
 
-    context = multiprocessing.get_context("spawn")  # torch's threads do not survive a fork
-    with ProcessPoolExecutor(max_workers=min(jobs, len(specs)), mp_context=context) as pool:
-        futures = [pool.submit(_export_or_failure, spec, str(out_dir), options) for spec in specs]
-        try:
-            return [future.result() for future in futures]
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+    work = [(spec, str(out_dir), options) for spec in specs]
+    if require_int("jobs", jobs, 1) == 1 or len(specs) <= 1:
+        return [_export_or_failure(item) for item in work]
+    return map_in_processes(_export_or_failure, work, jobs)
 
 
-def _export_or_failure(spec: RNNSpec, out_dir: str, options: dict[str, Any]) -> ExportResult | ValidationFailed:
+def _export_or_failure(item: tuple[RNNSpec, str, dict[str, Any]]) -> ExportResult | ValidationFailed:
+    spec, out_dir, options = item
     try:
         return export_spec(spec, out_dir, **options)
     except ValidationFailed as exc:
@@ -190,19 +186,17 @@ def _check_memory(spec: RNNSpec, validate: bool, max_memory: int | None) -> None
 
 
 def _write_models(
-    spec: RNNSpec, stage: Path, exporter: str, opset: int, torchscript_method: str, notes: list[str]
+    module, spec: RNNSpec, stage: Path, exporter: str, opset: int, torchscript_method: str, notes: list[str]
 ) -> tuple[list[str], dict[str, list[str]], str | None]:
-    """weights.pt, model.pt, model.pt2 and (unless refused) model.onnx; returns the file names,
-    the warnings torch raised per format, and the ONNX refusal note, if any."""
+    """weights.pt, model.pt, model.pt2 and (unless refused) model.onnx of `module`; returns the
+    file names, the warnings torch raised per format, and the ONNX refusal note, if any."""
     import torch
 
-    from rnnexport.builder import build_module
     from rnnexport.export.onnx_dynamo import export_onnx_dynamo, export_program, save_program
     from rnnexport.export.onnx_legacy import export_onnx_legacy
     from rnnexport.export.torchscript import start_torchscript
     from rnnexport.limits import weight_bytes
 
-    module = build_module(spec)
     size = weight_bytes(spec)
     warnings: dict[str, list[str]] = {}
     with writing(stage, "weights.pt", size) as path:
@@ -234,14 +228,11 @@ def _write_models(
     return files, warnings, onnx_refused
 
 
-def _write_golden(spec: RNNSpec, stage: Path) -> None:
-    """golden.npz: the golden cases' inputs and the eager reference's outputs."""
-    from rnnexport.builder import call_model, module_from_state_dict, wrap
+def _write_golden(module, spec: RNNSpec, stage: Path) -> None:
+    """golden.npz: the golden cases' inputs and the eager reference's (`module`'s) outputs."""
+    from rnnexport.builder import call_model, wrap
     from rnnexport.limits import case_bytes
 
-    import torch
-
-    module = module_from_state_dict(spec, torch.load(stage / "weights.pt", weights_only=True))
     reference = wrap(module, spec)
     golden = {}
     for case in golden_cases(spec):

@@ -187,6 +187,8 @@ class OpenVinoRunner(Runner):
         self.threads = threads
         self.precision = precision
         self._compiled = None
+        self._inputs: list[str] = []
+        self._outputs: list[str] = []
         self._used_precision = "?"
 
     def _load(self) -> None:
@@ -201,6 +203,8 @@ class OpenVinoRunner(Runner):
             self._compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         except Exception as exc:
             raise ArtifactError(f"{path}: OpenVINO cannot compile it ({type(exc).__name__}: {exc})") from None
+        self._inputs = self._port_names(self._compiled.inputs)
+        self._outputs = self._port_names(self._compiled.outputs)
         used = self._compiled.get_property("INFERENCE_PRECISION_HINT")
         self._used_precision = used.get_type_name() if hasattr(used, "get_type_name") else str(used)
 
@@ -214,18 +218,17 @@ class OpenVinoRunner(Runner):
             return "OpenVINO 2026.4 gives wrong results for variable-length (sequence_lens) RNN graphs"
         return None
 
-    def _port_name(self, port) -> str:
+    def _port_names(self, ports) -> list[str]:
         # A tensor can carry several names (e.g. "/Cast_1_output_0" and "output").
         wanted = set(self.artifact.spec.input_names) | set(self.artifact.spec.output_names)
-        return next((n for n in sorted(port.get_names()) if n in wanted), port.get_any_name())
+        return [next((n for n in sorted(port.get_names()) if n in wanted), port.get_any_name()) for port in ports]
 
     def io_names(self) -> tuple[list[str], list[str]]:
-        return ([self._port_name(p) for p in self._compiled.inputs],
-                [self._port_name(p) for p in self._compiled.outputs])
+        return list(self._inputs), list(self._outputs)
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        result = self._compiled({self._port_name(port): feeds[self._port_name(port)] for port in self._compiled.inputs})
-        return {self._port_name(port): np.array(value) for port, value in result.items()}
+        result = self._compiled({name: feeds[name] for name in self._inputs})
+        return {name: np.array(result[port]) for name, port in zip(self._outputs, self._compiled.outputs)}
 
     def describe(self) -> dict[str, str]:
         return {"device": "CPU", "inference_precision": self._used_precision}
