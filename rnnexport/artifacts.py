@@ -12,6 +12,10 @@ Layout of ``DIR/<name>/``::
     golden.npz     golden inputs and eager outputs, keys ``<case id>/<tensor name>``
     manifest.json  spec, sha256 of every file above, I/O contract, versions, last validation
 
+A model spec's artifact (manifest ``"kind": "model"``) holds ``model.onnx``, ``model.pt``,
+``model.pt2``, ``weights.safetensors`` and ``golden.npz``, named by the spec's inputs and outputs
+(DESIGN.md, "Your own model").
+
 Every file listed in the manifest is checked against its sha256 before anything is loaded.
 """
 
@@ -38,6 +42,7 @@ import numpy as np
 
 from rnnexport.errors import ArtifactError, UsageError
 from rnnexport.inputs import Case, check_feeds
+from rnnexport.modelspec import ModelSpec, ShapeCase, model_spec_from_dict
 from rnnexport.spec import CELLS, RNNSpec, spec_from_dict
 
 __all__ = [
@@ -163,19 +168,35 @@ class Artifact:
 
     path: Path
     manifest: dict[str, Any]
-    spec: RNNSpec
+    spec: RNNSpec | ModelSpec
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def uses_sequence_lens(self) -> bool:
+        """Whether the ONNX graph feeds ``sequence_lens`` (variable lengths) to a recurrent op."""
+        if isinstance(self.spec, ModelSpec):
+            return any(op.get("sequence_lens") for op in self.manifest.get("recurrent_ops", []))
+        return self.spec.variable_length
 
     def file(self, name: str) -> Path | None:
         """Path of a file listed in the manifest, or None if this artifact has none."""
         return self.path / name if name in self.manifest["files"] else None
 
     def state_dict(self) -> dict[str, Any]:
-        """The stored weights, loaded with ``weights_only=True`` (no code is unpickled)."""
+        """The stored weights, loaded with ``weights_only=True`` (no code is unpickled), or
+        from ``weights.safetensors`` (model specs)."""
         import torch
+
+        if isinstance(self.spec, ModelSpec):
+            from rnnexport.usermodel import load_weights
+
+            try:
+                return load_weights(self.path / "weights.safetensors")
+            except Exception as exc:
+                raise ArtifactError(f"{self.path}: {exc}") from None
 
         path = self.path / "weights.pt"
         try:
@@ -186,7 +207,7 @@ class Artifact:
 
     def golden_cases(self) -> list[Case]:
         """The cases stored in the golden data (checked when the artifact was opened)."""
-        return [Case.parse(case_id) for case_id in self.manifest["golden"]["cases"]]
+        return [_parse_case(self.spec, case_id) for case_id in self.manifest["golden"]["cases"]]
 
     def golden(self) -> dict[Case, dict[str, np.ndarray]]:
         """Golden inputs and outputs per case, checked against the spec's I/O shapes and dtypes.
@@ -197,9 +218,8 @@ class Artifact:
         """
         expected: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
         for case in self.golden_cases():
-            shapes = self.spec.shapes(case.batch, case.seq)
-            for name in (*self.spec.input_names, *self.spec.output_names):
-                expected[f"{case.id}/{name}"] = (shapes[name], np.dtype(self.spec.dtype(name)))
+            for name, shape, dtype in _golden_arrays(self.spec, self.manifest, case):
+                expected[f"{case.id}/{name}"] = (shape, dtype)
         arrays = _read_golden(self.path / self.manifest["golden"]["file"], expected)
         cases: dict[Case, dict[str, np.ndarray]] = {}
         for case in self.golden_cases():
@@ -210,6 +230,36 @@ class Artifact:
                 raise ArtifactError(f"{self.path}: golden case {case.id!r}: {exc}") from None
             cases[case] = tensors
         return cases
+
+
+def _parse_case(spec: RNNSpec | ModelSpec, case_id: str):
+    return spec.parse_case(case_id) if isinstance(spec, ModelSpec) else Case.parse(case_id)
+
+
+def _golden_arrays(spec: RNNSpec | ModelSpec, manifest: dict[str, Any], case) -> list[tuple[str, tuple, np.dtype]]:
+    """(name, shape, dtype) of every golden tensor of `case`: from the spec for RNN specs; for
+    model specs inputs from the spec, outputs as recorded at export (checked for shape here and
+    compared with eager when validating)."""
+    names = (*spec.input_names, *spec.output_names)
+    if not isinstance(spec, ModelSpec):
+        shapes = spec.shapes(case.batch, case.seq)
+        return [(n, shapes[n], np.dtype(spec.dtype(n))) for n in names]
+    inputs = spec.input_shapes(dict(case.sizes))
+    recorded = manifest["golden"].get("arrays", {})
+    found = []
+    for name in names:
+        entry = recorded.get(f"{case.id}/{name}")
+        if not isinstance(entry, dict) or not isinstance(entry.get("shape"), list) or not all(
+                type(d) is int and 0 <= d < 2**31 for d in entry["shape"]) or entry.get("dtype") not in (
+                "float32", "float16", "float64", "int64", "int32", "bool"):
+            raise ArtifactError(f"{manifest.get('name')}: manifest golden.arrays lacks a valid entry for "
+                                f"{case.id}/{name} ({{\"shape\": [...], \"dtype\": ...}})")
+        shape = tuple(entry["shape"])
+        if name in inputs and (shape != inputs[name] or entry["dtype"] != spec.dtype(name)):
+            raise ArtifactError(f"{manifest.get('name')}: golden input {case.id}/{name} is {entry['dtype']}"
+                                f"{list(shape)}, the spec gives {spec.dtype(name)}{list(inputs[name])}")
+        found.append((name, shape, np.dtype(entry["dtype"])))
+    return found
 
 
 def _read_golden(path: Path, expected: dict[str, tuple[tuple[int, ...], np.dtype]]) -> dict[str, np.ndarray]:
@@ -325,9 +375,11 @@ def check_program_archive(path: Path) -> None:
         raise ArtifactError(f"{path}: not a readable torch.export archive ({type(exc).__name__}: {exc})") from None
 
 
-def implied_files(spec: RNNSpec, golden_file: str = "golden.npz") -> list[str]:
+def implied_files(spec: RNNSpec | ModelSpec, golden_file: str = "golden.npz") -> list[str]:
     """The files every artifact of `spec` holds: the models (``model.onnx`` unless ONNX was
     refused for an LSTM projection), the weights and the golden data."""
+    if isinstance(spec, ModelSpec):
+        return ["model.onnx", "model.pt", "model.pt2", "weights.safetensors", golden_file]
     onnx = [] if spec.proj_size else ["model.onnx"]
     return [*onnx, "model.pt", "model.pt2", "weights.pt", golden_file]
 
@@ -379,7 +431,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         try:
             if not isinstance(case_id, str):
                 raise ValueError("not a string")
-            ids.append(Case.parse(case_id).id)
+            ids.append((ShapeCase.parse if manifest.get("kind") == "model" else Case.parse)(case_id).id)
         except ValueError as exc:
             raise ArtifactError(f"{manifest_path}: golden case {case_id!r:.40} is not a case id ({exc})") from None
     if len(set(ids)) != len(ids):
@@ -429,20 +481,30 @@ def open_artifact(path: str | Path, *, max_memory: int | None = None) -> Artifac
     manifest = _read_manifest(path)
     manifest_path = path / MANIFEST
     spec_data = manifest.get("spec")
-    if isinstance(spec_data, dict) and spec_data.get("cell") not in CELLS:
+    kind = manifest.get("kind", "rnn")
+    if kind not in ("rnn", "model"):
+        raise ArtifactError(f"{manifest_path}: artifact kind {kind!r}; this rnnexport validates 'rnn' and 'model'")
+    if kind == "rnn" and isinstance(spec_data, dict) and spec_data.get("cell") not in CELLS:
         raise ArtifactError(
             f"{manifest_path}: artifact of cell type {spec_data.get('cell')!r}; this rnnexport "
             f"validates {', '.join(CELLS)}"
         )
     try:
-        spec = spec_from_dict(spec_data, source=f"{manifest_path} spec")
+        if kind == "model":
+            spec = model_spec_from_dict(spec_data, source=f"{manifest_path} spec")
+        else:
+            spec = spec_from_dict(spec_data, source=f"{manifest_path} spec")
+        cases = [_parse_case(spec, case_id) for case_id in manifest["golden"]["cases"]]
     except Exception as exc:
         raise ArtifactError(str(exc)) from None
     sizes = _check_listing(path, manifest, spec)
-    check_memory(f"{path}: the weights", weight_bytes(spec), max_memory)
-    for case_id in manifest["golden"]["cases"]:
-        case = Case.parse(case_id)
-        check_memory(f"{path}: golden case {case_id}", case_bytes(spec, case.batch, case.seq), max_memory)
+    if kind == "model":
+        check_memory(f"{path}: the weights", sizes["weights.safetensors"], max_memory)
+    else:
+        check_memory(f"{path}: the weights", weight_bytes(spec), max_memory)
+    for case in cases:
+        estimate = spec.case_bytes(case) if kind == "model" else case_bytes(spec, case.batch, case.seq)
+        check_memory(f"{path}: golden case {case.id}", estimate, max_memory)
     for name, size in sizes.items():
         file, entry = path / name, manifest["files"][name]
         if size != entry["bytes"]:

@@ -94,8 +94,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="ONNX exporter (default: legacy while torch has it, else dynamo)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset, 14..20 (default: 18)")
     p.add_argument("--seed", type=int, default=None, help="override the spec's seed")
-    p.add_argument("--torchscript", choices=["script", "trace"], default="script",
-                   help="how model.pt is compiled (default: script)")
+    p.add_argument("--torchscript", choices=["script", "trace"], default=None,
+                   help="how model.pt is compiled (default: script; for a model spec its 'torchscript' key, else "
+                        "script falling back to trace where scripting fails, recorded in the manifest)")
     p.add_argument("--no-validate", action="store_true", help="write without validating")
     _add_jobs(p, "configurations exported at once, each in its own process", default=1)
     p.add_argument("--lock-timeout", type=_nonnegative_float, default=None, metavar="S",
@@ -179,17 +180,27 @@ def _cmd_list(args: argparse.Namespace) -> int:
         return _list_runtimes(args)
     from rnnexport.spec import catalog
 
-    specs = catalog()
+    specs = catalog("rnn")
+    models = catalog("model")
     if args.json:
-        print(json.dumps({name: {"module": spec.module_description(), "spec": spec.to_dict(),
-                                 "shapes": {k: list(v) for k, v in spec.shapes().items()}}
-                          for name, spec in specs.items()}, indent=2))
+        listing = {name: {"kind": "rnn", "module": spec.module_description(), "spec": spec.to_dict(),
+                          "shapes": {k: list(v) for k, v in spec.shapes().items()}}
+                   for name, spec in specs.items()}
+        listing.update({name: {"kind": "model", "module": spec.module_description(), "spec": spec.to_dict(),
+                               "inputs": {t.name: {"dtype": t.dtype, "shape": list(t.shape)} for t in spec.inputs},
+                               "outputs": list(spec.output_names)}
+                        for name, spec in models.items()})
+        print(json.dumps(listing, indent=2))
         return 0
     print(f"{'name':<20}{'module':<66}{'input':<14}{'output':<14}h_n")
     for name, spec in specs.items():
         shapes = spec.shapes()
         print(f"{name:<20}{spec.module_description():<66}{str(list(shapes['input'])):<14}"
               f"{str(list(shapes['output'])):<14}{list(shapes['h_n'])}")
+    print(f"\n{'model spec':<20}{'module':<66}{'inputs':<42}outputs")
+    for name, spec in models.items():
+        inputs = ", ".join(f"{t.name}[{','.join(map(str, t.shape))}]" for t in spec.inputs)
+        print(f"{name:<20}{spec.module_description():<66}{inputs:<42}{', '.join(spec.output_names)}")
     return 0
 
 

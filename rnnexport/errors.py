@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "ArtifactError",
     "ExportError",
+    "ExportRejected",
     "RNNExportError",
     "RuntimeUnavailableError",
     "SpecError",
@@ -43,6 +44,13 @@ class RuntimeUnavailableError(RNNExportError):
 
 class ExportError(RNNExportError):
     """An export that cannot produce a correct model (unsupported combination, missing package)."""
+
+
+class ExportRejected(ExportError):
+    """An export ran but its result fails a check on the graph (a recurrent layer lost its
+    native op, a packed sequence the exporter cannot keep). Exit code 1, like a mismatch."""
+
+    exit_code = 1
 
 
 class ValidationFailed(RNNExportError):

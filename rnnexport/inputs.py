@@ -34,6 +34,11 @@ class Case:
             raise ValueError(f"initial_state must be one of {INITIAL_STATES}, got {self.initial_state!r}")
 
     @property
+    def steps(self) -> int:
+        """batch * seq: how much work the case is."""
+        return self.batch * self.seq
+
+    @property
     def id(self) -> str:
         """Readable id, e.g. ``b3xs17-h0zero``."""
         return f"b{self.batch}xs{self.seq}-h0{self.initial_state}"
@@ -55,6 +60,8 @@ class Case:
 def default_sweep(spec: RNNSpec) -> list[Case]:
     """The documented shape, 1x1, an odd 3x17, a large 64x200 and a long 1x1000; each with a
     zero and a random initial state."""
+    if spec.kind == "model":
+        return spec.sweep()
     shapes = [(spec.batch_size, spec.seq_len), (1, 1), (3, 17), (64, 200), (1, 1000)]
     cases = [Case(b, s, h) for b, s in dict.fromkeys(shapes) for h in INITIAL_STATES]
     return cases
@@ -62,6 +69,8 @@ def default_sweep(spec: RNNSpec) -> list[Case]:
 
 def golden_cases(spec: RNNSpec) -> list[Case]:
     """The cases whose inputs and outputs are stored with an artifact (kept small)."""
+    if spec.kind == "model":
+        return spec.golden_cases()
     return [Case(spec.batch_size, spec.seq_len, "random"), Case(3, 17, "zero")]
 
 
@@ -92,7 +101,10 @@ def _cached_inputs(spec: RNNSpec, case: Case) -> tuple[tuple[str, np.ndarray], .
 
 def make_inputs(spec: RNNSpec, case: Case) -> dict[str, np.ndarray]:
     """Graph inputs of `case` (``input``, ``h_0``[, ``c_0``][, ``lengths``]), C-contiguous,
-    read-only; float32, and int64 ``lengths`` (unsorted, in ``[1, seq]``)."""
+    read-only; float32, and int64 ``lengths`` (unsorted, in ``[1, seq]``). A model spec's
+    inputs come from its own signature (`rnnexport.modelspec.ModelSpec.make_inputs`)."""
+    if spec.kind == "model":
+        return spec.make_inputs(case)
     return dict(_cached_inputs(spec, case))
 
 
@@ -106,6 +118,9 @@ def check_feeds(spec: RNNSpec, feeds: dict[str, np.ndarray]) -> None:
     """
     from rnnexport.errors import UsageError
 
+    if getattr(spec, "kind", "rnn") == "model":
+        spec.check_feeds(feeds)
+        return
     unexpected = sorted(set(feeds) - set(spec.input_names))
     if "lengths" in unexpected:
         raise UsageError(f"{spec.name}: got a 'lengths' input, but the model was exported without "

@@ -80,6 +80,8 @@ class RNNSpec:
         # Built directly (RNNSpec(...)) a spec is checked like one from TOML.
         _check_values(dataclasses.asdict(self), f"RNNSpec(name={self.name!r})")
 
+    kind = "rnn"
+
     @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
@@ -244,8 +246,9 @@ def spec_from_dict(data: dict[str, Any], *, source: str = "spec") -> RNNSpec:
     return RNNSpec(**values)
 
 
-def load_spec(path: str | Path) -> RNNSpec:
-    """Load and validate a spec from a TOML file.
+def load_spec(path: str | Path):
+    """Load and validate a spec from a TOML file: an `RNNSpec`, or a `ModelSpec` when the file
+    has a ``module`` key (DESIGN.md, "Your own model").
 
     Raises:
         SpecError: the file is unreadable, is not TOML, or holds an invalid spec.
@@ -263,18 +266,30 @@ def load_spec(path: str | Path) -> RNNSpec:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"spec file {str(path)!r} is not valid TOML: {exc}") from None
+    from rnnexport.modelspec import is_model_spec_data, load_model_spec
+
+    if is_model_spec_data(data):  # a model spec names a module; an RNN spec a cell
+        return load_model_spec(path, data)
     data.setdefault("name", path.stem)
     return spec_from_dict(data, source=f"spec file {str(path)!r}")
 
 
-def catalog() -> dict[str, RNNSpec]:
-    """The built-in configurations (``rnnexport/catalog/*.toml``), by name, in sorted order."""
+def catalog(kind: str | None = None) -> dict:
+    """The built-in configurations (``rnnexport/catalog/*.toml``), by name, in sorted order:
+    the documented RNN configurations and the example model specs (`kind` ``"rnn"`` or
+    ``"model"`` selects one kind)."""
+    from rnnexport.modelspec import is_model_spec_data, load_model_spec
+
     specs = {}
     for entry in sorted(resources.files("rnnexport.catalog").iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".toml"):
             data = tomllib.loads(entry.read_text(encoding="utf-8"))
-            spec = spec_from_dict(data, source=f"built-in spec {entry.name!r}")
-            specs[spec.name] = spec
+            if is_model_spec_data(data):
+                spec = load_model_spec(Path(str(entry)), data)
+            else:
+                spec = spec_from_dict(data, source=f"built-in spec {entry.name!r}")
+            if kind in (None, spec.kind):
+                specs[spec.name] = spec
     return specs
 
 

@@ -54,6 +54,7 @@ class ArtifactReport:
     details: dict[str, dict[str, str]] = field(default_factory=dict)
     streaming: dict[str, Any] = field(default_factory=dict)
     error_over_time: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> list[Comparison]:
@@ -94,13 +95,48 @@ class ArtifactReport:
             "streaming": self.streaming,
             "localizations": self.localizations,
             "error_over_time": self.error_over_time,
+            "notes": self.notes,
             "comparisons": [c.to_json() for c in self.comparisons],
         }
 
 
-def _cases_for(artifact: Artifact, cases: list[Case] | None) -> list[Case]:
+def _cases_for(artifact: Artifact, cases: list[Case] | None, reference: bool = True) -> list[Case]:
+    if not reference:  # no eager reference: the golden data is what every runtime is checked against
+        return artifact.golden_cases()
+    if cases is not None and artifact.spec.kind == "model":
+        cases = None  # BxS cases name an RNN's batch and seq; a model spec sweeps its own dims
     chosen = default_sweep(artifact.spec) if cases is None else list(cases)
     return list(dict.fromkeys([*chosen, *artifact.golden_cases()]))
+
+
+def reference_unavailable(artifact: Artifact, trusted: bool) -> str | None:
+    """Why the eager reference cannot run for `artifact`, or None. Only a model spec's can be
+    missing: its module is the user's Python code (not run on untrusted artifacts) and may have
+    moved or changed since the export."""
+    spec = artifact.spec
+    if spec.kind != "model":
+        return None
+    if not trusted:
+        return (f"the eager reference imports the module's Python code ({spec.module}); not run on untrusted "
+                "artifacts (--untrusted)")
+    from rnnexport.usermodel import import_reason
+
+    return import_reason(spec)
+
+
+def manifest_tolerance(artifact: Artifact) -> Tolerance:
+    """The tolerance stored in the manifest (model and per output), defaults where absent."""
+    stored = artifact.manifest.get("tolerance")
+    if not isinstance(stored, dict):
+        return Tolerance()
+    try:
+        per_output = {name: (float(t.get("atol", stored.get("atol", 1e-5))), float(t.get("rtol", stored.get("rtol", 1e-4))))
+                      for name, t in (stored.get("outputs") or {}).items()}
+        return Tolerance(atol=float(stored.get("atol", 1e-5)), rtol=float(stored.get("rtol", 1e-4)), per_output=per_output)
+    except (TypeError, ValueError, AttributeError) as exc:
+        from rnnexport.errors import ArtifactError
+
+        raise ArtifactError(f"{artifact.path}: manifest 'tolerance' is malformed ({exc})") from None
 
 
 def _runnable(runner, case_list: list[Case], stream_cases) -> list[str]:
@@ -115,9 +151,13 @@ def planned_steps(
     """How many (runtime, case) steps `validate_artifact` will report to its `on_step`; cheap:
     nothing is loaded. A progress bar sized by it ends exactly at its total."""
     chosen, _ = resolve_runtimes(runtimes, trusted=trusted)
-    case_list, stream_cases = _cases_for(artifact, cases), streaming_cases(artifact.spec)
+    missing_reference = reference_unavailable(artifact, trusted)
+    case_list = _cases_for(artifact, cases, not missing_reference)
+    stream_cases = [] if missing_reference else streaming_cases(artifact.spec)
     total = 0
     for name in chosen:
+        if name == "torch" and missing_reference:
+            continue
         runner = make_runner(name, artifact)
         if not runner.unsupported_reason():
             total += len(_runnable(runner, case_list, stream_cases))
@@ -163,31 +203,42 @@ def validate_artifact(
 
     if not isinstance(artifact, Artifact):
         artifact = open_artifact(artifact, max_memory=max_memory)
-    tolerance = tolerance or Tolerance()
+    tolerance = tolerance or manifest_tolerance(artifact)
     chosen, skipped = resolve_runtimes(runtimes, trusted=trusted)
     spec = artifact.spec
     golden = artifact.golden()
-    case_list = _cases_for(artifact, cases)
+    options = runner_options or {}
+    missing_reference = None if options.get("torch", {}).get("module") is not None else reference_unavailable(
+        artifact, trusted)
+    case_list = _cases_for(artifact, cases, not missing_reference)
     for case in case_list:
-        check_memory(f"{artifact.name}: case {case.id}", case_bytes(spec, case.batch, case.seq), max_memory)
+        estimate = spec.case_bytes(case) if spec.kind == "model" else case_bytes(spec, case.batch, case.seq)
+        check_memory(f"{artifact.name}: case {case.id}", estimate, max_memory)
+    if missing_reference:
+        chosen = [name for name in chosen if name != "torch"]
+        skipped = {**skipped, "torch": missing_reference}
     report = ArtifactReport(
         artifact=artifact.name, path=str(artifact.path), runtimes=chosen, skipped=skipped,
         cases=[c.id for c in case_list], golden_versions=dict(artifact.manifest.get("versions", {})),
         current_versions=versions(),
     )
+    if cases is not None and spec.kind == "model":
+        report.notes.append("the given cases (BxS) apply to RNN specs; this model spec ran its own dims' sweep")
+    if missing_reference:
+        report.notes.append(f"eager reference unavailable ({missing_reference}): every runtime was checked against "
+                            "the stored golden data only, on its cases")
     feeds = {case: ({n: golden[case][n] for n in spec.input_names} if case in golden else make_inputs(spec, case))
              for case in case_list}
     for case_feeds in feeds.values():
         check_feeds(spec, case_feeds)
-    options = runner_options or {}
-    stream_cases = streaming_cases(spec)
+    stream_cases = [] if missing_reference else streaming_cases(spec)
     report.streaming = (
         {"cases": [c.id for c, _ in stream_cases], "chunks": {c.id: list(ch) for c, ch in stream_cases}}
         if stream_cases else {"not_applicable": streaming_not_applicable(spec)}
     )
 
     step = on_step or (lambda *_: None)
-    longest = max(case_list, key=lambda c: (c.seq, c.batch))
+    longest = max(case_list, key=lambda c: (c.seq, c.batch) if spec.kind == "rnn" else (c.steps,))
     reference: dict[Case, dict[str, np.ndarray]] = {}
     for name in list(chosen):  # "torch" comes first: it is the reference for the others
         runner = make_runner(name, artifact, **options.get(name, {}))
@@ -235,9 +286,9 @@ def validate_artifact(
                 records = _compare_case(artifact, name, case, feeds[case], outputs, reference.get(case),
                                         golden.get(case), tolerance)
                 report.comparisons.extend(records)
-                if case == longest and case in reference and name != "torch":
+                if case == longest and case in reference and name != "torch" and spec.kind == "rnn":
                     report.error_over_time[name] = _error_over_time(spec, case, outputs, reference[case])
-                if case in reference and name != "torch" and failures(records):
+                if case in reference and name != "torch" and failures(records) and spec.kind == "rnn":
                     located = localize(spec, outputs["h_n"], reference[case]["h_n"], tolerance)
                     if located is not None:
                         report.localizations.append({"runtime": name, "case": case.id, **located})
@@ -301,13 +352,16 @@ def _compare_case(
             records.append(compare_arrays(outputs[output], reference[output], output=output, against="torch", **labels))
         if golden is not None:
             records.append(compare_arrays(outputs[output], golden[output], output=output, against="golden", **labels))
-    records.extend(check_invariants(spec, outputs, batch=case.batch, seq=case.seq, lengths=feeds.get("lengths"),
-                                    **labels))
+    if spec.kind == "rnn":
+        records.extend(check_invariants(spec, outputs, batch=case.batch, seq=case.seq, lengths=feeds.get("lengths"),
+                                        **labels))
     return records
 
 
 def streaming_not_applicable(spec: RNNSpec) -> str | None:
     """Why the streaming check does not apply to `spec`, or None if it does."""
+    if spec.kind == "model":
+        return spec.streaming_not_applicable()
     if spec.bidirectional:
         return "bidirectional: the reverse direction needs the whole sequence"
     if spec.variable_length:
@@ -318,6 +372,8 @@ def streaming_not_applicable(spec: RNNSpec) -> str | None:
 def streaming_cases(spec: RNNSpec) -> list[tuple[Case, tuple[int, ...]]]:
     """Cases run in chunks for the streaming check, with their chunk lengths (see
     `streaming_not_applicable` for the models it does not apply to)."""
+    if spec.kind == "model":
+        return spec.streaming_cases()
     if streaming_not_applicable(spec):
         return []
     documented = spec.seq_len
@@ -338,6 +394,8 @@ def _streaming_records(
     the wrong order, batch and layer axes swapped) shows here even when every full run passes.
     """
     spec = artifact.spec
+    if spec.kind == "model":
+        return _model_streaming_records(artifact, runner, case, chunks, feeds, tolerance)
     time_axis = 1 if spec.batch_first else 0
     full = runner.infer(feeds)
     state = {f"{s}_0": feeds[f"{s}_0"] for s in spec.state_names}
@@ -354,6 +412,53 @@ def _streaming_records(
         compare_arrays(np.concatenate(pieces, axis=time_axis), full["output"], output="output", **labels),
         *(compare_arrays(state[f"{s}_0"], full[f"{s}_n"], output=f"{s}_n", **labels) for s in spec.state_names),
     ]
+
+
+def _model_streaming_records(
+    artifact: Artifact, runner, case, chunks: tuple[int, ...], feeds: dict[str, np.ndarray], tolerance: Tolerance
+) -> list[Comparison]:
+    """The streaming check of a model spec: every input with `stream_dim` in its shape is cut
+    into `chunks` along it; each state input is fed the previous chunk's state output. Outputs
+    with the chunk length on some axis are joined along it; state outputs are compared at the
+    end; both against one full run on the same runtime."""
+    spec = artifact.spec
+    full = runner.infer(feeds)
+    state_out = dict(spec.state)
+    state = {name: feeds[name] for name in spec.state_inputs}
+    pieces: dict[str, list[np.ndarray]] = {name: [] for name in spec.output_names if name not in state_out.values()}
+    start = 0
+    for length in chunks:
+        chunk = {}
+        for t in spec.inputs:
+            if t.name in state:
+                chunk[t.name] = state[t.name]
+            elif spec.stream_dim in t.shape:
+                axis = t.shape.index(spec.stream_dim)
+                chunk[t.name] = np.ascontiguousarray(np.take(feeds[t.name], range(start, start + length), axis=axis))
+            else:
+                chunk[t.name] = feeds[t.name]
+        out = runner.infer(chunk)
+        for name in pieces:
+            pieces[name].append((out[name], length))
+        state = {i: out[o] for i, o in spec.state}
+        start += length
+    labels = dict(tolerance=tolerance, artifact=artifact.name, runtime=runner.name, case=case.id, against="streaming")
+    records = [compare_arrays(state[i], full[o], output=o, **labels) for i, o in spec.state]
+    for name, parts in pieces.items():
+        axis = _stream_axis(parts, full[name], sum(chunks))
+        if axis is not None:
+            joined = np.concatenate([p for p, _ in parts], axis=axis)
+            records.append(compare_arrays(joined, full[name], output=name, **labels))
+    return records
+
+
+def _stream_axis(parts: list[tuple[np.ndarray, int]], full: np.ndarray, total: int) -> int | None:
+    """The axis along which an output grows with the stream (each piece has its chunk's length
+    there, the full run the total), or None for outputs that do not (pooled, per-sequence)."""
+    for axis in range(full.ndim):
+        if full.shape[axis] == total and all(p.ndim == full.ndim and p.shape[axis] == n for p, n in parts):
+            return axis
+    return None
 
 
 def localize(spec: RNNSpec, h_n: np.ndarray, expected: np.ndarray, tolerance: Tolerance) -> dict[str, Any] | None:

@@ -16,8 +16,10 @@ DOCUMENTED_SHAPES = {
 }
 
 
-def test_catalog_holds_exactly_the_documented_configurations():
-    assert sorted(catalog()) == sorted(DOCUMENTED_SHAPES)
+def test_catalog_holds_exactly_the_documented_configurations_and_the_examples():
+    assert sorted(catalog("rnn")) == sorted(DOCUMENTED_SHAPES)
+    assert sorted(catalog("model")) == ["keyword_spotter", "seq2seq_decoder", "seq2seq_encoder", "text_classifier"]
+    assert sorted(catalog()) == sorted([*DOCUMENTED_SHAPES, *catalog("model")])
 
 
 @pytest.mark.parametrize("name", sorted(DOCUMENTED_SHAPES))

@@ -31,7 +31,15 @@ from rnnexport.errors import RNNExportError, UsageError, ValidationFailed
 from rnnexport.inputs import golden_cases, make_inputs
 from rnnexport.spec import RNNSpec
 
-__all__ = ["DEFAULT_OPSET", "EXPORTERS", "ExportResult", "default_exporter", "export_spec", "export_specs"]
+__all__ = ["DEFAULT_OPSET", "EXPORTERS", "ExportResult", "default_exporter", "export_model", "export_spec",
+           "export_specs"]
+
+
+def export_model(module, **options: Any):
+    """Export an ``nn.Module`` in memory; see `rnnexport.export.model.export_model`."""
+    from rnnexport.export.model import export_model as _export_model
+
+    return _export_model(module, **options)
 
 EXPORTERS = ("legacy", "dynamo")
 DEFAULT_OPSET = 18
@@ -75,7 +83,7 @@ def export_spec(
     *,
     exporter: str | None = None,
     opset: int = DEFAULT_OPSET,
-    torchscript_method: str = "script",
+    torchscript_method: str | None = None,
     validate: bool = True,
     runtimes: list[str] | None = None,
     tolerance: Tolerance | None = None,
@@ -91,7 +99,8 @@ def export_spec(
         exporter: ``legacy`` (TorchScript-based ``torch.onnx.export``) or ``dynamo`` (torch.export
             path with native recurrent ops). Default: legacy where torch still has it, else dynamo.
         opset: ONNX opset, 14..20. Default 18.
-        torchscript_method: ``script`` (default) or ``trace``.
+        torchscript_method: ``script`` or ``trace``. Default: script (model specs: their
+            ``torchscript`` key, else script falling back to trace where scripting fails).
         validate: Validate the staged artifact (default True); a failing one is not installed.
         runtimes: Runtimes for that validation; default every available one.
         tolerance: Validation tolerance; default `Tolerance()`.
@@ -106,6 +115,13 @@ def export_spec(
         ValidationFailed: the exported artifact does not match PyTorch; it is kept in
             ``out_dir/.<name>.rejected`` for inspection and the previous artifact stays.
     """
+    if spec.kind == "model":
+        from rnnexport.export.model import export_model_spec
+
+        return export_model_spec(spec, out_dir, exporter=exporter, opset=opset, torchscript_method=torchscript_method,
+                                 validate=validate, runtimes=runtimes, tolerance=tolerance, max_memory=max_memory,
+                                 lock_timeout=lock_timeout)
+    torchscript_method = torchscript_method or "script"
     notes: list[str] = []
     exporter = _check_exporter(exporter, opset, notes)
     _check_memory(spec, validate, max_memory)
@@ -273,7 +289,7 @@ def _manifest(
 
 def _validate_staged(
     spec: RNNSpec, stage: Path, final: Path, target: Path, manifest: dict[str, Any],
-    runtimes: list[str] | None, tolerance: Tolerance | None, max_memory: int | None,
+    runtimes: list[str] | None, tolerance: Tolerance | None, max_memory: int | None, reference=None,
 ):
     """Validate the staged artifact and record the summary in its manifest.
 
@@ -283,10 +299,12 @@ def _validate_staged(
     """
     from rnnexport.validate import validate_artifact
 
-    report = validate_artifact(stage, runtimes=runtimes, tolerance=tolerance, max_memory=max_memory)
+    options = {"torch": {"module": reference}} if reference is not None else None
+    report = validate_artifact(stage, runtimes=runtimes, tolerance=tolerance, max_memory=max_memory,
+                               runner_options=options)
     report.artifact, report.path = spec.name, str(final)
     manifest["validation"] = _manifest_summary(report)
-    with writing(stage, MANIFEST, 1 << 16) as path:
+    with writing(stage, MANIFEST, 1 << 20) as path:
         write_json(path, manifest)
     if not report.passed:
         rejected = target.parent / f".{target.name}.rejected"

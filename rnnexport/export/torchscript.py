@@ -28,7 +28,7 @@ from rnnexport.spec import RNNSpec, spec_from_dict
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["METHODS", "TorchScriptJob", "compile_and_save", "export_torchscript", "start_torchscript"]
+__all__ = ["METHODS", "TorchScriptJob", "compile_and_save", "compile_model_spec", "export_torchscript", "start_torchscript"]
 
 METHODS = ("script", "trace")
 
@@ -50,6 +50,38 @@ def compile_and_save(module: torch.nn.Module, spec: RNNSpec, path: Path, *, meth
         torch.jit.save(compiled, str(path))
     strip_torchscript_debug_info(path)
     return messages
+
+
+def compile_model_spec(module: torch.nn.Module, spec, path: Path, method: str | None) -> dict:
+    """Compile a model spec's module (called ``m(*inputs)``) and save it to `path`.
+
+    `method` None scripts and, where scripting fails (user code often has Python TorchScript
+    cannot compile), traces on the spec's example inputs instead. Returns ``{"method",
+    "messages", "script_error"}``.
+    """
+    import torch
+
+    from rnnexport.usermodel import example_args
+
+    script_error = None
+    with captured_messages() as messages:
+        compiled = None
+        if method in (None, "script"):
+            try:
+                compiled = torch.jit.script(module)
+            except Exception as exc:
+                if method == "script":
+                    first = (str(exc).strip().splitlines() or [""])[0]
+                    raise ExportError(f"{spec.name}: torch.jit.script failed: {type(exc).__name__}: {first}; "
+                                      "try --torchscript trace (or torchscript = \"trace\" in the spec)") from None
+                script_error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+        if compiled is None:
+            with torch.no_grad():
+                compiled = torch.jit.trace(module, example_args(spec), check_trace=False)
+        torch.jit.save(compiled, str(path))
+    strip_torchscript_debug_info(path)
+    return {"method": "trace" if script_error or method == "trace" else "script",
+            "messages": messages, "script_error": script_error}
 
 
 class TorchScriptJob:
@@ -160,6 +192,14 @@ def _worker() -> None:
     from rnnexport.builder import module_from_state_dict
 
     request = json.loads(sys.stdin.read())
+    if request.get("kind") == "model":
+        from rnnexport.modelspec import model_spec_from_dict
+        from rnnexport.usermodel import build_user_module, load_weights
+
+        spec = model_spec_from_dict(request["spec"])
+        module = build_user_module(spec, load_weights(request["weights"]))
+        print(json.dumps(compile_model_spec(module, spec, Path(request["path"]), request["method"])))
+        return
     spec = spec_from_dict(request["spec"])
     module = module_from_state_dict(spec, torch.load(request["weights"], weights_only=True))
     messages = compile_and_save(module, spec, Path(request["path"]), method=request["method"])

@@ -144,6 +144,8 @@ def node_status() -> str | None:
 class _ClientRunner(Runner):
     """One client process per artifact, fed through files in a private temporary folder."""
 
+    _positional = False  # the client calls m(*inputs) in file order when told "positional"
+
     def __init__(self, artifact, runtime: str, threads: int = 0) -> None:
         super().__init__(artifact, runtime)
         self.threads = threads
@@ -156,6 +158,17 @@ class _ClientRunner(Runner):
 
     def io_names(self) -> None:
         return None  # the client names its outputs with each result
+
+    def unsupported_reason(self) -> str | None:
+        if reason := super().unsupported_reason():
+            return reason
+        spec = self.artifact.spec
+        if spec.kind == "model":
+            odd = [t.name for t in spec.inputs if t.dtype not in ("float32", "int64")]
+            odd += [o["name"] for o in self.artifact.manifest["io"]["outputs"] if o.get("dtype") != "float32"]
+            if odd:
+                return f"the {self.name} client exchanges float32 and int64 inputs and float32 outputs only ({odd[0]!r})"
+        return None
 
     def _load(self) -> None:
         command, env = self._command()
@@ -190,8 +203,8 @@ class _ClientRunner(Runner):
 
     def _write_inputs(self, feeds: dict[str, np.ndarray]) -> Path:
         folder = Path(tempfile.mkdtemp(dir=self._tmp.name))
-        lines = []
         spec = self.artifact.spec
+        lines = ["positional"] if spec.kind == "model" and self._positional else []
         for name in spec.input_names:
             dtype = spec.dtype(name)
             array = np.ascontiguousarray(feeds[name], dtype="<i8" if dtype == "int64" else "<f4")
@@ -245,6 +258,8 @@ class _ClientRunner(Runner):
 
 class LibTorchCppRunner(_ClientRunner):
     """``model.pt`` loaded by a C++ program linked against LibTorch."""
+
+    _positional = True
 
     def _command(self):
         return [str(libtorch_binary()), str(self.artifact.path / "model.pt"), str(self.threads)], None

@@ -135,15 +135,17 @@ class OnnxReferenceRunner(Runner):
         spec = self.artifact.spec
         if reason := super().unsupported_reason():
             return reason
-        if spec.variable_length:
+        if self.artifact.uses_sequence_lens:
             # onnx 1.23's reference RNN/GRU/LSTM ignore sequence_lens (errors up to 0.5 measured).
             return "onnx.reference ignores sequence_lens: variable-length models are not run on it"
-        if spec.cell == "rnn" and spec.nonlinearity == "relu":
+        relu = (any(op.get("activation") == "Relu" for op in self.artifact.manifest.get("recurrent_ops", []))
+                if spec.kind == "model" else spec.cell == "rnn" and spec.nonlinearity == "relu")
+        if relu:
             return "onnx.reference's RNN implements the Tanh activation only"
         return None
 
     def skip_reason(self, case) -> str | None:
-        if case.batch * case.seq > self.max_steps:
+        if case.steps > self.max_steps:
             return f"onnx-reference runs cases up to batch*seq={self.max_steps} (slow, pure Python)"
         return None
 
@@ -211,7 +213,7 @@ class OpenVinoRunner(Runner):
     def unsupported_reason(self) -> str | None:
         if reason := super().unsupported_reason():
             return reason
-        if self.artifact.spec.variable_length:
+        if self.artifact.uses_sequence_lens:
             # OpenVINO 2026.4.1 CPU: graph outputs differ from ONNX Runtime by up to 1.3 when
             # sequence_lens varies (exact when all lengths are full); a single RNN op with static
             # shapes is right. tests/runtimes/test_clients.py keeps checking that it still fails.

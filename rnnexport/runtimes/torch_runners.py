@@ -35,6 +35,10 @@ class _ModuleRunner(Runner):
             # "LSTM with projections is not supported with oneDNN. Using default implementation":
             # which kernel runs is torch's business; the numbers are what validation checks.
             warnings.filterwarnings("ignore", message="LSTM with projections is not supported", category=UserWarning)
+            if self.artifact.spec.kind == "model":
+                from rnnexport.usermodel import call_user_model
+
+                return call_user_model(self._module, self.artifact.spec, feeds)
             return call_model(self._module, self.artifact.spec, feeds)
 
     def _close(self) -> None:
@@ -43,12 +47,29 @@ class _ModuleRunner(Runner):
 
 class TorchEagerRunner(_ModuleRunner):
     """The reference: the module rebuilt from ``weights.pt`` (no RNG involved), behind the
-    calling contract (`rnnexport.builder.wrap`)."""
+    calling contract (`rnnexport.builder.wrap`). For a model spec: the user's module, imported
+    and loaded with ``weights.safetensors`` (or `module`, given by an export in progress)."""
+
+    def __init__(self, artifact, runtime: str, threads: int = 0, module=None) -> None:
+        super().__init__(artifact, runtime, threads)
+        self._given = module
+        if artifact.spec.kind == "model":
+            self.requires = "weights.safetensors"
 
     def _load(self) -> None:
         from rnnexport.builder import module_from_state_dict, wrap
 
         spec = self.artifact.spec
+        if spec.kind == "model":
+            from rnnexport.errors import SpecError
+            from rnnexport.usermodel import build_user_module
+
+            try:
+                self._module = self._given if self._given is not None else build_user_module(
+                    spec, self.artifact.state_dict())
+            except SpecError as exc:
+                raise ArtifactError(f"{self.artifact.path}: the eager reference cannot be rebuilt: {exc}") from None
+            return
         try:
             self._module = wrap(module_from_state_dict(spec, self.artifact.state_dict()), spec)
         except (RuntimeError, KeyError) as exc:

@@ -4,7 +4,8 @@
 //
 // Prints "ready", then answers one line per request on stdin:
 //   RUN DIR                  reads DIR/inputs.txt ("name dtype ndim d0 d1 ..." per line, dtype float32 or
-//                            int64) and DIR/<name>.bin (little-endian, C order), calls forward with the
+//                            int64; a first line "positional" passes the tensors in file order instead,
+//                            for model specs) and DIR/<name>.bin (little-endian, C order), calls forward with the
 //                            artifact calling contract: (input, h_0[, lengths]) or, when c_0 is given,
 //                            (input, (h_0, c_0)[, lengths]); writes DIR/<i>.bin (float32) and
 //                            DIR/outputs.txt for each tensor i of the (flattened) returned tuple
@@ -28,9 +29,12 @@ std::vector<torch::jit::IValue> read_inputs(const std::string& dir) {
   std::ifstream index(dir + "/inputs.txt");
   if (!index) throw std::runtime_error("cannot read " + dir + "/inputs.txt");
   std::map<std::string, torch::Tensor> named;
+  std::vector<torch::jit::IValue> positional;
+  bool by_position = false;
   std::string line;
   while (std::getline(index, line)) {
     if (line.empty()) continue;
+    if (line == "positional") { by_position = true; continue; }
     std::istringstream fields(line);
     std::string name, dtype;
     int64_t ndim = 0;
@@ -46,7 +50,9 @@ std::vector<torch::jit::IValue> read_inputs(const std::string& dir) {
     data.read(reinterpret_cast<char*>(tensor.data_ptr()), bytes);
     if (data.gcount() != bytes) throw std::runtime_error(name + ".bin is shorter than its shape");
     named[name] = tensor;
+    positional.emplace_back(tensor);
   }
+  if (by_position) return positional;  // a model spec: m(*inputs) in the file's order
   for (const char* required : {"input", "h_0"})
     if (!named.count(required)) throw std::runtime_error(std::string("missing input ") + required);
   std::vector<torch::jit::IValue> args{named["input"]};

@@ -1,0 +1,368 @@
+"""Export a model spec (a user's module): every nn.RNN/LSTM/GRU inside it becomes native ONNX
+``RNN``/``GRU``/``LSTM`` ops with either exporter, the named dims stay dynamic in every format.
+
+The steps, as `export_model_spec` runs them in a staging folder::
+
+    build the module (weights from the spec)  ->  weights.safetensors
+    TorchScript (script, else trace; in a fresh process when the module can be rebuilt)  ->  model.pt
+    torch.export on a copy with native recurrent ops  ->  model.pt2
+    ONNX (legacy: torch.onnx.export of the module; dynamo: that same program translated)  ->  model.onnx
+    count the native recurrent ops against the module's recurrent layers (fewer: rejected)
+    golden.npz from the module  ->  manifest.json  ->  validate  ->  install
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rnnexport.artifacts import DEFAULT_LOCK_TIMEOUT, MANIFEST, SCHEMA_VERSION, file_entry, resolve_output, \
+    staged_folder, versions, write_json, write_npz
+from rnnexport.compare import Tolerance
+from rnnexport.errors import ExportError, ExportRejected, SpecError, UsageError
+from rnnexport.modelspec import ModelSpec, model_spec_from_dict
+
+__all__ = ["MODEL_FILES", "export_model", "export_model_spec", "recurrent_ops"]
+
+MODEL_FILES = ["model.onnx", "model.pt", "model.pt2", "weights.safetensors", "golden.npz"]
+RECURRENT_OPS = ("RNN", "GRU", "LSTM")
+
+
+def export_model_spec(
+    spec: ModelSpec,
+    out_dir: str | Path = "models",
+    *,
+    module=None,
+    exporter: str | None = None,
+    opset: int = 18,
+    torchscript_method: str | None = None,
+    validate: bool = True,
+    runtimes: list[str] | None = None,
+    tolerance: Tolerance | None = None,
+    max_memory: int | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+):
+    """Export a model spec to ``out_dir/<name>/`` like `rnnexport.export.export_spec`.
+
+    Args:
+        module: The module itself (`export_model`); default: built from the spec.
+        torchscript_method: ``script`` or ``trace``; default the spec's ``torchscript`` key, else
+            script with a fallback to trace (recorded in the manifest with the reason).
+        Others: as `rnnexport.export.export_spec`.
+
+    Raises:
+        SpecError: the module does not import or build, or does not fit the spec.
+        ExportRejected: a recurrent layer lost its native op, or a packed sequence cannot be kept.
+        ExportError, UsageError, ValidationFailed: as `export_spec`.
+    """
+    from rnnexport.export import ExportResult, _check_exporter, _validate_staged, writing
+    from rnnexport.usermodel import build_user_module, recurrent_layers
+
+    notes: list[str] = []
+    exporter = _check_exporter(exporter, opset, notes)
+    method = torchscript_method or spec.torchscript
+    if method not in (None, "script", "trace"):
+        raise UsageError(f"unknown TorchScript method {method!r}; valid: script, trace")
+    rebuildable = module is None
+    module = build_user_module(spec) if module is None else module.eval()
+    _check_outputs(spec, module)
+    final = Path(out_dir) / spec.name
+    result = ExportResult(path=final, exporter=exporter, notes=notes)
+    target = resolve_output(final)
+    layers = recurrent_layers(module)
+    with staged_folder(final, lock_timeout=lock_timeout) as stage:
+        warnings: dict[str, list[str]] = {}
+        _write_weights(module, stage, writing)
+        method, warnings["torchscript"] = _write_torchscript(spec, module, stage, method, rebuildable, notes, writing)
+        program, warnings["torch.export"] = _export_program(spec, module)
+        with writing(stage, "model.pt2", None) as path:
+            import torch
+
+            torch.export.save(program, str(path))
+        with writing(stage, "model.onnx", None) as path:
+            warnings["onnx"] = _write_onnx(spec, module, program, path, exporter, opset)
+        ops = recurrent_ops(stage / "model.onnx")
+        _check_native_ops(spec, layers, ops, exporter)
+        golden = _write_golden(spec, module, stage, writing)
+        manifest = _manifest(spec, stage, exporter, opset, method, warnings, ops, layers, golden, rebuildable, tolerance)
+        if validate:
+            result.report = _validate_staged(spec, stage, final, target, manifest, runtimes, tolerance, max_memory,
+                                             reference=module)
+    return result
+
+
+def _check_outputs(spec: ModelSpec, module) -> None:
+    """Run the module once on the documented example: it must accept the inputs (dtypes) and
+    return as many tensors as ``[outputs] names``."""
+    from rnnexport.usermodel import call_user_model
+
+    try:
+        call_user_model(module, spec, spec.make_inputs(spec.case(spec.documented)))
+    except SpecError:
+        raise
+    except Exception as exc:
+        raise SpecError(f"{spec.name}: the module rejects the spec's example inputs "
+                        f"({', '.join(f'{t.name}: {t.dtype}{list(t.shape)}' for t in spec.inputs)}): "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+
+
+def _write_weights(module, stage: Path, writing) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
+    with writing(stage, "weights.safetensors", None) as path:
+        save_file(state, str(path))
+
+
+def _write_torchscript(spec: ModelSpec, module, stage: Path, method: str | None, rebuildable: bool,
+                       notes: list[str], writing) -> tuple[str, list[str]]:
+    """model.pt; script (or `method`), trace where scripting fails and no method was asked for."""
+    from rnnexport.export.torchscript import compile_model_spec
+
+    with writing(stage, "model.pt", None) as path:
+        if rebuildable:
+            outcome = _compile_in_fresh_process(spec, stage / "weights.safetensors", path, method)
+        else:
+            outcome = compile_model_spec(module, spec, path, method)
+    if outcome.get("script_error"):
+        notes.append(f"{spec.name}: torch.jit.script failed ({outcome['script_error']}); model.pt was traced "
+                     "instead (torchscript = \"trace\" in the spec chooses it directly)")
+    return outcome["method"], outcome["messages"]
+
+
+def _compile_in_fresh_process(spec: ModelSpec, weights: Path, path: Path, method: str | None) -> dict[str, Any]:
+    import os
+    import subprocess
+    import sys
+
+    request = json.dumps({"kind": "model", "spec": spec.to_dict(), "weights": str(weights), "path": str(path),
+                          "method": method})
+    done = subprocess.run([sys.executable, "-m", "rnnexport.export.torchscript"], input=request, text=True,
+                          capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise ExportError(f"{spec.name}: TorchScript compilation failed: {last}; try torchscript = \"trace\"")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _dynamic_shapes(spec: ModelSpec) -> dict[str, Any]:
+    import torch
+
+    dims = {d.name: torch.export.Dim(d.name, min=1) for d in spec.dims}
+    return {t.name: {axis: dims[d] for axis, d in enumerate(t.shape) if isinstance(d, str)} or None
+            for t in spec.inputs}
+
+
+def _export_program(spec: ModelSpec, module):
+    """torch.export of a copy of `module` whose recurrent layers are native ops; the named
+    dims dynamic; source locations stripped (they hold absolute paths)."""
+    import torch
+
+    from rnnexport.export._capture import captured_messages
+    from rnnexport.ops import packed_as_padded, substitute_recurrent
+    from rnnexport.usermodel import example_args
+
+    native, _ = substitute_recurrent(module)
+    try:
+        with captured_messages() as messages, torch.no_grad(), packed_as_padded(module):
+            program = torch.export.export(native, example_args(spec), dynamic_shapes=_dynamic_shapes(spec),
+                                          strict=False)
+    except ExportRejected:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:400]
+        raise ExportError(f"{spec.name}: torch.export cannot export the module: {type(exc).__name__}: {first}") from None
+    for node in program.graph.nodes:
+        for key in ("stack_trace", "source_fn_stack", "nn_module_stack", "from_node"):
+            node.meta.pop(key, None)
+    return program, messages
+
+
+def _write_onnx(spec: ModelSpec, module, program, path: Path, exporter: str, opset: int) -> list[str]:
+    import onnx
+    import torch
+
+    from rnnexport.export import _check_onnx
+    from rnnexport.export._capture import captured_messages
+    from rnnexport.export.onnx_dynamo import _make_deterministic
+    from rnnexport.ops import packed_as_padded
+    from rnnexport.usermodel import example_args
+
+    try:
+        if exporter == "legacy":
+            with captured_messages() as messages, torch.no_grad():
+                torch.onnx.export(module, example_args(spec), str(path), dynamo=False,
+                                  input_names=list(spec.input_names), output_names=list(spec.output_names),
+                                  dynamic_axes={k: v for k, v in spec.dynamic_axes().items() if v},
+                                  opset_version=opset, do_constant_folding=True)
+        else:
+            import rnnexport.ops
+            from rnnexport.export._torch_internals import reused_torchlib_registry
+
+            with captured_messages() as messages, reused_torchlib_registry(), packed_as_padded(module):
+                onnx_program = torch.onnx.export(
+                    program, input_names=list(spec.input_names), output_names=list(spec.output_names),
+                    opset_version=opset, dynamo=True, optimize=True, verbose=False,
+                    custom_translation_table={torch.ops.rnnexport.rnn.default: rnnexport.ops.onnx_translation,
+                                              torch.ops.rnnexport.lstm.default: rnnexport.ops.lstm_onnx_translation})
+            model = onnx_program.model_proto
+            _make_deterministic(model)
+            _name_dims(model, spec)
+            onnx.save(model, str(path))
+    except ExportError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:400]
+        raise ExportError(f"{spec.name}: the {exporter} ONNX exporter failed: {type(exc).__name__}: {first}") from None
+    _check_onnx(path)
+    return messages
+
+
+def _name_dims(model, spec: ModelSpec) -> None:
+    """Name the symbolic dims after the spec's dims (torch.export may call them ``s31``)."""
+    renames: dict[str, str] = {}
+    for value in model.graph.input:
+        for axis, label in spec.dynamic_axes().get(value.name, {}).items():
+            dim = value.type.tensor_type.shape.dim[axis]
+            if dim.dim_param:
+                renames[dim.dim_param] = label
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in renames:
+                dim.dim_param = renames[dim.dim_param]
+
+
+def recurrent_ops(path: Path) -> list[dict[str, Any]]:
+    """The native recurrent ops of an ONNX file (functions included): op, direction, hidden
+    size and whether ``sequence_lens`` is fed."""
+    import onnx
+
+    model = onnx.load(str(path))
+    nodes = [*model.graph.node, *(n for f in model.functions for n in f.node)]
+    found = []
+    for node in nodes:
+        if node.op_type in RECURRENT_OPS and node.domain in ("", "ai.onnx"):
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            direction = attrs.get("direction", b"forward")
+            activations = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
+            found.append({"op": node.op_type, "direction": direction.decode() if isinstance(direction, bytes) else direction,
+                          **({"activation": activations[0]} if node.op_type == "RNN" and activations else {}),
+                          "hidden_size": attrs.get("hidden_size"),
+                          "sequence_lens": len(node.input) > 4 and bool(node.input[4])})
+    return found
+
+
+def _check_native_ops(spec: ModelSpec, layers, ops: list[dict[str, Any]], exporter: str) -> None:
+    expected = sum(m.num_layers for _, m in layers)
+    if len(ops) < expected:
+        names = ", ".join(f"{name} ({type(m).__name__}, {m.num_layers} layer{'s' * (m.num_layers > 1)})"
+                          for name, m in layers)
+        raise ExportRejected(f"{spec.name}: the {exporter} ONNX graph has {len(ops)} native recurrent ops, the module "
+                             f"has {expected} recurrent layers ({names}): a layer was unrolled or lost; not installed")
+
+
+def _write_golden(spec: ModelSpec, module, stage: Path, writing) -> dict[str, dict[str, Any]]:
+    """golden.npz from `module`; returns each array's shape and dtype (for the manifest)."""
+    from rnnexport.usermodel import call_user_model
+
+    golden = {}
+    for case in spec.golden_cases():
+        feeds = spec.make_inputs(case)
+        golden.update({f"{case.id}/{n}": v for n, v in feeds.items()})
+        golden.update({f"{case.id}/{n}": v for n, v in call_user_model(module, spec, feeds).items()})
+    with writing(stage, "golden.npz", sum(v.nbytes for v in golden.values())) as path:
+        write_npz(path, golden)
+    return {key: {"shape": list(v.shape), "dtype": str(v.dtype)} for key, v in golden.items()}
+
+
+def _manifest(spec: ModelSpec, stage: Path, exporter: str, opset: int, method: str, warnings, ops, layers,
+              golden: dict[str, dict[str, Any]], rebuildable: bool, tolerance: Tolerance | None) -> dict[str, Any]:
+    from rnnexport.export import writing
+    from rnnexport.usermodel import module_sha256
+
+    atol, rtol, per_output = spec.tolerance_for(*((tolerance.atol, tolerance.rtol) if tolerance else (1e-5, 1e-4)))
+    documented = spec.golden_cases()[0]
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "model",
+        "name": spec.name,
+        # The weights are in the artifact; where they came from is kept by name (paths differ per machine).
+        "spec": {**spec.to_dict(), **({"weights": Path(spec.weights).name} if spec.weights else {})},
+        "module_source": {"module": spec.module, "sha256": module_sha256(spec),
+                          "rebuildable": rebuildable},
+        "exporter": exporter,
+        "opset": opset,
+        "torchscript_method": method,
+        "files": {name: file_entry(stage / name) for name in MODEL_FILES},
+        "io": {
+            "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
+                        "dynamic_axes": {str(a): d for a, d in spec.dynamic_axes()[t.name].items()}} for t in spec.inputs],
+            "outputs": [{"name": n, **golden[f"{documented.id}/{n}"]} for n in spec.output_names],
+        },
+        "recurrent_layers": [{"name": name, "module": type(m).__name__, "num_layers": m.num_layers,
+                              "bidirectional": m.bidirectional, "batch_first": m.batch_first} for name, m in layers],
+        "recurrent_ops": ops,
+        "golden": {"file": "golden.npz", "cases": [c.id for c in spec.golden_cases()], "arrays": golden},
+        "tolerance": {"atol": atol, "rtol": rtol, "outputs": {k: {"atol": a, "rtol": r} for k, (a, r) in per_output.items()}},
+        "versions": versions(),
+        "export_warnings": {k: v for k, v in warnings.items() if v},
+        "validation": None,
+    }
+    with writing(stage, MANIFEST, 1 << 20) as path:
+        write_json(path, manifest)
+    return manifest
+
+
+def export_model(
+    module,
+    *,
+    inputs: dict[str, dict[str, Any]],
+    dims: dict[str, dict[str, Any]],
+    outputs: list[str] | dict[str, Any],
+    name: str,
+    out: str | Path = "models",
+    module_args: dict[str, Any] | None = None,
+    seed: int = 0,
+    tolerance: dict[str, Any] | None = None,
+    **options: Any,
+):
+    """Export an ``nn.Module`` in memory (trained or not), no TOML needed.
+
+    The keys are those of a model spec (DESIGN.md)::
+
+        export_model(model, name="tagger", out="models",
+                     inputs={"tokens": {"dtype": "int64", "shape": ["batch", "seq"], "range": [0, 99]}},
+                     dims={"batch": {"size": 4, "sweep": [1, 9]}, "seq": {"size": 12, "sweep": [1, 50]}},
+                     outputs=["logits"])
+
+    `outputs` is the list of names, or the ``[outputs]`` table (``names``, ``state``,
+    ``stream_dim``). The module's own weights are exported. The manifest records its class
+    (``FILE.py:Class``) and `module_args`: when ``Class(**module_args)`` rebuilds a module whose
+    state dict fits, later ``rnnexport validate`` runs also use it as the eager reference;
+    otherwise they check every runtime against the golden data and say why.
+
+    Returns:
+        The `ExportResult` of `export_model_spec`. Other keyword `options` go there too.
+
+    Raises:
+        SpecError: a key is invalid, or the module does not fit the spec.
+    """
+    import inspect
+
+    cls = type(module)
+    try:
+        source = inspect.getsourcefile(cls)
+    except TypeError:
+        source = None
+    target = f"{source}:{cls.__qualname__}" if source else f"{cls.__module__}:{cls.__qualname__}"
+    table = {"names": list(outputs)} if isinstance(outputs, (list, tuple)) else dict(outputs)
+    data = {"name": name, "module": target, "module_args": dict(module_args or {}), "seed": seed,
+            "inputs": inputs, "dims": dims, "outputs": table}
+    if tolerance:
+        data["tolerance"] = tolerance
+    spec = model_spec_from_dict(data, source=f"export_model(name={name!r})")
+    from rnnexport.usermodel import _check_forward
+
+    _check_forward(spec, module)
+    return export_model_spec(spec, out, module=module, **options)

@@ -1,0 +1,568 @@
+"""ModelSpec: a user's own module as data (DESIGN.md, "Your own model (model specs)").
+
+A model spec names a module (``FILE.py:ATTR`` or ``package.module:ATTR``), its arguments and
+weights, and its I/O signature: one table per ``forward()`` argument (dtype, shape over named
+dims, value range), the named dims with their documented size and sweep, the output names and the
+state pairs (input fed from an output) that enable the streaming check. Everything here is data
+and torch-free; `rnnexport.usermodel` builds and calls the module.
+
+Cases of a model spec are `ShapeCase`: one size per dim and how the state inputs are filled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import json
+import math
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnnexport.errors import SpecError, UsageError
+
+__all__ = ["DTYPES", "DimSpec", "ModelSpec", "ShapeCase", "TensorSpec", "is_model_spec_data", "load_model_spec",
+           "model_spec_from_dict"]
+
+DTYPES = ("float32", "float16", "int64", "int32", "bool")
+INITIAL_STATES = ("zero", "random")
+_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_MODULE_RE = re.compile(r"(?P<target>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_.]*)")
+_TOP_KEYS = ("name", "module", "module_args", "weights", "seed", "inputs", "dims", "outputs", "tolerance",
+             "torchscript")
+_INPUT_KEYS = ("dtype", "shape", "range")
+_DIM_KEYS = ("size", "sweep")
+_OUTPUT_KEYS = ("names", "state", "stream_dim")
+_TOLERANCE_KEYS = ("atol", "rtol", "outputs")
+MAX_DIM = 1 << 20
+
+
+@dataclass(frozen=True)
+class DimSpec:
+    """A named dim: its documented (example) size and the further sizes every validation runs."""
+
+    name: str
+    size: int
+    sweep: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One ``forward()`` argument: dtype, shape (ints and dim names), optional inclusive range."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+    range: tuple[Any, Any] | None = None
+
+    def resolve(self, sizes: dict[str, int]) -> tuple[int, ...]:
+        return tuple(sizes[d] if isinstance(d, str) else d for d in self.shape)
+
+
+@dataclass(frozen=True, order=True)
+class ShapeCase:
+    """One input case of a model spec: a size per dim, and how state inputs are filled."""
+
+    sizes: tuple[tuple[str, int], ...]
+    initial_state: str = "random"
+
+    @property
+    def id(self) -> str:
+        """Readable id, e.g. ``batch=3,seq=17,state=zero``."""
+        return ",".join([*(f"{k}={v}" for k, v in self.sizes), f"state={self.initial_state}"])
+
+    @property
+    def steps(self) -> int:
+        """Product of the dim sizes (how much work the case is)."""
+        return math.prod(v for _, v in self.sizes)
+
+    def size(self, dim: str) -> int:
+        return dict(self.sizes)[dim]
+
+    @classmethod
+    def parse(cls, text: str) -> ShapeCase:
+        try:
+            parts = dict(part.split("=", 1) for part in text.split(","))
+            state = parts.pop("state")
+            if state not in INITIAL_STATES or not parts:
+                raise ValueError(state)
+            sizes = tuple((k, int(v)) for k, v in parts.items())
+            if any(not _IDENT_RE.fullmatch(k) or v < 1 for k, v in sizes):
+                raise ValueError(text)
+            return cls(sizes, state)
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"bad case {text!r}: expected dim=N,...,state=zero|random ({exc})") from None
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple((k, _freeze(v)) for k, v in sorted(value.items()))
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model spec (see the module docstring). Build with `model_spec_from_dict` or
+    `load_model_spec`, which validate every key.
+
+    Attributes:
+        name: Artifact folder name.
+        module: ``FILE.py:ATTR`` (absolute path once loaded) or ``package.module:ATTR``.
+        module_args: Keyword arguments of ATTR.
+        weights: Absolute path of a ``.safetensors`` file or a ``torch.save`` state dict, or None
+            (weights drawn from `seed`).
+        seed: Seed of generated inputs (and weights when there is no `weights`).
+        inputs: ``forward()``'s arguments, in order.
+        dims: Every dim name used in a shape or a range.
+        outputs: ``forward()``'s outputs, flattened in order.
+        state: (input, output) pairs: the output feeds the input at the next chunk.
+        stream_dim: The dim the streaming check chunks (required with `state`).
+        tolerance: ``{"atol": x, "rtol": y, "outputs": {name: {"atol":..., "rtol":...}}}`` (all optional).
+        torchscript: ``script`` or ``trace``; None: script, falling back to trace.
+    """
+
+    name: str
+    module: str
+    inputs: tuple[TensorSpec, ...]
+    dims: tuple[DimSpec, ...]
+    outputs: tuple[str, ...]
+    module_args: dict[str, Any] = dataclasses.field(default_factory=dict)
+    weights: str | None = None
+    seed: int = 0
+    state: tuple[tuple[str, str], ...] = ()
+    stream_dim: str | None = None
+    tolerance: dict[str, Any] = dataclasses.field(default_factory=dict)
+    torchscript: str | None = None
+
+    kind = "model"
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.module, _freeze(self.module_args), self.weights, self.seed, self.inputs,
+                     self.dims, self.outputs, self.state, self.stream_dim))
+
+    # The signature, as the pipeline reads it (the same names as RNNSpec's).
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return self.outputs
+
+    @property
+    def state_inputs(self) -> tuple[str, ...]:
+        return tuple(i for i, _ in self.state)
+
+    def input(self, name: str) -> TensorSpec:
+        return next(t for t in self.inputs if t.name == name)
+
+    def dtype(self, name: str) -> str:
+        """Element type of an input (outputs: float32 unless the golden data says otherwise)."""
+        return self.input(name).dtype if name in self.input_names else "float32"
+
+    def dim(self, name: str) -> DimSpec:
+        return next(d for d in self.dims if d.name == name)
+
+    @property
+    def documented(self) -> dict[str, int]:
+        return {d.name: d.size for d in self.dims}
+
+    def input_shapes(self, sizes: dict[str, int] | None = None) -> dict[str, tuple[int, ...]]:
+        sizes = self.documented if sizes is None else sizes
+        return {t.name: t.resolve(sizes) for t in self.inputs}
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """The named dims of every input, by axis (outputs' axes come from the exported graph)."""
+        return {t.name: {axis: d for axis, d in enumerate(t.shape) if isinstance(d, str)} for t in self.inputs}
+
+    def case(self, sizes: dict[str, int], initial_state: str = "random") -> ShapeCase:
+        return ShapeCase(tuple((d.name, sizes[d.name]) for d in self.dims), initial_state)
+
+    def parse_case(self, text: str) -> ShapeCase:
+        case = ShapeCase.parse(text)
+        if [k for k, _ in case.sizes] != [d.name for d in self.dims]:
+            raise ValueError(f"bad case {text!r}: dims must be {', '.join(d.name for d in self.dims)}")
+        return case
+
+    def _states(self) -> tuple[str, ...]:
+        return INITIAL_STATES if self.state else ("random",)
+
+    def sweep(self) -> list[ShapeCase]:
+        """The documented sizes; every sweep value of every dim (others at their documented
+        size); the all-largest combination; each with zero and random state inputs."""
+        documented = self.documented
+        shapes = [documented]
+        for dim in self.dims:
+            shapes += [{**documented, dim.name: value} for value in dim.sweep]
+        shapes.append({d.name: max((d.size, *d.sweep)) for d in self.dims})
+        unique = list(dict.fromkeys(tuple(s.items()) for s in shapes))
+        return [ShapeCase(sizes, state) for sizes in unique for state in self._states()]
+
+    def golden_cases(self) -> list[ShapeCase]:
+        """Stored with the artifact: the documented sizes (random state) and the smallest
+        sizes (zero state, when there is state)."""
+        smallest = {d.name: min((d.size, *d.sweep)) for d in self.dims}
+        cases = [self.case(self.documented, "random"), self.case(smallest, self._states()[0])]
+        return list(dict.fromkeys(cases))
+
+    def streaming_not_applicable(self) -> str | None:
+        if not self.state:
+            return "no state declared ([outputs] state = { input = \"output\" })"
+        if any(t.range is not None and self.stream_dim in t.range for t in self.inputs):
+            return "variable lengths along the stream dim: chunks of padded sequences do not line up"
+        return None
+
+    def streaming_cases(self) -> list[tuple[ShapeCase, tuple[int, ...]]]:
+        """The documented case (random state) in three chunks along `stream_dim`, and a zero-state
+        one with length 17 in chunks 5, 1, 11."""
+        if self.streaming_not_applicable():
+            return []
+        documented = self.documented
+        cases = [(self.case({**documented, self.stream_dim: 17}, "zero"), (5, 1, 11))]
+        length = documented[self.stream_dim]
+        if length >= 3:
+            third = length // 3
+            cases.append((self.case(documented, "random"), (third, 1, length - third - 1)))
+        return cases
+
+    def make_inputs(self, case: ShapeCase) -> dict[str, np.ndarray]:
+        return dict(_cached_inputs(self, case))
+
+    def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
+        """Names, dtypes, shapes (one size per dim across inputs) and integer ranges.
+
+        Raises:
+            UsageError: naming the input, what was found and what is valid.
+        """
+        unexpected = sorted(set(feeds) - set(self.input_names))
+        if unexpected:
+            raise UsageError(f"{self.name}: unexpected input {unexpected[0]!r}; inputs are {', '.join(self.input_names)}")
+        sizes: dict[str, int] = {}
+        for spec in self.inputs:
+            if spec.name not in feeds:
+                raise UsageError(f"{self.name}: missing input {spec.name!r}; inputs are {', '.join(self.input_names)}")
+            value = np.asarray(feeds[spec.name])
+            if value.dtype != np.dtype(spec.dtype):
+                raise UsageError(f"{self.name}: {spec.name!r} is {value.dtype}, expected {spec.dtype}")
+            if value.ndim != len(spec.shape):
+                raise UsageError(f"{self.name}: {spec.name!r} has shape {list(value.shape)}, expected "
+                                 f"{len(spec.shape)} dims {list(spec.shape)}")
+            for axis, (want, got) in enumerate(zip(spec.shape, value.shape)):
+                if isinstance(want, str):
+                    if sizes.setdefault(want, got) != got:
+                        raise UsageError(f"{self.name}: {spec.name!r} axis {axis} is {want!r} = {got}, but another "
+                                         f"input has {want!r} = {sizes[want]}")
+                elif want != got:
+                    raise UsageError(f"{self.name}: {spec.name!r} has shape {list(value.shape)}, expected "
+                                     f"{list(spec.shape)}")
+        for spec in self.inputs:
+            if spec.range is None or spec.dtype not in ("int64", "int32"):
+                continue
+            low, high = (sizes[v] if isinstance(v, str) else v for v in spec.range)
+            value = np.asarray(feeds[spec.name])
+            bad = value[(value < low) | (value > high)]
+            if bad.size:
+                raise UsageError(f"{self.name}: {spec.name!r} must be in [{low}, {high}], got {bad[:5].tolist()}")
+
+    def case_bytes(self, case: ShapeCase) -> int:
+        """Rough bytes one case needs: its inputs, times 64 for outputs and activations."""
+        sizes = dict(case.sizes)
+        return 64 * sum(math.prod(t.resolve(sizes)) * 4 for t in self.inputs)
+
+    def tolerance_for(self, default_atol: float, default_rtol: float) -> tuple[float, float, dict[str, tuple[float, float]]]:
+        atol = float(self.tolerance.get("atol", default_atol))
+        rtol = float(self.tolerance.get("rtol", default_rtol))
+        per_output = {name: (float(t.get("atol", atol)), float(t.get("rtol", rtol)))
+                      for name, t in self.tolerance.get("outputs", {}).items()}
+        return atol, rtol, per_output
+
+    @property
+    def module_file(self) -> Path | None:
+        """The module's source file for ``FILE.py:ATTR``; None for ``package.module:ATTR``."""
+        target = self.module.rsplit(":", 1)[0]
+        return Path(target) if target.endswith(".py") else None
+
+    def module_description(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.module_args.items())
+        target, attr = self.module.rsplit(":", 1)
+        return f"{Path(target).name if target.endswith('.py') else target}:{attr}({args})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The TOML keys (paths absolute), as stored in the manifest."""
+        data: dict[str, Any] = {"name": self.name, "module": self.module, "module_args": dict(self.module_args),
+                                "seed": self.seed}
+        if self.weights:
+            data["weights"] = self.weights
+        # Lists of named tables: JSON writers sort keys, and the order of inputs is forward()'s.
+        data["inputs"] = [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
+                           **({"range": list(t.range)} if t.range is not None else {})} for t in self.inputs]
+        data["dims"] = [{"name": d.name, "size": d.size, "sweep": list(d.sweep)} for d in self.dims]
+        data["outputs"] = {"names": list(self.outputs)}
+        if self.state:
+            data["outputs"]["state"] = dict(self.state)
+            data["outputs"]["stream_dim"] = self.stream_dim
+        if self.tolerance:
+            data["tolerance"] = json.loads(json.dumps(self.tolerance))
+        if self.torchscript:
+            data["torchscript"] = self.torchscript
+        return data
+
+    def replace(self, **changes: Any) -> ModelSpec:
+        return model_spec_from_dict({**self.to_dict(), **changes})
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_inputs(spec: ModelSpec, case: ShapeCase) -> tuple[tuple[str, np.ndarray], ...]:
+    sizes = dict(case.sizes)
+    rng = np.random.default_rng([spec.seed, *sizes.values(), 0 if case.initial_state == "zero" else 1])
+    arrays = []
+    for t in spec.inputs:
+        shape = t.resolve(sizes)
+        if t.name in spec.state_inputs and case.initial_state == "zero":
+            value = np.zeros(shape, dtype=t.dtype)
+        elif t.dtype == "bool":
+            value = rng.integers(0, 2, size=shape).astype(bool)
+        elif t.dtype in ("int64", "int32"):
+            low, high = (0, 1 << 15) if t.range is None else (sizes[v] if isinstance(v, str) else v for v in t.range)
+            value = rng.integers(low, high + 1, size=shape, dtype=t.dtype)
+        elif t.range is not None:
+            value = rng.uniform(t.range[0], t.range[1], size=shape).astype(t.dtype)
+        else:
+            value = rng.standard_normal(shape, dtype=np.float32).astype(t.dtype)
+        value = np.ascontiguousarray(value)
+        value.setflags(write=False)
+        arrays.append((t.name, value))
+    return tuple(arrays)
+
+
+def is_model_spec_data(data: Any) -> bool:
+    """A model spec has a ``module`` key (an RNN spec has ``cell``)."""
+    return isinstance(data, dict) and "module" in data
+
+
+def _unknown(keys, valid, where: str) -> None:
+    unknown = [k for k in keys if k not in valid]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(valid), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SpecError(f"{where}: unknown key {unknown[0]!r}{hint}; valid keys: {', '.join(valid)}")
+
+
+def _int(value: Any, where: str, low: int = 1, high: int = MAX_DIM) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise SpecError(f"{where}: expected an integer in [{low}, {high}], got {value!r}")
+    return value
+
+
+def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", base: Path | None = None) -> ModelSpec:
+    """Validate the keys of a model spec (DESIGN.md) and build a `ModelSpec`; relative paths
+    (`module` ``FILE.py``, `weights`) resolve against `base` (the TOML's folder).
+
+    Raises:
+        SpecError: one line naming the key, the value and what is valid.
+    """
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a table of model spec keys, got {type(data).__name__}")
+    _unknown(data, _TOP_KEYS, source)
+    data = {**data, **{key: _named_tables(data[key], key, source) for key in ("inputs", "dims") if key in data}}
+    for key in ("name", "module", "inputs", "dims", "outputs"):
+        if key not in data:
+            raise SpecError(f"{source}: missing required key {key!r}")
+    name = data["name"]
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise SpecError(f"{source}: invalid value for 'name': {name!r}; valid: 1-64 letters, digits, '_', '.', '-'")
+    module = data["module"]
+    match = _MODULE_RE.fullmatch(module) if isinstance(module, str) else None
+    if not match:
+        raise SpecError(f"{source}: invalid value for 'module': {module!r}; valid: 'FILE.py:ATTR' or "
+                        "'package.module:ATTR'")
+    target = match["target"]
+    if target.endswith(".py") and base is not None and not Path(target).is_absolute():
+        module = f"{(base / target).resolve()}:{match['attr']}"
+    module_args = data.get("module_args", {})
+    if not isinstance(module_args, dict):
+        raise SpecError(f"{source}: 'module_args' must be a table of keyword arguments, got {module_args!r}")
+    weights = data.get("weights")
+    if weights is not None:
+        if not isinstance(weights, str) or not weights:
+            raise SpecError(f"{source}: 'weights' must be a file path, got {weights!r}")
+        path = Path(weights)
+        weights = str((base / path).resolve() if base is not None and not path.is_absolute() else path)
+    seed = data.get("seed", 0)
+    if type(seed) is not int or not 0 <= seed < 2**63:
+        raise SpecError(f"{source}: invalid value for 'seed': {seed!r}; valid: an integer in [0, 2**63)")
+
+    dims_data = data["dims"]
+    if not isinstance(dims_data, dict) or not dims_data:
+        raise SpecError(f"{source}: 'dims' must be a table with one [dims.NAME] table per dim name")
+    dims = []
+    for dim_name, entry in dims_data.items():
+        where = f"{source}: [dims.{dim_name}]"
+        if not _IDENT_RE.fullmatch(dim_name):
+            raise SpecError(f"{where}: a dim name is an identifier (letters, digits, '_')")
+        if not isinstance(entry, dict):
+            raise SpecError(f"{where}: expected a table with 'size' and optional 'sweep'")
+        _unknown(entry, _DIM_KEYS, where)
+        if "size" not in entry:
+            raise SpecError(f"{where}: missing 'size' (the documented example size)")
+        size = _int(entry["size"], f"{where} size")
+        sweep = entry.get("sweep", [])
+        if not isinstance(sweep, list):
+            raise SpecError(f"{where} sweep: expected a list of integers >= 1, got {sweep!r}")
+        dims.append(DimSpec(dim_name, size, tuple(_int(v, f"{where} sweep value") for v in sweep)))
+    declared = {d.name for d in dims}
+
+    inputs_data = data["inputs"]
+    if not isinstance(inputs_data, dict) or not inputs_data:
+        raise SpecError(f"{source}: 'inputs' must have one [inputs.NAME] table per forward() argument")
+    inputs, used = [], set()
+    for input_name, entry in inputs_data.items():
+        where = f"{source}: [inputs.{input_name}]"
+        if not _IDENT_RE.fullmatch(input_name):
+            raise SpecError(f"{where}: an input name is an identifier (a forward() argument)")
+        if not isinstance(entry, dict):
+            raise SpecError(f"{where}: expected a table with 'dtype', 'shape' and optional 'range'")
+        _unknown(entry, _INPUT_KEYS, where)
+        dtype = entry.get("dtype", "float32")
+        if dtype not in DTYPES:
+            raise SpecError(f"{where}: invalid dtype {dtype!r}; valid: {' | '.join(DTYPES)}")
+        shape = entry.get("shape")
+        if not isinstance(shape, list):
+            raise SpecError(f"{where}: 'shape' must be a list of integers and dim names, got {shape!r}")
+        for d in shape:
+            if isinstance(d, str):
+                if d not in declared:
+                    raise SpecError(f"{where}: dim {d!r} is used in 'shape' but not declared; declared dims: "
+                                    f"{', '.join(sorted(declared))} (add a [dims.{d}] table)")
+                used.add(d)
+            else:
+                _int(d, f"{where} shape entry")
+        value_range = entry.get("range")
+        if value_range is not None:
+            value_range = _check_range(value_range, dtype, declared, where)
+            used.update(v for v in value_range if isinstance(v, str))
+        inputs.append(TensorSpec(input_name, dtype, tuple(shape), value_range))
+    unused = sorted(declared - used)
+    if unused:
+        raise SpecError(f"{source}: dim {unused[0]!r} is declared but no input shape or range uses it")
+
+    outputs_data = data["outputs"]
+    if not isinstance(outputs_data, dict):
+        raise SpecError(f"{source}: [outputs] must be a table with 'names'")
+    _unknown(outputs_data, _OUTPUT_KEYS, f"{source}: [outputs]")
+    names = outputs_data.get("names")
+    if (not isinstance(names, list) or not names or not all(isinstance(n, str) and _IDENT_RE.fullmatch(n) for n in names)
+            or len(set(names)) != len(names)):
+        raise SpecError(f"{source}: [outputs] names must be a non-empty list of distinct identifiers, got {names!r}")
+    clash = sorted(set(names) & {t.name for t in inputs})
+    if clash:
+        raise SpecError(f"{source}: {clash[0]!r} is both an input and an output; ONNX names must be distinct")
+    state_data = outputs_data.get("state", {})
+    if not isinstance(state_data, dict):
+        raise SpecError(f"{source}: [outputs] state must be a table input = \"output\", got {state_data!r}")
+    state = []
+    for state_in, state_out in state_data.items():
+        if state_in not in inputs_data:
+            raise SpecError(f"{source}: [outputs] state: {state_in!r} is not an input; inputs: {', '.join(inputs_data)}")
+        if state_out not in names:
+            raise SpecError(f"{source}: [outputs] state: {state_out!r} is not an output; outputs: {', '.join(names)}")
+        state.append((state_in, state_out))
+    stream_dim = outputs_data.get("stream_dim")
+    if state and stream_dim is None:
+        raise SpecError(f"{source}: [outputs] state needs 'stream_dim', the dim the streaming check chunks")
+    if stream_dim is not None and stream_dim not in declared:
+        raise SpecError(f"{source}: [outputs] stream_dim {stream_dim!r} is not a declared dim; declared: "
+                        f"{', '.join(sorted(declared))}")
+
+    tolerance = data.get("tolerance", {})
+    _check_tolerance(tolerance, names, source)
+    torchscript = data.get("torchscript")
+    if torchscript not in (None, "script", "trace"):
+        raise SpecError(f"{source}: invalid value for 'torchscript': {torchscript!r}; valid: 'script' | 'trace'")
+    return ModelSpec(name=name, module=module, inputs=tuple(inputs), dims=tuple(dims), outputs=tuple(names),
+                     module_args=dict(module_args), weights=weights, seed=seed, state=tuple(state),
+                     stream_dim=stream_dim, tolerance=tolerance, torchscript=torchscript)
+
+
+def _named_tables(value: Any, key: str, source: str) -> Any:
+    """``[[inputs]]`` (a list of tables with ``name``, as manifests store them: order kept) ->
+    the ``[inputs.NAME]`` form; a table is returned as it is."""
+    if not isinstance(value, list):
+        return value
+    tables = {}
+    for entry in value:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or entry["name"] in tables:
+            raise SpecError(f"{source}: [[{key}]] entries must be tables with a distinct 'name', got {entry!r:.80}")
+        tables[entry["name"]] = {k: v for k, v in entry.items() if k != "name"}
+    return tables
+
+
+def _check_range(value_range: Any, dtype: str, declared: set[str], where: str) -> tuple[Any, Any]:
+    if not isinstance(value_range, list) or len(value_range) != 2:
+        raise SpecError(f"{where}: 'range' must be [low, high] (inclusive), got {value_range!r}")
+    if dtype == "bool":
+        raise SpecError(f"{where}: 'range' does not apply to a bool input")
+    integer = dtype in ("int64", "int32")
+    for v in value_range:
+        if isinstance(v, str):
+            if not integer:
+                raise SpecError(f"{where}: a range end that names a dim ({v!r}) needs an integer dtype")
+            if v not in declared:
+                raise SpecError(f"{where}: range end {v!r} is not a declared dim; declared: {', '.join(sorted(declared))}")
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
+            raise SpecError(f"{where}: range ends must be {'integers or dim names' if integer else 'numbers'}, "
+                            f"got {v!r}")
+    low, high = value_range
+    if not isinstance(low, str) and not isinstance(high, str) and low > high:
+        raise SpecError(f"{where}: 'range' {value_range!r} is inverted; expected [low, high] with low <= high")
+    if not integer and not all(math.isfinite(v) for v in value_range):
+        raise SpecError(f"{where}: 'range' ends must be finite, got {value_range!r}")
+    return tuple(value_range)
+
+
+def _check_tolerance(tolerance: Any, names: list[str], source: str) -> None:
+    where = f"{source}: [tolerance]"
+    if not isinstance(tolerance, dict):
+        raise SpecError(f"{where}: expected a table with atol, rtol and outputs")
+    _unknown(tolerance, _TOLERANCE_KEYS, where)
+
+    def check(table: dict[str, Any], label: str) -> None:
+        _unknown(table, ("atol", "rtol"), label)
+        for key, value in table.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < math.inf):
+                raise SpecError(f"{label}: {key} must be a finite number >= 0, got {value!r}")
+
+    check({k: v for k, v in tolerance.items() if k != "outputs"}, where)
+    outputs = tolerance.get("outputs", {})
+    if not isinstance(outputs, dict):
+        raise SpecError(f"{where}: 'outputs' must be a table output = {{ atol = ..., rtol = ... }}")
+    for name, table in outputs.items():
+        if name not in names:
+            raise SpecError(f"{where}: {name!r} is not an output; outputs: {', '.join(names)}")
+        if not isinstance(table, dict):
+            raise SpecError(f"{where}.outputs.{name}: expected {{ atol = ..., rtol = ... }}, got {table!r}")
+        check(table, f"{where}.outputs.{name}")
+
+
+def load_model_spec(path: str | Path, data: dict[str, Any] | None = None) -> ModelSpec:
+    """Load and validate a model spec TOML; the name defaults to the file's stem.
+
+    Raises:
+        SpecError: unreadable file, not TOML, or an invalid model spec.
+    """
+    path = Path(path)
+    if data is None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise SpecError(f"cannot read model spec {str(path)!r}: {exc}") from None
+    data = {"name": path.stem, **data}
+    return model_spec_from_dict(data, source=f"model spec {str(path)!r}", base=path.resolve().parent)

@@ -1,0 +1,229 @@
+"""Users' own models (model specs): the feature matrix, exported with both exporters, with
+native recurrent ops, validated on every available runtime; refusals and bad input.
+
+Each export validates the staged artifact on every runtime available here (a failing one is
+not installed and raises), so a passing export is the proof; the tests then check what the
+manifest and the graph say.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+from rnnexport.errors import ExportRejected, SpecError
+from rnnexport.export import export_model, export_spec
+from rnnexport.modelspec import load_model_spec
+
+USERMODELS = Path(__file__).resolve().parents[1] / "usermodels"
+EXPORTERS = ("legacy", "dynamo")
+
+
+def _spec_file(tmp_path: Path, name: str, body: str) -> Path:
+    shutil.copy(USERMODELS / "features.py", tmp_path / "features.py")
+    path = tmp_path / f"{name}.toml"
+    path.write_text(body)
+    return path
+
+
+STATEFUL = '''
+module = "features.py:StatefulLSTM"
+[inputs.x]
+shape = ["seq", "batch", 4]
+[inputs.h_0]
+shape = [2, "batch", 6]
+[inputs.c_0]
+shape = [2, "batch", 6]
+[dims.batch]
+size = 3
+sweep = [1, 6]
+[dims.seq]
+size = 9
+sweep = [1, 30]
+[outputs]
+names = ["y", "h_n", "c_n"]
+state = { h_0 = "h_n", c_0 = "c_n" }
+stream_dim = "seq"
+'''
+
+TWO = '''
+module = "features.py:TwoRecurrent"
+[inputs.x]
+shape = ["batch", "seq", 3]
+[dims.batch]
+size = 2
+sweep = [1, 4]
+[dims.seq]
+size = 7
+sweep = [1, 25]
+[outputs]
+names = ["z"]
+'''
+
+PACKED = '''
+module = "features.py:PackedGRU"
+[inputs.x]
+shape = ["seq", "batch", 4]
+[inputs.lengths]
+dtype = "int64"
+shape = ["batch"]
+range = [1, "seq"]
+[inputs.h_0]
+shape = [2, "batch", 6]
+[dims.batch]
+size = 4
+sweep = [1, 7]
+[dims.seq]
+size = 8
+sweep = [2, 30]
+[outputs]
+names = ["out", "h_n"]
+'''
+
+CELLS = '''
+module = "features.py:CellStep"
+[inputs.x]
+shape = ["batch", 4]
+[inputs.h]
+shape = ["batch", 6]
+[inputs.c]
+shape = ["batch", 6]
+[dims.batch]
+size = 3
+sweep = [1, 10]
+[outputs]
+names = ["y", "h_next", "c_next"]
+'''
+
+MATRIX = {
+    # name: (spec text or file, native recurrent ops expected, what it covers)
+    "tagger": (None, 1, "int + float inputs, three outputs, nested GRU, factory function, module_args"),
+    "stateful_lstm": (STATEFUL, 2, "LSTM (h, c) tuples in and out, seq-first, two layers, streaming"),
+    "two_recurrent": (TWO, 3, "two recurrent layers: bidirectional GRU then 2-layer relu RNN, batch_first"),
+    "packed_gru": (PACKED, 1, "pack_padded_sequence in the module: sequence_lens, bidirectional"),
+    "cells": (CELLS, 0, "LSTMCell and RNNCell (elementwise ops)"),
+}
+
+
+def _load(tmp_path: Path, name: str):
+    text, _, _ = MATRIX[name]
+    if text is None:
+        shutil.copy(USERMODELS / "features.py", tmp_path / "features.py")
+        shutil.copy(USERMODELS / "tagger.toml", tmp_path / "tagger.toml")
+        return load_model_spec(tmp_path / "tagger.toml")
+    return load_model_spec(_spec_file(tmp_path, name, text))
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
+@pytest.mark.parametrize("name", list(MATRIX), ids=[f"{n}: {MATRIX[n][2]}" for n in MATRIX])
+def test_user_model_exports_with_native_ops_and_validates_everywhere(tmp_path: Path, name: str, exporter: str) -> None:
+    spec = _load(tmp_path, name)
+    result = export_spec(spec, tmp_path / "out", exporter=exporter)
+    assert result.report.passed
+    ran = set(result.report.runtimes)
+    assert {"torch", "torchscript", "torch-export", "onnxruntime-cpu"} <= ran
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    expected_ops = MATRIX[name][1]
+    assert len(manifest["recurrent_ops"]) == expected_ops
+    graph = onnx.load(str(result.path / "model.onnx")).graph
+    assert sum(n.op_type in ("RNN", "GRU", "LSTM") for n in graph.node) == expected_ops
+    # Names and dynamic dims exactly as the spec says.
+    assert [i.name for i in graph.input] == list(spec.input_names)
+    assert [o.name for o in graph.output] == list(spec.output_names)
+    for value in graph.input:
+        for axis, dim in spec.dynamic_axes()[value.name].items():
+            assert value.type.tensor_type.shape.dim[axis].dim_param == dim
+    # Every sweep value of every dim ran (nothing pinned to the example size).
+    assert {c.id for c in spec.sweep()} <= set(result.report.cases)
+    if spec.state:
+        assert result.report.streaming["cases"], "the streaming check must run where state is declared"
+        assert any(c.against == "streaming" for c in result.report.comparisons)
+
+
+def test_tolerances_from_the_spec_are_stored_and_used(tmp_path: Path) -> None:
+    spec = _load(tmp_path, "tagger")
+    result = export_spec(spec, tmp_path / "out", runtimes=["onnxruntime-cpu"])
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    assert manifest["tolerance"] == {"atol": 2e-5, "rtol": 1e-4, "outputs": {"summary": {"atol": 1e-4, "rtol": 1e-3}}}
+    from rnnexport.validate import validate_artifact
+
+    report = validate_artifact(result.path, runtimes=["onnxruntime-cpu"])
+    used = {(c.output, c.atol, c.rtol) for c in report.comparisons if c.against == "torch"}
+    assert ("summary", 1e-4, 1e-3) in used and ("tags", 2e-5, 1e-4) in used
+
+
+def test_the_users_module_is_never_mutated(tmp_path: Path) -> None:
+    from tests.usermodels.features import TwoRecurrent
+
+    module = TwoRecurrent().eval()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    children = [type(m) for m in module.modules()]
+    export_model(module, name="two", out=tmp_path, exporter="dynamo", runtimes=["onnxruntime-cpu"],
+                 inputs={"x": {"shape": ["batch", "seq", 3]}}, dims={"batch": {"size": 2}, "seq": {"size": 5, "sweep": [40]}},
+                 outputs=["z"])
+    assert [type(m) for m in module.modules()] == children
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+
+def test_export_model_api_with_a_trained_module_in_memory(tmp_path: Path) -> None:
+    from tests.usermodels.features import StatefulLSTM
+
+    torch.manual_seed(3)
+    module = StatefulLSTM().eval()
+    result = export_model(
+        module, name="mine", out=tmp_path, module_args={},
+        inputs={"x": {"shape": ["seq", "batch", 4]}, "h_0": {"shape": [2, "batch", 6]}, "c_0": {"shape": [2, "batch", 6]}},
+        dims={"batch": {"size": 2, "sweep": [5]}, "seq": {"size": 6, "sweep": [33]}},
+        outputs={"names": ["y", "h_n", "c_n"], "state": {"h_0": "h_n", "c_0": "c_n"}, "stream_dim": "seq"},
+    )
+    assert result.report.passed and result.path == tmp_path / "mine"
+    # The stored weights are the module's own (not a re-initialized copy).
+    from rnnexport.usermodel import load_weights
+
+    stored = load_weights(result.path / "weights.safetensors")
+    assert all(torch.equal(stored[k], v) for k, v in module.state_dict().items())
+
+
+def test_unused_recurrent_layer_is_rejected_with_exit_1(tmp_path: Path) -> None:
+    from tests.usermodels.features import UnusedLayer
+
+    with pytest.raises(ExportRejected, match=r"1 native recurrent ops, the module has 2 recurrent layers.*spare") as info:
+        export_model(UnusedLayer(), name="unused", out=tmp_path, inputs={"x": {"shape": ["batch", "seq", 3]}},
+                     dims={"batch": {"size": 2}, "seq": {"size": 5}}, outputs=["y"], exporter="legacy")
+    assert info.value.exit_code == 1
+    assert not (tmp_path / "unused").exists()
+
+
+def test_pad_packed_without_total_length_is_refused_naming_the_fix(tmp_path: Path) -> None:
+    from tests.usermodels.features import PackedNoTotalLength
+
+    with pytest.raises(ExportRejected, match="without total_length.*total_length=") as info:
+        export_model(PackedNoTotalLength(), name="nototal", out=tmp_path, exporter="dynamo",
+                     inputs={"x": {"shape": ["batch", "seq", 4]},
+                             "lengths": {"dtype": "int64", "shape": ["batch"], "range": [1, "seq"]}},
+                     dims={"batch": {"size": 3}, "seq": {"size": 6}}, outputs=["out"])
+    assert info.value.exit_code == 1
+    assert not (tmp_path / "nototal").exists()
+
+
+def test_scripting_failure_falls_back_to_trace_and_says_so(tmp_path: Path) -> None:
+    (tmp_path / "dyn.py").write_text(
+        "import torch\n"
+        "class Dyn(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.gru = torch.nn.GRU(3, 4, batch_first=True)\n"
+        "    def forward(self, x):\n"
+        "        out, _ = self.gru(x)\n"
+        "        return out * len(set([1, 2]))  # a set: TorchScript cannot compile it\n")
+    (tmp_path / "dyn.toml").write_text(TWO.replace("features.py:TwoRecurrent", "dyn.py:Dyn"))
+    result = export_spec(load_model_spec(tmp_path / "dyn.toml"), tmp_path / "out", runtimes=["torchscript"])
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    assert manifest["torchscript_method"] == "trace"
+    assert any("torch.jit.script failed" in note and "trace" in note for note in result.notes)
+    assert result.report.passed

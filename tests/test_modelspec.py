@@ -1,0 +1,145 @@
+"""Model specs (DESIGN.md, "Your own model"): every bad input is exit 2 with one line naming
+what was wrong, and nothing is written; the signature gives the documented cases."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnexport.errors import SpecError, UsageError
+from rnnexport.modelspec import ShapeCase, load_model_spec, model_spec_from_dict
+
+USERMODELS = Path(__file__).resolve().parent / "usermodels"
+
+BASE = '''
+module = "features.py:TwoRecurrent"
+[inputs.x]
+shape = ["batch", "seq", 3]
+[dims.batch]
+size = 2
+sweep = [1, 4]
+[dims.seq]
+size = 7
+sweep = [1, 25]
+[outputs]
+names = ["z"]
+'''
+
+
+def _write(tmp_path: Path, text: str, name: str = "model") -> Path:
+    shutil.copy(USERMODELS / "features.py", tmp_path / "features.py")
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+# (id, edit of BASE, message fragment): spec-level errors found before torch is touched.
+SPEC_ERRORS = [
+    ("undeclared-dim", lambda t: t.replace('shape = ["batch", "seq", 3]', 'shape = ["batch", "time", 3]'),
+     r"dim 'time' is used in 'shape' but not declared"),
+    ("sweep-below-1", lambda t: t.replace("sweep = [1, 4]", "sweep = [0, 4]"), r"sweep value: expected an integer in \[1"),
+    ("inverted-float-range", lambda t: t.replace('shape = ["batch", "seq", 3]', 'shape = ["batch", "seq", 3]\nrange = [2.0, -1.0]'),
+     r"'range' \[2.0, -1.0\] is inverted"),
+    ("unknown-key", lambda t: "modul_args = {}\n" + t, r"unknown key 'modul_args' \(did you mean 'module_args'\?\)"),
+    ("bad-dtype", lambda t: t.replace('[inputs.x]', '[inputs.x]\ndtype = "float64"'), r"invalid dtype 'float64'; valid: float32"),
+    ("state-not-output", lambda t: t + 'state = { x = "h" }\nstream_dim = "seq"\n', r"state: 'h' is not an output"),
+    ("tolerance-unknown-output", lambda t: t + '[tolerance]\noutputs = { y = { atol = 1.0 } }\n', r"'y' is not an output"),
+    ("module-syntax", lambda t: t.replace('"features.py:TwoRecurrent"', '"features.py"'), r"valid: 'FILE.py:ATTR'"),
+]
+
+# Errors found when the module is imported and built (exit 2 as well).
+MODULE_ERRORS = [
+    ("missing-file", lambda t: t.replace("features.py:", "nowhere.py:"), r"module file '.*nowhere.py' does not exist"),
+    ("import-fails", lambda t: t.replace("features.py:", "broken.py:"), r"cannot import '.*broken.py': ZeroDivisionError"),
+    ("missing-attr", lambda t: t.replace("TwoRecurrent", "ThreeRecurrent"), r"has no attribute 'ThreeRecurrent'; its nn.Module classes: .*TwoRecurrent"),
+    ("attr-not-module", lambda t: t.replace("TwoRecurrent", "not_a_module"), r"returned int, not an nn.Module"),
+    ("no-such-package", lambda t: t.replace('"features.py:TwoRecurrent"', '"nopkg_xyz.mod:Thing"'), r"cannot import module 'nopkg_xyz.mod'"),
+    ("input-not-in-forward", lambda t: t.replace("[inputs.x]", "[inputs.y]"), r"\[inputs.y\] is not an argument of TwoRecurrent.forward\(x\)"),
+    ("forward-arg-without-table", lambda t: t.replace("TwoRecurrent", "StatefulLSTM").replace('shape = ["batch", "seq", 3]', 'shape = ["seq", "batch", 4]'),
+     r"forward\(\) argument 'h_0' has no \[inputs.h_0\] table"),
+    ("output-count", lambda t: t.replace('names = ["z"]', 'names = ["z", "extra"]'), r"forward\(\) returns 1 tensors, \[outputs\] names lists 2"),
+    ("dtype-rejected", lambda t: t.replace('[inputs.x]', '[inputs.x]\ndtype = "int64"'), r"the module rejects the spec's example inputs"),
+    ("weights-missing-keys", lambda t: 'weights = "w.safetensors"\n' + t, r"missing keys \['first.weight_ih_l0'"),
+    ("weights-shape", lambda t: 'weights = "shape.safetensors"\n' + t, r"'first.weight_ih_l0' has shape \[15, 2\], the module's is \[15, 3\]"),
+    ("weights-pickle", lambda t: 'weights = "evil.pt"\n' + t, r"cannot load weights .* as data"),
+]
+
+
+@pytest.mark.parametrize("edit,message", [(e, m) for _, e, m in SPEC_ERRORS + MODULE_ERRORS],
+                         ids=[i for i, _, _ in SPEC_ERRORS + MODULE_ERRORS])
+def test_bad_model_spec_is_exit_2_one_line_nothing_written(tmp_path: Path, cli, edit, message) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from tests.usermodels.features import TwoRecurrent
+
+    (tmp_path / "broken.py").write_text("1 / 0\n")
+    good = TwoRecurrent().state_dict()
+    save_file({k: v for k, v in good.items() if not k.startswith("first.weight_ih")}, str(tmp_path / "w.safetensors"))
+    save_file({**good, "first.weight_ih_l0": torch.zeros(15, 2)}, str(tmp_path / "shape.safetensors"))
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pt")
+    spec = _write(tmp_path, edit(BASE))
+    code, out, err = cli("export", str(spec), "--out", str(tmp_path / "out"), "--no-validate")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert __import__("re").search(message, err), err
+    assert "pwned" not in out + err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_sweep_cases_documented_each_sweep_value_and_all_largest(tmp_path: Path) -> None:
+    spec = load_model_spec(_write(tmp_path, BASE))
+    sizes = [dict(c.sizes) for c in spec.sweep()]
+    assert sizes[0] == {"batch": 2, "seq": 7}
+    assert {"batch": 1, "seq": 7} in sizes and {"batch": 4, "seq": 7} in sizes
+    assert {"batch": 2, "seq": 1} in sizes and {"batch": 2, "seq": 25} in sizes
+    assert sizes[-1] == {"batch": 4, "seq": 25}
+    assert {c.initial_state for c in spec.sweep()} == {"random"}  # no state inputs: no zero-state duplicates
+
+
+def test_inputs_are_seeded_in_range_and_lengths_follow_their_dim(tmp_path: Path) -> None:
+    text = BASE.replace("[dims.batch]", '[inputs.lengths]\ndtype = "int64"\nshape = ["batch"]\nrange = [1, "seq"]\n[dims.batch]')
+    spec = load_model_spec(_write(tmp_path, text))
+    case = spec.case({"batch": 64, "seq": 5})
+    feeds = spec.make_inputs(case)
+    assert feeds["lengths"].dtype == np.int64 and feeds["lengths"].min() >= 1 and feeds["lengths"].max() <= 5
+    assert np.array_equal(feeds["x"], spec.make_inputs(case)["x"])  # same case, same bytes
+    with pytest.raises(UsageError, match=r"'lengths' must be in \[1, 5\]"):
+        spec.check_feeds({**feeds, "lengths": np.full(64, 9, np.int64)})
+    with pytest.raises(UsageError, match=r"'lengths' axis 0 is 'batch' = 64, but another input has 'batch' = 3"):
+        spec.check_feeds({**feeds, "x": np.zeros((3, 5, 3), np.float32)})
+
+
+def test_case_ids_round_trip() -> None:
+    case = ShapeCase((("batch", 3), ("seq", 17)), "zero")
+    assert ShapeCase.parse(case.id) == case
+    with pytest.raises(ValueError, match="bad case"):
+        ShapeCase.parse("batch=3,seq=x,state=zero")
+
+
+def test_a_spec_written_to_a_manifest_reads_back_with_its_order(tmp_path: Path) -> None:
+    text = BASE.replace("[dims.batch]", '[inputs.a_second]\nshape = ["batch"]\n[dims.batch]')
+    spec = load_model_spec(_write(tmp_path, text))
+    import json
+
+    again = model_spec_from_dict(json.loads(json.dumps(spec.to_dict(), sort_keys=True)))
+    assert again.input_names == ("x", "a_second") and again == spec
+
+
+def test_rnn_specs_and_model_specs_are_told_apart_by_their_keys(tmp_path: Path) -> None:
+    from rnnexport.spec import load_spec
+
+    assert load_spec(_write(tmp_path, BASE)).kind == "model"
+    path = tmp_path / "rnn.toml"
+    path.write_text('cell = "gru"\ninput_size = 3\nhidden_size = 4\n')
+    assert load_spec(path).kind == "rnn"
+    with pytest.raises(SpecError, match="missing required key 'outputs'"):
+        model_spec_from_dict({"name": "x", "module": "a.py:B", "inputs": {"x": {"shape": [1]}}, "dims": {}})

@@ -1,0 +1,111 @@
+"""Users' own modules for the feature matrix of tests/export/test_user_models.py: each one a
+thing people deploy, around nn.RNN/LSTM/GRU layers and cells."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+class Tagger(nn.Module):
+    """Int token ids and a float input; three outputs; a GRU in a nested block."""
+
+    def __init__(self, vocab: int = 20, hidden: int = 8) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, 6)
+        self.block = nn.ModuleDict({"inner": nn.Sequential(nn.Linear(7, 6), nn.Tanh())})
+        self.encoder = nn.ModuleList([nn.GRU(6, hidden, batch_first=True)])
+        self.tags = nn.Linear(hidden, 3)
+
+    def forward(self, tokens: Tensor, scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x = torch.cat([self.embedding(tokens), scale.unsqueeze(2)], dim=2)
+        out, h_n = self.encoder[0](self.block["inner"](x))
+        return self.tags(out), h_n, out.mean(1)
+
+
+class StatefulLSTM(nn.Module):
+    """An LSTM whose (h, c) state goes in and comes out, seq-first, 2 layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6, num_layers=2)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x: Tensor, h_0: Tensor, c_0: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        out, (h_n, c_n) = self.lstm(x, (h_0, c_0))
+        return self.head(out), (h_n, c_n)
+
+
+class TwoRecurrent(nn.Module):
+    """Two recurrent layers in one model: a bidirectional GRU, then a 2-layer RNN (relu)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.GRU(3, 5, bidirectional=True, batch_first=True)
+        self.second = nn.RNN(10, 4, num_layers=2, nonlinearity="relu", batch_first=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y, _ = self.first(x)
+        z, _ = self.second(y)
+        return z
+
+
+class PackedGRU(nn.Module):
+    """Packs padded sequences itself (seq-first, a GRU with a given initial state)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(4, 6, bidirectional=True)
+
+    def forward(self, x: Tensor, lengths: Tensor, h_0: Tensor) -> tuple[Tensor, Tensor]:
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        out, h_n = self.gru(packed, h_0)
+        out, _ = pad_packed_sequence(out, total_length=x.size(0))
+        return out, h_n
+
+
+class PackedNoTotalLength(nn.Module):
+    """pad_packed_sequence without total_length: the output length is max(lengths)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(4, 6, batch_first=True)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        out, _ = self.gru(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+        return pad_packed_sequence(out, batch_first=True)[0]
+
+
+class CellStep(nn.Module):
+    """One step of an LSTMCell and an RNNCell: a decoder step, state in and out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.LSTMCell(4, 6)
+        self.post = nn.RNNCell(6, 5)
+
+    def forward(self, x: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        h, c = self.cell(x, (h, c))
+        return self.post(h), h, c
+
+
+def make_tagger(vocab: int = 20) -> nn.Module:
+    """A factory function (ATTR may be a callable returning an nn.Module)."""
+    return Tagger(vocab=vocab)
+
+
+def not_a_module() -> int:
+    return 3
+
+
+class UnusedLayer(nn.Module):
+    """Holds an LSTM that forward() never calls: the graph has fewer recurrent ops than the module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(3, 4, batch_first=True)
+        self.spare = nn.LSTM(3, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.gru(x)[0]
