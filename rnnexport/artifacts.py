@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -53,7 +54,10 @@ __all__ = [
     "check_program_archive",
     "file_entry",
     "implied_files",
+    "manifest_summary",
+    "model_manifest",
     "open_artifact",
+    "rnn_manifest",
     "read_npz",
     "staged_folder",
     "versions",
@@ -159,6 +163,96 @@ def versions() -> dict[str, str]:
                 found[package] = metadata.version(dist)
                 break
     return found
+
+
+# --- The manifest's writer (its reader is `_read_manifest` / `open_artifact` below) -----------
+
+
+def rnn_manifest(spec: RNNSpec, files: dict[str, dict[str, Any]], *, exporter: str, opset: int,
+                 torchscript_method: str, warnings: dict[str, list[str]], onnx_refused: str | None,
+                 tolerance) -> dict[str, Any]:
+    """The manifest of an RNN spec's artifact (DESIGN.md, "Artifact contract"); `files` maps
+    each file name to its `file_entry`."""
+    from rnnexport.inputs import golden_cases
+
+    shapes, axes = spec.shapes(), spec.dynamic_axes()
+
+    def entry(name: str) -> dict[str, Any]:
+        return {"name": name, "dtype": spec.dtype(name), "shape": list(shapes[name]),
+                "dynamic_axes": {str(k): v for k, v in axes[name].items()}}
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": spec.name,
+        "spec": spec.to_dict(),
+        "exporter": exporter,
+        "opset": None if spec.proj_size else opset,
+        **({"onnx_refused": onnx_refused} if onnx_refused else {}),
+        "torchscript_method": torchscript_method,
+        "files": files,
+        "io": {"inputs": [entry(n) for n in spec.input_names], "outputs": [entry(n) for n in spec.output_names]},
+        "golden": {"file": "golden.npz", "cases": [c.id for c in golden_cases(spec)]},
+        "tolerance": {"atol": tolerance.atol, "rtol": tolerance.rtol},
+        "versions": versions(),
+        "export_warnings": {k: v for k, v in warnings.items() if v},
+        "validation": None,
+    }
+
+
+def model_manifest(spec: ModelSpec, files: dict[str, dict[str, Any]], *, exporter: str, opset: int,
+                   torchscript_method: str, warnings: dict[str, list[str]], recurrent_ops: list[dict[str, Any]],
+                   recurrent_layers: list[dict[str, Any]], golden: dict[str, dict[str, Any]],
+                   module_source: dict[str, Any], tolerance, output_axes: dict[str, dict[int, str]]) -> dict[str, Any]:
+    """The manifest of a model spec's artifact (``"kind": "model"``): the spec (weights by file
+    name: paths differ per machine), where the module came from, the I/O with each output's
+    documented shape, dtype and named axes, the recurrent layers of the module and the native
+    recurrent ops of the graph, each golden array's shape and dtype, and the tolerances."""
+    atol, rtol, per_output = spec.tolerance_for(*((tolerance.atol, tolerance.rtol) if tolerance else (1e-5, 1e-4)))
+    documented = spec.golden_cases()[0]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "model",
+        "name": spec.name,
+        "spec": {**spec.to_dict(), **({"weights": Path(spec.weights).name} if spec.weights else {})},
+        "module_source": module_source,
+        "exporter": exporter,
+        "opset": opset,
+        "torchscript_method": torchscript_method,
+        "files": files,
+        "io": {
+            "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
+                        "dynamic_axes": {str(a): d for a, d in spec.dynamic_axes()[t.name].items()}} for t in spec.inputs],
+            "outputs": [{"name": n, **golden[f"{documented.id}/{n}"],
+                         "dynamic_axes": {str(a): d for a, d in output_axes[n].items()}} for n in spec.output_names],
+        },
+        "recurrent_layers": recurrent_layers,
+        "recurrent_ops": recurrent_ops,
+        "golden": {"file": "golden.npz", "cases": [c.id for c in spec.golden_cases()], "arrays": golden},
+        "tolerance": {"atol": atol, "rtol": rtol,
+                      "outputs": {k: {"atol": a, "rtol": r} for k, (a, r) in per_output.items()}},
+        "versions": versions(),
+        "export_warnings": {k: v for k, v in warnings.items() if v},
+        "validation": None,
+    }
+
+
+def manifest_summary(report) -> dict[str, Any]:
+    """The validation block of the manifest, stable across machines.
+
+    Exact errors depend on the CPU's kernels (the last bits of a GEMM), so the manifest keeps
+    the power of ten that bounds each runtime's worst error against torch; the exact figures
+    are in the validation report. Runtimes that could not run here are not listed.
+    """
+    runtimes = {}
+    for name, entry in report.runtime_summary().items():
+        if entry["status"] == "skipped":
+            continue
+        error = entry.get("max_abs_error_vs_torch")
+        bound = None if error is None else (0.0 if error == 0 else 10.0 ** math.ceil(math.log10(error)))
+        runtimes[name] = {"status": entry["status"], "cases": entry["cases"], "max_abs_error_vs_torch_below": bound}
+    return {"passed": report.passed, "cases": report.cases, "runtimes": runtimes}
+
+
 
 
 @dataclass(frozen=True)

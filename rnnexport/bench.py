@@ -22,7 +22,7 @@ import numpy as np
 from rnnexport.artifacts import Artifact, discover_artifacts, open_artifact
 from rnnexport.errors import UsageError
 from rnnexport.inputs import Case, make_inputs
-from rnnexport.runtimes import make_runner, resolve_runtimes
+from rnnexport.runtimes import loaded_runners, resolve_runtimes
 from rnnexport.runtimes.base import median_ms
 
 __all__ = ["FLOOR", "BenchReport", "BenchResult", "bench_artifact", "bench_targets", "default_bench_cases",
@@ -86,9 +86,20 @@ def bench_targets(targets: list[str]) -> Iterator[list[Artifact]]:
 
 
 def default_bench_cases(artifact: Artifact) -> list[Case]:
-    """The documented shape, 1 x 1000 and 64 x 200 (random initial state)."""
+    """The documented shape, 1 x 1000 and 64 x 200 (random initial state); for a model spec its
+    documented sizes and the all-largest combination of its sweep."""
     spec = artifact.spec
+    if spec.kind == "model":
+        sweep = spec.sweep()
+        return list(dict.fromkeys([spec.case(dict(c.sizes), "random") for c in (sweep[0], sweep[-1])]))
     return list(dict.fromkeys([Case(spec.batch_size, spec.seq_len), Case(1, 1000), Case(64, 200)]))
+
+
+def shape_label(case) -> str:
+    """``BxS`` for an RNN case, ``batch=8,seq=24`` for a model spec's."""
+    if isinstance(case, Case):
+        return f"{case.batch}x{case.seq}"
+    return ",".join(f"{k}={v}" for k, v in case.sizes)
 
 
 def _floor_ms(feeds: dict[str, np.ndarray], threads: int, warmup: int, repeat: int) -> float:
@@ -126,33 +137,32 @@ def bench_artifact(
     for label, value, least in (("threads", threads, 1), ("warmup", warmup, 0), ("repeat", repeat, 1)):
         require_int(label, value, least)
     chosen, skipped = resolve_runtimes(runtimes)
+    if artifact.spec.kind == "model":
+        cases = None  # BxS shapes name an RNN's batch and seq; a model spec is timed on its own dims
     cases = cases or default_bench_cases(artifact)
     report = BenchReport(artifact=artifact.name, threads=threads, warmup=warmup, repeat=repeat, skipped=skipped)
     torch_ms: dict[str, float] = {}
-    for name in chosen:
-        runner = make_runner(name, artifact, threads=threads)
-        if reason := runner.unsupported_reason():
-            report.skipped[name] = reason
-            continue
-        try:
-            runner.load()
-            for case in cases:
-                shape = f"{case.batch}x{case.seq}"
-                reason = runner.skip_reason(case)
-                if reason:
-                    report.left_out.append({"runtime": name, "shape": shape, "reason": reason})
-                    continue
-                ms = runner.bench_ms(make_inputs(artifact.spec, case), warmup=warmup, repeat=repeat)
-                if name == "torch":
-                    torch_ms[shape] = ms
-                base = torch_ms.get(shape)
-                report.results.append(BenchResult(name, shape, ms, ms / base if base else None))
-        except Exception as exc:  # one runtime failing must not end the benchmark
-            report.errors.append({"runtime": name, "message": f"{type(exc).__name__}: {exc}"})
-        finally:
-            runner.close()
+    options = {name: {"threads": threads} for name in chosen}
+    with loaded_runners(artifact, chosen, options) as (runners, unsupported, failed):
+        report.skipped.update(unsupported)
+        report.errors.extend({"runtime": name, "message": f"{type(exc).__name__}: {exc}"} for name, exc in failed.items())
+        for name, runner in runners.items():
+            try:
+                for case in cases:
+                    shape = shape_label(case)
+                    reason = runner.skip_reason(case)
+                    if reason:
+                        report.left_out.append({"runtime": name, "shape": shape, "reason": reason})
+                        continue
+                    ms = runner.bench_ms(make_inputs(artifact.spec, case), warmup=warmup, repeat=repeat)
+                    if name == "torch":
+                        torch_ms[shape] = ms
+                    base = torch_ms.get(shape)
+                    report.results.append(BenchResult(name, shape, ms, ms / base if base else None))
+            except Exception as exc:  # one runtime failing must not end the benchmark
+                report.errors.append({"runtime": name, "message": f"{type(exc).__name__}: {exc}"})
     for case in cases:
-        shape = f"{case.batch}x{case.seq}"
+        shape = shape_label(case)
         ms = _floor_ms(make_inputs(artifact.spec, case), threads, warmup, repeat)
         base = torch_ms.get(shape)
         report.results.append(BenchResult(FLOOR, shape, ms, ms / base if base else None))

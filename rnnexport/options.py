@@ -75,10 +75,14 @@ def parse_cases(cases: str | Sequence[str | Case] | None, option: str = "--cases
     return parsed
 
 
-def parse_tolerance(atol: str | float | None = None, rtol: str | float | None = None) -> Tolerance:
-    """`Tolerance` with the defaults (atol 1e-5, rtol 1e-4) where a value is None."""
+def parse_tolerance(atol: str | float | None = None, rtol: str | float | None = None) -> Tolerance | None:
+    """`Tolerance` with the defaults (atol 1e-5, rtol 1e-4) where one value is None; None when
+    both are: each artifact is then judged by the tolerances its manifest stores (a model
+    spec's per-output ones; the defaults for RNN specs)."""
     from rnnexport.compare import Tolerance
 
+    if atol is None and rtol is None:
+        return None
     default = Tolerance()
     return Tolerance(atol=default.atol if atol is None else nonnegative_float(atol, "--atol"),
                      rtol=default.rtol if rtol is None else nonnegative_float(rtol, "--rtol"))

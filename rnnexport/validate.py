@@ -17,10 +17,10 @@ import numpy as np
 
 from rnnexport.artifacts import Artifact, discover_artifacts, open_artifact, versions
 from rnnexport.compare import Comparison, Tolerance, compare_arrays, failures
-from rnnexport.errors import RNNExportError, RuntimeUnavailableError, UsageError
+from rnnexport.errors import RuntimeUnavailableError, UsageError
 from rnnexport.inputs import Case, check_feeds, default_sweep, make_inputs
 from rnnexport.invariants import check_invariants
-from rnnexport.runtimes import make_runner, resolve_runtimes
+from rnnexport.runtimes import loaded_runners, make_runner, resolve_runtimes
 from rnnexport.spec import RNNSpec
 
 __all__ = ["ArtifactReport", "RunError", "planned_steps", "select_shard", "validate_artifact", "validate_paths"]
@@ -199,111 +199,177 @@ def validate_artifact(
         UsageError / RuntimeUnavailableError: an unknown or unavailable runtime was asked for,
             or a case needs more than `max_memory`.
     """
-    from rnnexport.limits import case_bytes, check_memory
-
     if not isinstance(artifact, Artifact):
         artifact = open_artifact(artifact, max_memory=max_memory)
-    tolerance = tolerance or manifest_tolerance(artifact)
-    chosen, skipped = resolve_runtimes(runtimes, trusted=trusted)
-    spec = artifact.spec
-    golden = artifact.golden()
     options = runner_options or {}
+    plan = _plan(artifact, runtimes, tolerance, cases, options, trusted, max_memory)
+    report = _new_report(artifact, plan, given_cases=cases is not None)
+    step = on_step or (lambda *_: None)
+    with loaded_runners(artifact, plan.runtimes, options) as (runners, unsupported, failed):
+        _admit_runners(artifact, plan, runners, unsupported, failed, report, runtimes, skip_unsupported, step)
+        for case in plan.cases:
+            outputs = _run_case(artifact, runners, case, plan.feeds[case], report, step)  # run
+            report.comparisons.extend(_compare_runs(artifact, plan, case, outputs, report))  # compare
+        for case, chunks in plan.stream_cases:
+            _run_streaming(artifact, runners, case, chunks, plan, report, step)
+    return report  # judged by report.passed (compare.failures over the records)
+
+
+@dataclass
+class _Plan:
+    """What one validation will run: runtimes, cases with their feeds, streaming cases."""
+
+    tolerance: Tolerance
+    runtimes: list[str]
+    skipped: dict[str, str]
+    cases: list[Case]
+    feeds: dict[Any, dict[str, np.ndarray]]
+    golden: dict[Any, dict[str, np.ndarray]]
+    stream_cases: list[tuple[Any, tuple[int, ...]]]
+    missing_reference: str | None
+
+
+def _plan(artifact: Artifact, runtimes, tolerance, cases, options, trusted: bool, max_memory) -> _Plan:
+    """Runtimes, cases, feeds (golden inputs where stored) and streaming cases, every case
+    checked against the memory limit and every feed against the spec before anything runs."""
+    from rnnexport.limits import case_bytes, check_memory
+
+    spec = artifact.spec
+    chosen, skipped = resolve_runtimes(runtimes, trusted=trusted)
     missing_reference = None if options.get("torch", {}).get("module") is not None else reference_unavailable(
         artifact, trusted)
+    if missing_reference:
+        chosen = [name for name in chosen if name != "torch"]
+        skipped = {**skipped, "torch": missing_reference}
     case_list = _cases_for(artifact, cases, not missing_reference)
     for case in case_list:
         estimate = spec.case_bytes(case) if spec.kind == "model" else case_bytes(spec, case.batch, case.seq)
         check_memory(f"{artifact.name}: case {case.id}", estimate, max_memory)
-    if missing_reference:
-        chosen = [name for name in chosen if name != "torch"]
-        skipped = {**skipped, "torch": missing_reference}
-    report = ArtifactReport(
-        artifact=artifact.name, path=str(artifact.path), runtimes=chosen, skipped=skipped,
-        cases=[c.id for c in case_list], golden_versions=dict(artifact.manifest.get("versions", {})),
-        current_versions=versions(),
-    )
-    if cases is not None and spec.kind == "model":
-        report.notes.append("the given cases (BxS) apply to RNN specs; this model spec ran its own dims' sweep")
-    if missing_reference:
-        report.notes.append(f"eager reference unavailable ({missing_reference}): every runtime was checked against "
-                            "the stored golden data only, on its cases")
+    golden = artifact.golden()
     feeds = {case: ({n: golden[case][n] for n in spec.input_names} if case in golden else make_inputs(spec, case))
              for case in case_list}
     for case_feeds in feeds.values():
         check_feeds(spec, case_feeds)
     stream_cases = [] if missing_reference else streaming_cases(spec)
-    report.streaming = (
-        {"cases": [c.id for c, _ in stream_cases], "chunks": {c.id: list(ch) for c, ch in stream_cases}}
-        if stream_cases else {"not_applicable": streaming_not_applicable(spec)}
-    )
+    for case, _ in stream_cases:
+        feeds.setdefault(case, make_inputs(spec, case))
+    return _Plan(tolerance or manifest_tolerance(artifact), chosen, skipped, case_list, feeds, golden, stream_cases,
+                 missing_reference)
 
-    step = on_step or (lambda *_: None)
-    longest = max(case_list, key=lambda c: (c.seq, c.batch) if spec.kind == "rnn" else (c.steps,))
-    reference: dict[Case, dict[str, np.ndarray]] = {}
-    for name in list(chosen):  # "torch" comes first: it is the reference for the others
-        runner = make_runner(name, artifact, **options.get(name, {}))
-        limitation = runner.unsupported_reason()
-        if limitation:
-            if runtimes is not None and name in runtimes and not skip_unsupported:
-                raise RuntimeUnavailableError(f"runtime {name!r} was asked for but cannot run {artifact.name}: {limitation}")
-            report.runtimes.remove(name)
-            report.skipped[name] = limitation
+
+def _new_report(artifact: Artifact, plan: _Plan, *, given_cases: bool) -> ArtifactReport:
+    spec = artifact.spec
+    report = ArtifactReport(
+        artifact=artifact.name, path=str(artifact.path), runtimes=list(plan.runtimes), skipped=dict(plan.skipped),
+        cases=[c.id for c in plan.cases], golden_versions=dict(artifact.manifest.get("versions", {})),
+        current_versions=versions(),
+    )
+    if given_cases and spec.kind == "model":
+        report.notes.append("the given cases (BxS) apply to RNN specs; this model spec ran its own dims' sweep")
+    if plan.missing_reference:
+        report.notes.append(f"eager reference unavailable ({plan.missing_reference}): every runtime was checked "
+                            "against the stored golden data only, on its cases")
+    report.streaming = (
+        {"cases": [c.id for c, _ in plan.stream_cases], "chunks": {c.id: list(ch) for c, ch in plan.stream_cases}}
+        if plan.stream_cases else {"not_applicable": streaming_not_applicable(spec)}
+    )
+    return report
+
+
+def _admit_runners(artifact, plan: _Plan, runners: dict, unsupported: dict[str, str], failed: dict[str, Exception],
+                   report: ArtifactReport, runtimes, skip_unsupported: bool, step) -> None:
+    """Sort the runners into those that run and those reported as skipped (cannot run this
+    artifact) or as errors (failed to load, or loaded a model whose I/O names differ from the
+    manifest's). Removes the latter from `runners`.
+
+    Raises:
+        RuntimeUnavailableError: a runtime named in `runtimes` cannot run this artifact.
+        RNNExportError: the eager reference failed to load.
+    """
+    for name, limitation in unsupported.items():
+        if runtimes is not None and name in runtimes and not skip_unsupported:
+            raise RuntimeUnavailableError(f"runtime {name!r} was asked for but cannot run {artifact.name}: {limitation}")
+        report.runtimes.remove(name)
+        report.skipped[name] = limitation
+    if "torch" in failed:
+        raise failed["torch"]
+    for name in list(plan.runtimes):
+        if name in unsupported:
             continue
-        try:
-            runner.load()
-            problem = _io_mismatch(spec, runner)
-        except RNNExportError as exc:
-            if name == "torch":
-                raise
-            problem = str(exc)
+        runner = runners.get(name)
+        problem = str(failed[name]) if name in failed else _io_mismatch(artifact.spec, runner)
         if problem:
             report.errors.append(RunError(artifact.name, name, None, problem))
-            runner.close()
-            for label in _runnable(runner, case_list, stream_cases):  # not run, but done with
+            made = runner or make_runner(name, artifact)
+            for label in _runnable(made, plan.cases, plan.stream_cases):  # not run, but done with
                 step(artifact.name, name, label)
+            runners.pop(name, None)
+        else:
+            report.details[name] = runner.describe()
+
+
+def _run_case(artifact: Artifact, runners: dict, case, feeds: dict[str, np.ndarray], report: ArtifactReport,
+              step) -> dict[str, dict[str, np.ndarray]]:
+    """Every runner on one case: outputs by runtime. A runtime that crashes or misses an
+    output is an error for that case, never the end of the run."""
+    spec = artifact.spec
+    outputs: dict[str, dict[str, np.ndarray]] = {}
+    for name, runner in runners.items():
+        reason = runner.skip_reason(case)
+        if reason:
+            report.left_out.append({"runtime": name, "case": case.id, "reason": reason})
             continue
-        report.details[name] = runner.describe()
+        step(artifact.name, name, case.id)
         try:
-            for case in case_list:
-                reason = runner.skip_reason(case)
-                if reason:
-                    report.left_out.append({"runtime": name, "case": case.id, "reason": reason})
-                    continue
-                step(artifact.name, name, case.id)
-                try:
-                    outputs = runner.infer(feeds[case])
-                except Exception as exc:  # a runtime crash on one case must not end the run
-                    report.errors.append(RunError(artifact.name, name, case.id, f"{type(exc).__name__}: {exc}"))
-                    continue
-                missing = [n for n in spec.output_names if n not in outputs]
-                if missing:
-                    report.errors.append(RunError(artifact.name, name, case.id, (
-                        f"output {missing[0]!r} is missing: the runtime returned {sorted(outputs)}, the manifest "
-                        f"names {list(spec.output_names)}")))
-                    continue
-                if name == "torch":
-                    reference[case] = outputs
-                records = _compare_case(artifact, name, case, feeds[case], outputs, reference.get(case),
-                                        golden.get(case), tolerance)
-                report.comparisons.extend(records)
-                if case == longest and case in reference and name != "torch" and spec.kind == "rnn":
-                    report.error_over_time[name] = _error_over_time(spec, case, outputs, reference[case])
-                if case in reference and name != "torch" and failures(records) and spec.kind == "rnn":
-                    located = localize(spec, outputs["h_n"], reference[case]["h_n"], tolerance)
-                    if located is not None:
-                        report.localizations.append({"runtime": name, "case": case.id, **located})
-            for case, chunks in stream_cases:
-                if runner.skip_reason(case):
-                    continue
-                step(artifact.name, name, f"{case.id} (streaming)")
-                case_feeds = feeds[case] if case in feeds else make_inputs(spec, case)
-                try:
-                    report.comparisons.extend(_streaming_records(artifact, runner, case, chunks, case_feeds, tolerance))
-                except Exception as exc:
-                    report.errors.append(RunError(artifact.name, name, f"{case.id} (streaming)", f"{type(exc).__name__}: {exc}"))
-        finally:
-            runner.close()
-    return report
+            result = runner.infer(feeds)
+        except Exception as exc:
+            report.errors.append(RunError(artifact.name, name, case.id, f"{type(exc).__name__}: {exc}"))
+            continue
+        missing = [n for n in spec.output_names if n not in result]
+        if missing:
+            report.errors.append(RunError(artifact.name, name, case.id, (
+                f"output {missing[0]!r} is missing: the runtime returned {sorted(result)}, the manifest "
+                f"names {list(spec.output_names)}")))
+            continue
+        outputs[name] = result
+    return outputs
+
+
+def _compare_runs(artifact: Artifact, plan: _Plan, case, outputs: dict[str, dict[str, np.ndarray]],
+                  report: ArtifactReport) -> list[Comparison]:
+    """Each runtime's outputs against torch and the golden data (and the RNN invariants); for
+    an RNN spec also where a failure starts and the error per time step on the longest case."""
+    spec = artifact.spec
+    reference = outputs.get("torch")
+    longest = max(plan.cases, key=lambda c: (c.seq, c.batch) if spec.kind == "rnn" else (c.steps,))
+    records: list[Comparison] = []
+    for name, result in outputs.items():
+        mine = _compare_case(artifact, name, case, plan.feeds[case], result, reference, plan.golden.get(case),
+                             plan.tolerance)
+        records.extend(mine)
+        if reference is None or name == "torch" or spec.kind != "rnn":
+            continue
+        if case == longest:
+            report.error_over_time[name] = _error_over_time(spec, case, result, reference)
+        if failures(mine):
+            located = localize(spec, result["h_n"], reference["h_n"], plan.tolerance)
+            if located is not None:
+                report.localizations.append({"runtime": name, "case": case.id, **located})
+    return records
+
+
+def _run_streaming(artifact: Artifact, runners: dict, case, chunks: tuple[int, ...], plan: _Plan,
+                   report: ArtifactReport, step) -> None:
+    """The streaming check of one case on every runner (each against its own full run)."""
+    for name, runner in runners.items():
+        if runner.skip_reason(case):
+            continue
+        step(artifact.name, name, f"{case.id} (streaming)")
+        try:
+            report.comparisons.extend(_streaming_records(artifact, runner, case, chunks, plan.feeds[case],
+                                                         plan.tolerance))
+        except Exception as exc:
+            report.errors.append(RunError(artifact.name, name, f"{case.id} (streaming)", f"{type(exc).__name__}: {exc}"))
 
 
 def _error_over_time(spec: RNNSpec, case: Case, outputs: dict[str, np.ndarray],

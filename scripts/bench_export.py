@@ -60,7 +60,6 @@ def model_default(spec, module, tmp) -> None:
 
 def default_keeps_seq_dynamic(spec, path) -> str:
     """What torch's default export did to the sequence: the graph's axis, native ops, a run."""
-    import numpy as np
     import onnx
     import onnxruntime as ort
 

@@ -31,7 +31,8 @@ def test_parse_cases_names_the_option(bad):
 
 
 def test_tolerance_defaults_and_checks():
-    assert (parse_tolerance().atol, parse_tolerance().rtol) == (1e-5, 1e-4)
+    assert parse_tolerance() is None  # the manifest's tolerances apply
+    assert (parse_tolerance(None, "1e-4").atol, parse_tolerance("1e-5", None).rtol) == (1e-5, 1e-4)
     assert parse_tolerance("0.5", None).atol == 0.5
     for bad in ("-1", "nan", "inf", "x"):
         with pytest.raises(UsageError, match="--rtol"):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import math
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,11 +17,9 @@ from typing import Any
 from rnnexport.artifacts import (
     DEFAULT_LOCK_TIMEOUT,
     MANIFEST,
-    SCHEMA_VERSION,
     file_entry,
     resolve_output,
     staged_folder,
-    versions,
     write_json,
     write_npz,
 )
@@ -65,16 +62,6 @@ def default_exporter() -> tuple[str, str | None]:
     return "dynamo", (
         "the TorchScript-based ONNX exporter is not in this torch; using --exporter dynamo"
     )
-
-
-def _io_contract(spec: RNNSpec) -> dict[str, list[dict[str, Any]]]:
-    shapes, axes = spec.shapes(), spec.dynamic_axes()
-
-    def entry(name: str) -> dict[str, Any]:
-        return {"name": name, "dtype": spec.dtype(name), "shape": list(shapes[name]),
-                "dynamic_axes": {str(k): v for k, v in axes[name].items()}}
-
-    return {"inputs": [entry(n) for n in spec.input_names], "outputs": [entry(n) for n in spec.output_names]}
 
 
 def export_spec(
@@ -264,24 +251,13 @@ def _manifest(
     spec: RNNSpec, stage: Path, files: list[str], exporter: str, opset: int, torchscript_method: str,
     warnings: dict[str, list[str]], onnx_refused: str | None, tolerance: Tolerance | None,
 ) -> dict[str, Any]:
-    """The manifest of the staged artifact, written to ``stage/manifest.json`` and returned."""
-    tolerance = tolerance or Tolerance()
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "name": spec.name,
-        "spec": spec.to_dict(),
-        "exporter": exporter,
-        "opset": None if spec.proj_size else opset,
-        **({"onnx_refused": onnx_refused} if onnx_refused else {}),
-        "torchscript_method": torchscript_method,
-        "files": {name: file_entry(stage / name) for name in files},
-        "io": _io_contract(spec),
-        "golden": {"file": "golden.npz", "cases": [c.id for c in golden_cases(spec)]},
-        "tolerance": {"atol": tolerance.atol, "rtol": tolerance.rtol},
-        "versions": versions(),
-        "export_warnings": {k: v for k, v in warnings.items() if v},
-        "validation": None,
-    }
+    """The manifest of the staged artifact (`rnnexport.artifacts.rnn_manifest`), written to
+    ``stage/manifest.json`` and returned."""
+    from rnnexport.artifacts import rnn_manifest
+
+    manifest = rnn_manifest(spec, {name: file_entry(stage / name) for name in files}, exporter=exporter, opset=opset,
+                            torchscript_method=torchscript_method, warnings=warnings, onnx_refused=onnx_refused,
+                            tolerance=tolerance or Tolerance())
     with writing(stage, MANIFEST, 1 << 16) as path:
         write_json(path, manifest)
     return manifest
@@ -297,13 +273,14 @@ def _validate_staged(
         ValidationFailed: it does not match PyTorch; a copy is kept in ``.<name>.rejected``
             beside the folder it would have replaced.
     """
+    from rnnexport.artifacts import manifest_summary
     from rnnexport.validate import validate_artifact
 
     options = {"torch": {"module": reference}} if reference is not None else None
     report = validate_artifact(stage, runtimes=runtimes, tolerance=tolerance, max_memory=max_memory,
                                runner_options=options)
     report.artifact, report.path = spec.name, str(final)
-    manifest["validation"] = _manifest_summary(report)
+    manifest["validation"] = manifest_summary(report)
     with writing(stage, MANIFEST, 1 << 20) as path:
         write_json(path, manifest)
     if not report.passed:
@@ -345,23 +322,6 @@ def writing(stage: Path, name: str, estimate: int | None) -> Iterator[Path]:
         if not isinstance(exc, UsageError) and nearly_full(stage):
             raise UsageError(no_space(stage, name)) from None
         raise
-
-
-def _manifest_summary(report) -> dict[str, Any]:
-    """The validation block of the manifest, stable across machines.
-
-    Exact errors depend on the CPU's kernels (the last bits of a GEMM), so the manifest keeps
-    the power of ten that bounds each runtime's worst error against torch; the exact figures
-    are in the validation report. Runtimes that could not run here are not listed.
-    """
-    runtimes = {}
-    for name, entry in report.runtime_summary().items():
-        if entry["status"] == "skipped":
-            continue
-        error = entry.get("max_abs_error_vs_torch")
-        bound = None if error is None else (0.0 if error == 0 else 10.0 ** math.ceil(math.log10(error)))
-        runtimes[name] = {"status": entry["status"], "cases": entry["cases"], "max_abs_error_vs_torch_below": bound}
-    return {"passed": report.passed, "cases": report.cases, "runtimes": runtimes}
 
 
 def _check_onnx(path: Path) -> None:

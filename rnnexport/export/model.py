@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rnnexport.artifacts import DEFAULT_LOCK_TIMEOUT, MANIFEST, SCHEMA_VERSION, file_entry, resolve_output, \
-    staged_folder, versions, write_json, write_npz
+from rnnexport.artifacts import DEFAULT_LOCK_TIMEOUT, MANIFEST, file_entry, resolve_output, staged_folder, \
+    write_json, write_npz
 from rnnexport.compare import Tolerance
 from rnnexport.errors import ExportError, ExportRejected, SpecError, UsageError
 from rnnexport.modelspec import ModelSpec, model_spec_from_dict
@@ -82,10 +82,13 @@ def export_model_spec(
             torch.export.save(program, str(path))
         with writing(stage, "model.onnx", None) as path:
             warnings["onnx"] = _write_onnx(spec, module, program, path, exporter, opset)
+        output_axes = _output_axes(spec, module)
+        _name_output_dims(stage / "model.onnx", output_axes, writing, stage)
         ops = recurrent_ops(stage / "model.onnx")
         _check_native_ops(spec, layers, ops, exporter)
         golden = _write_golden(spec, module, stage, writing)
-        manifest = _manifest(spec, stage, exporter, opset, method, warnings, ops, layers, golden, rebuildable, tolerance)
+        manifest = _manifest(spec, stage, exporter, opset, method, warnings, ops, layers, golden, rebuildable, tolerance,
+                             output_axes)
         if validate:
             result.report = _validate_staged(spec, stage, final, target, manifest, runtimes, tolerance, max_memory,
                                              reference=module)
@@ -233,6 +236,51 @@ def _name_dims(model, spec: ModelSpec) -> None:
                 dim.dim_param = renames[dim.dim_param]
 
 
+def _output_axes(spec: ModelSpec, module) -> dict[str, dict[int, str]]:
+    """Which dim each output axis follows, found by running the module with one dim changed at
+    a time: an axis that has the dim's size in both runs is named after it."""
+    from rnnexport.usermodel import call_user_model
+
+    base = {d.name: max(d.size, 2) for d in spec.dims}
+
+    def shapes(sizes: dict[str, int]) -> dict[str, tuple[int, ...]]:
+        outputs = call_user_model(module, spec, spec.make_inputs(spec.case(sizes)))
+        return {name: value.shape for name, value in outputs.items()}
+
+    before = shapes(base)
+    axes: dict[str, dict[int, str]] = {name: {} for name in spec.output_names}
+    for dim in spec.dims:
+        bumped = {**base, dim.name: base[dim.name] + 1}
+        after = shapes(bumped)
+        for name in spec.output_names:
+            for axis, (a, b) in enumerate(zip(before[name], after[name])):
+                if a == base[dim.name] and b == bumped[dim.name] and axis not in axes[name]:
+                    axes[name][axis] = dim.name
+    return axes
+
+
+def _name_output_dims(path: Path, output_axes: dict[str, dict[int, str]], writing, stage: Path) -> None:
+    """Give the ONNX outputs' dynamic axes the spec's dim names (the legacy exporter calls
+    them e.g. ``Gemmlogits_dim_0``)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    renames: dict[str, str] = {}
+    for value in model.graph.output:
+        for axis, label in output_axes.get(value.name, {}).items():
+            dim = value.type.tensor_type.shape.dim[axis]
+            if dim.dim_param and dim.dim_param != label:
+                renames[dim.dim_param] = label
+    if not renames:
+        return
+    for value in [*model.graph.output, *model.graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param in renames:
+                dim.dim_param = renames[dim.dim_param]
+    with writing(stage, path.name, None) as target:
+        onnx.save(model, str(target))
+
+
 def recurrent_ops(path: Path) -> list[dict[str, Any]]:
     """The native recurrent ops of an ONNX file (functions included): op, direction, hidden
     size and whether ``sequence_lens`` is fed."""
@@ -277,38 +325,20 @@ def _write_golden(spec: ModelSpec, module, stage: Path, writing) -> dict[str, di
 
 
 def _manifest(spec: ModelSpec, stage: Path, exporter: str, opset: int, method: str, warnings, ops, layers,
-              golden: dict[str, dict[str, Any]], rebuildable: bool, tolerance: Tolerance | None) -> dict[str, Any]:
+              golden: dict[str, dict[str, Any]], rebuildable: bool, tolerance: Tolerance | None,
+              output_axes: dict[str, dict[int, str]]) -> dict[str, Any]:
+    """The manifest (`rnnexport.artifacts.model_manifest`), written to ``stage/manifest.json``."""
+    from rnnexport.artifacts import model_manifest
     from rnnexport.export import writing
     from rnnexport.usermodel import module_sha256
 
-    atol, rtol, per_output = spec.tolerance_for(*((tolerance.atol, tolerance.rtol) if tolerance else (1e-5, 1e-4)))
-    documented = spec.golden_cases()[0]
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "model",
-        "name": spec.name,
-        # The weights are in the artifact; where they came from is kept by name (paths differ per machine).
-        "spec": {**spec.to_dict(), **({"weights": Path(spec.weights).name} if spec.weights else {})},
-        "module_source": {"module": spec.module, "sha256": module_sha256(spec),
-                          "rebuildable": rebuildable},
-        "exporter": exporter,
-        "opset": opset,
-        "torchscript_method": method,
-        "files": {name: file_entry(stage / name) for name in MODEL_FILES},
-        "io": {
-            "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
-                        "dynamic_axes": {str(a): d for a, d in spec.dynamic_axes()[t.name].items()}} for t in spec.inputs],
-            "outputs": [{"name": n, **golden[f"{documented.id}/{n}"]} for n in spec.output_names],
-        },
-        "recurrent_layers": [{"name": name, "module": type(m).__name__, "num_layers": m.num_layers,
-                              "bidirectional": m.bidirectional, "batch_first": m.batch_first} for name, m in layers],
-        "recurrent_ops": ops,
-        "golden": {"file": "golden.npz", "cases": [c.id for c in spec.golden_cases()], "arrays": golden},
-        "tolerance": {"atol": atol, "rtol": rtol, "outputs": {k: {"atol": a, "rtol": r} for k, (a, r) in per_output.items()}},
-        "versions": versions(),
-        "export_warnings": {k: v for k, v in warnings.items() if v},
-        "validation": None,
-    }
+    manifest = model_manifest(
+        spec, {name: file_entry(stage / name) for name in MODEL_FILES}, exporter=exporter, opset=opset,
+        torchscript_method=method, warnings=warnings, recurrent_ops=ops,
+        recurrent_layers=[{"name": name, "module": type(m).__name__, "num_layers": m.num_layers,
+                           "bidirectional": m.bidirectional, "batch_first": m.batch_first} for name, m in layers],
+        golden=golden, module_source={"module": spec.module, "sha256": module_sha256(spec), "rebuildable": rebuildable},
+        tolerance=tolerance, output_axes=output_axes)
     with writing(stage, MANIFEST, 1 << 20) as path:
         write_json(path, manifest)
     return manifest

@@ -5,15 +5,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from rnnexport.errors import RuntimeUnavailableError, UsageError
+from rnnexport.errors import RNNExportError, RuntimeUnavailableError, UsageError
 from rnnexport.runtimes.base import Runner
 
-__all__ = ["RUNTIMES", "UNTRUSTED_REASON", "RuntimeInfo", "make_runner", "resolve_runtimes", "unavailable_reason"]
+__all__ = ["RUNTIMES", "UNTRUSTED_REASON", "RuntimeInfo", "loaded_runners", "make_runner", "resolve_runtimes",
+           "unavailable_reason"]
 
 
 def _module_missing(module: str) -> Callable[[], str | None]:
@@ -134,3 +136,34 @@ def resolve_runtimes(requested: list[str] | None, *, trusted: bool = True) -> tu
 def make_runner(name: str, artifact, **options) -> Runner:
     """A runner of runtime `name` for `artifact` (not loaded yet)."""
     return RUNTIMES[name].factory(artifact, name, **options)
+
+
+@contextlib.contextmanager
+def loaded_runners(
+    artifact, names: list[str], options: dict[str, dict] | None = None
+) -> Iterator[tuple[dict[str, Runner], dict[str, str], dict[str, Exception]]]:
+    """The runner lifecycle shared by validate and bench: make a runner per name (with its
+    `options`), leave out those that cannot run `artifact` (with the reason), load the others
+    (a load failure is recorded, not raised); every loaded runner is closed on exit.
+
+    Yields:
+        ``(runners, unsupported, failed)``: loaded runners by name in the order of `names`,
+        reasons by name, load errors by name.
+    """
+    runners: dict[str, Runner] = {}
+    unsupported: dict[str, str] = {}
+    failed: dict[str, Exception] = {}
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            runner = make_runner(name, artifact, **(options or {}).get(name, {}))
+            if reason := runner.unsupported_reason():
+                unsupported[name] = reason
+                continue
+            stack.callback(runner.close)
+            try:
+                runner.load()
+            except RNNExportError as exc:
+                failed[name] = exc
+                continue
+            runners[name] = runner
+        yield runners, unsupported, failed

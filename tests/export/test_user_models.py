@@ -16,7 +16,7 @@ import onnx
 import pytest
 import torch
 
-from rnnexport.errors import ExportRejected, SpecError
+from rnnexport.errors import ExportRejected
 from rnnexport.export import export_model, export_spec
 from rnnexport.modelspec import load_model_spec
 
@@ -100,6 +100,29 @@ sweep = [1, 10]
 names = ["y", "h_next", "c_next"]
 '''
 
+DTYPES = '''
+module = "features.py:MaskedIds"
+[inputs.ids]
+dtype = "int32"
+shape = ["batch", "seq"]
+range = [0, 9]
+[inputs.mask]
+dtype = "bool"
+shape = ["batch", "seq"]
+[inputs.scale]
+dtype = "float16"
+shape = ["batch"]
+range = [0.5, 2.0]
+[dims.batch]
+size = 3
+sweep = [1, 6]
+[dims.seq]
+size = 5
+sweep = [1, 33]
+[outputs]
+names = ["pooled"]
+'''
+
 MATRIX = {
     # name: (spec text or file, native recurrent ops expected, what it covers)
     "tagger": (None, 1, "int + float inputs, three outputs, nested GRU, factory function, module_args"),
@@ -107,6 +130,7 @@ MATRIX = {
     "two_recurrent": (TWO, 3, "two recurrent layers: bidirectional GRU then 2-layer relu RNN, batch_first"),
     "packed_gru": (PACKED, 1, "pack_padded_sequence in the module: sequence_lens, bidirectional"),
     "cells": (CELLS, 0, "LSTMCell and RNNCell (elementwise ops)"),
+    "dtypes": (DTYPES, 1, "int32 ids, bool mask, float16 scale"),
 }
 
 
@@ -138,6 +162,10 @@ def test_user_model_exports_with_native_ops_and_validates_everywhere(tmp_path: P
     for value in graph.input:
         for axis, dim in spec.dynamic_axes()[value.name].items():
             assert value.type.tensor_type.shape.dim[axis].dim_param == dim
+    for value, entry in zip(graph.output, manifest["io"]["outputs"]):
+        assert entry["dynamic_axes"], f"{value.name}: no axis follows a dim"
+        for axis, dim in entry["dynamic_axes"].items():
+            assert value.type.tensor_type.shape.dim[int(axis)].dim_param == dim
     # Every sweep value of every dim ran (nothing pinned to the example size).
     assert {c.id for c in spec.sweep()} <= set(result.report.cases)
     if spec.state:

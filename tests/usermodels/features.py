@@ -109,3 +109,17 @@ class UnusedLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.gru(x)[0]
+
+
+class MaskedIds(nn.Module):
+    """int32 ids, a bool mask and a float16 scale: the other input dtypes of a model spec."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(10, 4)
+        self.gru = nn.GRU(4, 5, batch_first=True)
+
+    def forward(self, ids: Tensor, mask: Tensor, scale: Tensor) -> Tensor:
+        out, _ = self.gru(self.embedding(ids))
+        pooled = (out * mask.unsqueeze(2).to(out.dtype)).sum(1)
+        return pooled * scale.float().unsqueeze(1)
