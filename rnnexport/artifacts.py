@@ -432,9 +432,28 @@ def check_program_archive(path: Path) -> None:
     when the safe load fails. rnnexport writes none of these; an archive holding any of them
     (or any member outside the known data layout) is refused before torch reads it.
 
+    A file already checked is not read again while its inode, size, mtime and ctime are unchanged
+    (opening an artifact checks it, and so does the runner that loads it).
+
     Raises:
         ArtifactError: naming the member that would need unrestricted unpickling.
     """
+    try:
+        info = os.stat(path)
+        identity = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    except OSError:
+        identity = None
+    if identity is not None and _CHECKED_ARCHIVES.get(str(Path(path).resolve())) == identity:
+        return
+    _check_program_archive(path)
+    if identity is not None:
+        _CHECKED_ARCHIVES[str(Path(path).resolve())] = identity
+
+
+_CHECKED_ARCHIVES: dict[str, tuple[int, ...]] = {}
+
+
+def _check_program_archive(path: Path) -> None:
     import torch
 
     def refuse(why: str) -> ArtifactError:

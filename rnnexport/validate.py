@@ -124,6 +124,19 @@ def reference_unavailable(artifact: Artifact, trusted: bool) -> str | None:
     return import_reason(spec)
 
 
+def _module_changed(artifact: Artifact) -> str | None:
+    """A note when the module's source file differs from the one the artifact was exported
+    from: the eager reference is then the changed code (the golden data is not)."""
+    from rnnexport.usermodel import module_sha256
+
+    recorded = (artifact.manifest.get("module_source") or {}).get("sha256")
+    current = module_sha256(artifact.spec)
+    if recorded and current and recorded != current:
+        return (f"the module's source file {artifact.spec.module_file} changed since the export (sha256 "
+                f"{recorded[:12]}... then, {current[:12]}... now): the eager reference is the changed code")
+    return None
+
+
 def manifest_tolerance(artifact: Artifact) -> Tolerance:
     """The tolerance stored in the manifest (model and per output), defaults where absent."""
     stored = artifact.manifest.get("tolerance")
@@ -269,6 +282,8 @@ def _new_report(artifact: Artifact, plan: _Plan, *, given_cases: bool) -> Artifa
     if plan.missing_reference:
         report.notes.append(f"eager reference unavailable ({plan.missing_reference}): every runtime was checked "
                             "against the stored golden data only, on its cases")
+    elif spec.kind == "model" and (changed := _module_changed(artifact)):
+        report.notes.append(changed)
     report.streaming = (
         {"cases": [c.id for c, _ in plan.stream_cases], "chunks": {c.id: list(ch) for c, ch in plan.stream_cases}}
         if plan.stream_cases else {"not_applicable": streaming_not_applicable(spec)}

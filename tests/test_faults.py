@@ -124,10 +124,12 @@ def test_killed_export_takes_its_torchscript_compiler_with_it(tmp_path):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     children: list[int] = []
-    while not children and time.monotonic() < deadline and parent.poll() is None:
+    # The compile server (a child) forks the compiler (a grandchild): wait for both.
+    while len(children) < 2 and time.monotonic() < deadline and parent.poll() is None:
         children = _children(parent.pid)
+        children += [g for c in children for g in _children(c)]
         time.sleep(0.02)
-    assert children, "the export never started its TorchScript compiler"
+    assert len(children) >= 2, "the export never started its TorchScript compiler"
     parent.kill()
     parent.wait()
     deadline = time.monotonic() + 10

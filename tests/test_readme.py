@@ -51,8 +51,10 @@ def test_your_own_model_walkthrough_runs_as_written(tmp_path, cli, monkeypatch):
 
     torch.manual_seed(1)
     save_file(Tagger(vocab=100).state_dict(), str(tmp_path / "tagger.safetensors"))
-    assert cli("export", "tagger.toml", "--out", "models", "--runtimes", "onnxruntime-cpu")[0] == 0
-    assert cli("validate", "models/tagger", "--runtimes", "onnxruntime-cpu")[0] == 0
+    code, _, err = cli("export", "tagger.toml", "--out", "models", "--runtimes", "onnxruntime-cpu")
+    assert code == 0, err
+    code, _, err = cli("validate", "models/tagger", "--runtimes", "onnxruntime-cpu")
+    assert code == 0, err
     loaded = runpy.run_path(str(_write(tmp_path / "load.py", blocks[3])))
     assert loaded["tag_logits"].shape == (3, 57, 9)
     sys.modules.pop("tagger", None)

@@ -13,7 +13,6 @@ The steps, as `export_model_spec` runs them in a staging folder::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -135,18 +134,14 @@ def _write_torchscript(spec: ModelSpec, module, stage: Path, method: str | None,
 
 
 def _compile_in_fresh_process(spec: ModelSpec, weights: Path, path: Path, method: str | None) -> dict[str, Any]:
-    import os
-    import subprocess
-    import sys
+    from rnnexport.export.torchscript import start_compile
 
-    request = json.dumps({"kind": "model", "spec": spec.to_dict(), "weights": str(weights), "path": str(path),
-                          "method": method})
-    done = subprocess.run([sys.executable, "-m", "rnnexport.export.torchscript"], input=request, text=True,
-                          capture_output=True, env={**os.environ, "PYTHONHASHSEED": "0"})
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise ExportError(f"{spec.name}: TorchScript compilation failed: {last}; try torchscript = \"trace\"")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    request = {"kind": "model", "spec": spec.to_dict(), "weights": str(weights), "path": str(path), "method": method}
+    try:
+        with start_compile(request, spec.name) as job:
+            return job.result()
+    except ExportError as exc:
+        raise ExportError(f"{exc}; try torchscript = \"trace\" in the spec (or --torchscript trace)") from None
 
 
 def _dynamic_shapes(spec: ModelSpec) -> dict[str, Any]:
@@ -188,7 +183,7 @@ def _write_onnx(spec: ModelSpec, module, program, path: Path, exporter: str, ops
 
     from rnnexport.export import _check_onnx
     from rnnexport.export._capture import captured_messages
-    from rnnexport.export.onnx_dynamo import _make_deterministic
+    from rnnexport.export.onnx_dynamo import _make_deterministic, _name_dynamic_axes
     from rnnexport.ops import packed_as_padded
     from rnnexport.usermodel import example_args
 
@@ -211,7 +206,7 @@ def _write_onnx(spec: ModelSpec, module, program, path: Path, exporter: str, ops
                                               torch.ops.rnnexport.lstm.default: rnnexport.ops.lstm_onnx_translation})
             model = onnx_program.model_proto
             _make_deterministic(model)
-            _name_dims(model, spec)
+            _name_dynamic_axes(model, spec)
             onnx.save(model, str(path))
     except ExportError:
         raise
@@ -220,20 +215,6 @@ def _write_onnx(spec: ModelSpec, module, program, path: Path, exporter: str, ops
         raise ExportError(f"{spec.name}: the {exporter} ONNX exporter failed: {type(exc).__name__}: {first}") from None
     _check_onnx(path)
     return messages
-
-
-def _name_dims(model, spec: ModelSpec) -> None:
-    """Name the symbolic dims after the spec's dims (torch.export may call them ``s31``)."""
-    renames: dict[str, str] = {}
-    for value in model.graph.input:
-        for axis, label in spec.dynamic_axes().get(value.name, {}).items():
-            dim = value.type.tensor_type.shape.dim[axis]
-            if dim.dim_param:
-                renames[dim.dim_param] = label
-    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
-        for dim in value.type.tensor_type.shape.dim:
-            if dim.dim_param in renames:
-                dim.dim_param = renames[dim.dim_param]
 
 
 def _output_axes(spec: ModelSpec, module) -> dict[str, dict[int, str]]:

@@ -117,8 +117,8 @@ def export_onnx_dynamo(program: torch.export.ExportedProgram, spec: RNNSpec, pat
     return messages
 
 
-def _name_dynamic_axes(model, spec: RNNSpec) -> None:
-    """Name the symbolic dims ``batch`` and ``seq`` as the contract says.
+def _name_dynamic_axes(model, spec) -> None:
+    """Name the symbolic dims as the contract says (``batch`` and ``seq``; a model spec's dims).
 
     torch.export names them after its own symbols (``s31``) when two ``Dim``s could be confused,
     so the names are mapped back from the graph inputs' positions.

@@ -5,9 +5,14 @@ an LSTM (`rnnexport.builder.wrap`).
 ``torch.jit.script`` is not byte-deterministic within a long-lived process: it iterates a
 ``set`` of constant names (``torch/jit/_recursive.py``, ``infer_concrete_type_builder``), so
 the saved code depends on Python's string hash seed, and the types it compiled earlier in the
-process change the names it gives later ones. `export_torchscript` therefore compiles in a fresh
-Python process with ``PYTHONHASHSEED=0``, from the weights already written to disk, and drops
-the archive's debug records, which hold absolute source paths.
+process change the names it gives later ones. `export_torchscript` therefore compiles in a
+process that has compiled nothing before, with ``PYTHONHASHSEED=0``, from the weights already
+written to disk, and drops the archive's debug records, which hold absolute source paths. That
+process is a child forked from a compile server (`TorchScriptJob`), which imports torch once for
+all the artifacts of an export instead of once per artifact.
+
+Model specs (a user's module, called ``m(*inputs)``) are compiled the same way
+(`compile_model_spec`: script, falling back to trace where scripting fails).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from rnnexport.spec import RNNSpec, spec_from_dict
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["METHODS", "TorchScriptJob", "compile_and_save", "compile_model_spec", "export_torchscript", "start_torchscript"]
+__all__ = ["METHODS", "TorchScriptJob", "compile_and_save", "compile_model_spec", "start_compile", "export_torchscript", "start_torchscript"]
 
 METHODS = ("script", "trace")
 
@@ -85,45 +90,122 @@ def compile_model_spec(module: torch.nn.Module, spec, path: Path, method: str | 
 
 
 class TorchScriptJob:
-    """A TorchScript compilation running in its own fresh process (see the module docstring).
+    """A TorchScript compilation running in a fresh process (see the module docstring).
+
+    Every compilation runs in its own child forked from one compile server: a process started
+    once per exporting process with ``PYTHONHASHSEED=0``, which imports torch and rnnexport and
+    then only forks. Each child starts from that same state, compiles nothing before its own
+    module and exits, so its output is independent of what ran before, as in a fresh process,
+    without importing torch again for every artifact.
 
     Started by `start_torchscript`, so the caller can do other work (the ONNX exports) while it
     compiles; `result` waits for it. Use as a context manager: leaving the block before `result`
-    (an error elsewhere) kills the process, so it never writes into an abandoned folder.
+    (an error elsewhere) kills the compiling child, so it never writes into an abandoned folder.
     """
 
-    def __init__(self, spec: RNNSpec, weights: Path, path: Path, method: str) -> None:
-        self.spec = spec
-        request = json.dumps({"spec": spec.to_dict(), "weights": str(weights), "path": str(path), "method": method})
-        env = {**os.environ, "PYTHONHASHSEED": "0", _PARENT_ENV: str(os.getpid())}
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "rnnexport.export.torchscript"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env=env,
-        )
-        self._request = request
+    def __init__(self, request: dict, label: str) -> None:
+        self.label = label
+        # The child compiles as if it ran here: this working folder and import path (a user's
+        # package importable from here), paths absolute. The server may be older than both.
+        try:
+            cwd = os.getcwd()
+        except OSError:
+            cwd = None
+        request = {**request, "weights": os.path.abspath(request["weights"]), "path": os.path.abspath(request["path"]),
+                   "cwd": cwd, "sys_path": list(sys.path)}
+        self._server = _compile_server()
+        self._reply: dict | None = None
+        self._pid = self._server.submit(request)
 
-    def result(self) -> list[str]:
-        """Wait for the compilation; returns the warnings torch raised.
+    def result(self):
+        """Wait for the compilation; returns what the compiler returned (torch's warnings).
 
         Raises:
-            ExportError: the compiling process failed; its last error line is in the message.
+            ExportError: the compilation failed; its last error line is in the message.
         """
-        stdout, stderr = self._process.communicate(self._request)
-        if self._process.returncode != 0:
-            last = (stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise ExportError(f"{self.spec.name}: TorchScript compilation failed: {last}")
-        return json.loads(stdout.strip().splitlines()[-1])
+        reply = self._wait()
+        if "error" in reply:
+            raise ExportError(f"{self.label}: TorchScript compilation failed: {reply['error']}")
+        return reply["result"]
+
+    def _wait(self) -> dict:
+        if self._reply is None:
+            self._reply = self._server.wait()
+        return self._reply
 
     def close(self) -> None:
-        if self._process.poll() is None:
-            self._process.kill()
-            self._process.communicate()
+        if self._reply is None and self._pid:
+            with contextlib.suppress(OSError):
+                os.kill(self._pid, 9)
+            with contextlib.suppress(ExportError):
+                self._wait()
 
     def __enter__(self) -> TorchScriptJob:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _CompileServer:
+    """The compile server's process; one request at a time (each export waits for its own)."""
+
+    def __init__(self) -> None:
+        env = {**os.environ, "PYTHONHASHSEED": "0", _PARENT_ENV: str(os.getpid())}
+        self.owner = os.getpid()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "rnnexport.export.torchscript", "--server"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1, env=env,
+        )
+
+    def alive(self) -> bool:
+        return self.owner == os.getpid() and self.process.poll() is None
+
+    def _line(self) -> str:
+        line = self.process.stdout.readline()
+        if not line:
+            raise ExportError(f"the TorchScript compile server exited ({self.process.poll()})")
+        return line
+
+    def submit(self, request: dict) -> int:
+        try:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise ExportError(f"the TorchScript compile server exited ({self.process.poll()})") from None
+        return int(self._line().split()[1])  # "started <pid>"
+
+    def wait(self) -> dict:
+        return json.loads(self._line())
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        with contextlib.suppress(OSError):
+            self.process.stdout.close()
+
+
+_SERVER: _CompileServer | None = None
+
+
+def _compile_server() -> _CompileServer:
+    global _SERVER
+    if _SERVER is None or not _SERVER.alive():
+        _SERVER = _CompileServer()
+        import atexit
+
+        atexit.register(_SERVER.close)
+    return _SERVER
+
+
+def start_compile(request: dict, label: str) -> TorchScriptJob:
+    """Start a compilation described by `request` (see `_compile`) in the compile server."""
+    return TorchScriptJob(request, label)
 
 
 def start_torchscript(spec: RNNSpec, weights: Path, path: Path, *, method: str = "script") -> TorchScriptJob:
@@ -134,7 +216,8 @@ def start_torchscript(spec: RNNSpec, weights: Path, path: Path, *, method: str =
     """
     if method not in METHODS:
         raise UsageError(f"unknown TorchScript method {method!r}; valid: {', '.join(METHODS)}")
-    return TorchScriptJob(spec, weights, path, method)
+    request = {"spec": spec.to_dict(), "weights": str(weights), "path": str(path), "method": method}
+    return TorchScriptJob(request, spec.name)
 
 
 def export_torchscript(spec: RNNSpec, weights: Path, path: Path, *, method: str = "script") -> list[str]:
@@ -185,26 +268,83 @@ def _die_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _worker() -> None:
-    _die_with_parent()
+def _compile(request: dict):
+    """One compilation: rebuild the module from the weights file and compile it into ``path``."""
     import torch
 
-    from rnnexport.builder import module_from_state_dict
-
-    request = json.loads(sys.stdin.read())
     if request.get("kind") == "model":
         from rnnexport.modelspec import model_spec_from_dict
         from rnnexport.usermodel import build_user_module, load_weights
 
         spec = model_spec_from_dict(request["spec"])
         module = build_user_module(spec, load_weights(request["weights"]))
-        print(json.dumps(compile_model_spec(module, spec, Path(request["path"]), request["method"])))
-        return
+        return compile_model_spec(module, spec, Path(request["path"]), request["method"])
+    from rnnexport.builder import module_from_state_dict
+
     spec = spec_from_dict(request["spec"])
     module = module_from_state_dict(spec, torch.load(request["weights"], weights_only=True))
-    messages = compile_and_save(module, spec, Path(request["path"]), method=request["method"])
-    print(json.dumps(messages))
+    return compile_and_save(module, spec, Path(request["path"]), method=request["method"])
+
+
+def _child(request: dict, reply_fd: int) -> None:
+    """In a forked child: die with the server, keep stdout (the protocol) clean, compile, reply."""
+    import signal
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    code = 0
+    try:
+        if request.get("cwd"):
+            os.chdir(request["cwd"])
+        sys.path[:] = request.get("sys_path", sys.path)
+        reply = {"result": _compile(request)}
+    except BaseException as exc:  # everything goes back as one line
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()] or [""]
+        reply = {"error": f"{type(exc).__name__}: {lines[-1] if len(lines[-1]) > 20 else lines[0]}"[:600]}
+        code = 1
+    with os.fdopen(reply_fd, "w") as pipe:
+        pipe.write(json.dumps(reply))
+    os._exit(code)
+
+
+def _server() -> None:
+    """The compile server: import what compiling needs once, then fork a child per request.
+
+    Each request line gets ``started <pid>`` at once and, when the child ends, one JSON line:
+    ``{"result": ...}`` or ``{"error": ...}``.
+    """
+    _die_with_parent()
+    import torch  # noqa: F401 (imported once, here, for every child)
+
+    import rnnexport.builder  # noqa: F401
+    import rnnexport.usermodel  # noqa: F401
+
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        request = json.loads(line)
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_fd)
+            _child(request, write_fd)
+        os.close(write_fd)
+        print(f"started {pid}", flush=True)
+        with os.fdopen(read_fd) as pipe:
+            data = pipe.read()
+        _, status = os.waitpid(pid, 0)
+        if data:
+            print(data, flush=True)
+        else:
+            signal_number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+            why = f"killed by signal {signal_number}" if signal_number else f"exit status {os.WEXITSTATUS(status)}"
+            print(json.dumps({"error": f"the compiling process ended without a result ({why})"}), flush=True)
 
 
 if __name__ == "__main__":
-    _worker()
+    _server()

@@ -44,3 +44,25 @@ def test_torchscript_is_byte_deterministic_whatever_ran_before(tmp_path):
 def test_unknown_method(tmp_path):
     with pytest.raises(UsageError, match="unknown TorchScript method 'freeze'; valid: script, trace"):
         export_torchscript(get_spec("deep"), tmp_path / "w.pt", tmp_path / "m.pt", method="freeze")
+
+
+def test_the_compile_server_compiles_in_the_callers_folder_even_after_its_own_is_gone(tmp_path, monkeypatch):
+    """The compile server lives as long as the process that started it; the folder it started in
+    may be deleted meanwhile, and later exports name relative paths from elsewhere."""
+    import shutil
+
+    from rnnexport.export import export_spec
+    from rnnexport.export import torchscript as ts
+    from rnnexport.spec import get_spec
+
+    first = tmp_path / "first"
+    first.mkdir()
+    monkeypatch.chdir(first)
+    if ts._SERVER is not None:
+        ts._SERVER.close()
+        ts._SERVER = None
+    export_spec(get_spec("single_layer"), "out", validate=False)  # starts the server here
+    monkeypatch.chdir(tmp_path)
+    shutil.rmtree(first)
+    result = export_spec(get_spec("single_layer"), "again", validate=False)
+    assert (tmp_path / "again" / "single_layer" / "model.pt").is_file() and not result.path.is_absolute()

@@ -255,3 +255,23 @@ def test_scripting_failure_falls_back_to_trace_and_says_so(tmp_path: Path) -> No
     assert manifest["torchscript_method"] == "trace"
     assert any("torch.jit.script failed" in note and "trace" in note for note in result.notes)
     assert result.report.passed
+
+
+def test_a_changed_module_file_is_noted_and_a_changed_computation_fails(tmp_path: Path) -> None:
+    from rnnexport.validate import validate_artifact
+
+    spec = _load(tmp_path, "two_recurrent")
+    result = export_spec(spec, tmp_path / "out", runtimes=["onnxruntime-cpu"])
+    source = tmp_path / "features.py"
+    source.write_text(source.read_text() + "\n# an edit that changes nothing\n")
+    report = validate_artifact(result.path, runtimes=["onnxruntime-cpu"])
+    assert report.passed and any("changed since the export" in note for note in report.notes)
+    source.write_text(source.read_text().replace("z, _ = self.second(y)", "z, _ = self.second(y * 1.01)"))
+    import sys
+
+    import hashlib
+
+    digest = hashlib.sha256(str(spec.module_file).encode()).hexdigest()[:12]
+    del sys.modules[f"rnnexport_user_features_{digest}"]  # a new process would import the edited file
+    report = validate_artifact(result.path, runtimes=["onnxruntime-cpu"])
+    assert not report.passed  # eager (the changed code) no longer matches the artifact or its golden data
