@@ -337,7 +337,7 @@ def _cached_inputs(spec: ModelSpec, case: ShapeCase) -> tuple[tuple[str, np.ndar
             value = rng.uniform(t.range[0], t.range[1], size=shape).astype(t.dtype)
         else:
             value = rng.standard_normal(shape, dtype=np.float32).astype(t.dtype)
-        value = np.ascontiguousarray(value)
+        value = np.array(value, dtype=t.dtype, order="C")  # 0-d stays 0-d (ascontiguousarray makes it 1-d)
         value.setflags(write=False)
         arrays.append((t.name, value))
     return tuple(arrays)
@@ -450,9 +450,14 @@ def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", ba
             value_range = _check_range(value_range, dtype, declared, where)
             used.update(v for v in value_range if isinstance(v, str))
         inputs.append(TensorSpec(input_name, dtype, tuple(shape), value_range))
+    in_shapes = {d for t in inputs for d in t.shape if isinstance(d, str)}
     unused = sorted(declared - used)
     if unused:
         raise SpecError(f"{source}: dim {unused[0]!r} is declared but no input shape or range uses it")
+    only_ranges = sorted(used - in_shapes)
+    if only_ranges:
+        raise SpecError(f"{source}: dim {only_ranges[0]!r} ends a range but no input shape has it (its size comes "
+                        "from the inputs' shapes)")
 
     outputs_data = data["outputs"]
     if not isinstance(outputs_data, dict):
@@ -472,13 +477,13 @@ def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", ba
     for state_in, state_out in state_data.items():
         if state_in not in inputs_data:
             raise SpecError(f"{source}: [outputs] state: {state_in!r} is not an input; inputs: {', '.join(inputs_data)}")
-        if state_out not in names:
+        if not isinstance(state_out, str) or state_out not in names:
             raise SpecError(f"{source}: [outputs] state: {state_out!r} is not an output; outputs: {', '.join(names)}")
         state.append((state_in, state_out))
     stream_dim = outputs_data.get("stream_dim")
     if state and stream_dim is None:
         raise SpecError(f"{source}: [outputs] state needs 'stream_dim', the dim the streaming check chunks")
-    if stream_dim is not None and stream_dim not in declared:
+    if stream_dim is not None and (not isinstance(stream_dim, str) or stream_dim not in declared):
         raise SpecError(f"{source}: [outputs] stream_dim {stream_dim!r} is not a declared dim; declared: "
                         f"{', '.join(sorted(declared))}")
 

@@ -209,3 +209,45 @@ def test_fuzz_spec_files(spec, raw):
         _run(["export", str(spec_file), "--out", str(out), "--no-validate", "--max-memory", "256M"], work)
         assert sorted(p.name for p in root.iterdir()) in (["cwd", "fuzz.toml"], ["cwd", "fuzz.toml", "out"])
         assert not any(work.iterdir())
+
+
+# -- model specs: any TOML value anywhere is a SpecError (exit 2) or a valid spec ----------------
+
+_TOML_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 300) | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+_MODEL_SPEC = {
+    "name": "fuzzed", "module": "features.py:TwoRecurrent",
+    "inputs": {"x": {"dtype": "float32", "shape": ["batch", "seq", 3], "range": [-1.0, 1.0]},
+               "n": {"dtype": "int64", "shape": ["batch"], "range": [1, "seq"]}},
+    "dims": {"batch": {"size": 2, "sweep": [1, 4]}, "seq": {"size": 7, "sweep": [1, 25]}},
+    "outputs": {"names": ["z"], "state": {}, "stream_dim": "seq"},
+    "tolerance": {"atol": 1e-5, "outputs": {"z": {"rtol": 1e-3}}},
+}
+
+
+@SETTINGS
+@given(st.data())
+def test_fuzzed_model_specs_are_valid_or_one_spec_error(data):
+    from rnnexport.errors import SpecError
+    from rnnexport.modelspec import model_spec_from_dict
+
+    spec = copy.deepcopy(_MODEL_SPEC)
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from([p for p in _paths(spec) if p]))
+        parent = spec
+        for key in path[:-1]:
+            parent = parent[key]
+        if data.draw(st.booleans()):
+            parent[path[-1]] = data.draw(_TOML_VALUES)
+        else:
+            parent.pop(path[-1])
+    try:
+        model = model_spec_from_dict(spec)
+    except SpecError as exc:
+        assert "\n" not in str(exc)
+        return
+    for case in model.sweep()[:2]:  # a spec that passes gives inputs its own check accepts
+        model.check_feeds(model.make_inputs(case))

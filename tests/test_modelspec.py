@@ -143,3 +143,10 @@ def test_rnn_specs_and_model_specs_are_told_apart_by_their_keys(tmp_path: Path) 
     assert load_spec(path).kind == "rnn"
     with pytest.raises(SpecError, match="missing required key 'outputs'"):
         model_spec_from_dict({"name": "x", "module": "a.py:B", "inputs": {"x": {"shape": [1]}}, "dims": {}})
+
+
+def test_huge_dims_are_refused_before_anything_runs(tmp_path: Path, cli) -> None:
+    spec = _write(tmp_path, BASE.replace("size = 7", "size = 1048576").replace("size = 2", "size = 1048576"))
+    code, _, err = cli("export", str(spec), "--out", str(tmp_path / "out"))
+    assert code == 2 and "would need" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

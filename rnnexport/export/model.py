@@ -63,6 +63,7 @@ def export_model_spec(
     method = torchscript_method or spec.torchscript
     if method not in (None, "script", "trace"):
         raise UsageError(f"unknown TorchScript method {method!r}; valid: script, trace")
+    _check_memory(spec, validate, max_memory)
     rebuildable = module is None
     module = build_user_module(spec) if module is None else module.eval()
     _check_outputs(spec, module)
@@ -92,6 +93,14 @@ def export_model_spec(
             result.report = _validate_staged(spec, stage, final, target, manifest, runtimes, tolerance, max_memory,
                                              reference=module)
     return result
+
+
+def _check_memory(spec: ModelSpec, validate: bool, max_memory: int | None) -> None:
+    """Refuse, before the module is built or run, cases whose inputs alone exceed the limit."""
+    from rnnexport.limits import check_memory
+
+    for case in dict.fromkeys([*spec.golden_cases(), *(spec.sweep() if validate else [])]):
+        check_memory(f"{spec.name}: case {case.id}", spec.case_bytes(case), max_memory)
 
 
 def _check_outputs(spec: ModelSpec, module) -> None:
