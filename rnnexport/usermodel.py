@@ -32,6 +32,9 @@ RECURRENT = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
 
 def _import_target(spec: ModelSpec):
     target, attr = spec.module.rsplit(":", 1)
+    if target == "__main__":
+        raise SpecError(f"{spec.name}: {attr} was defined in a script (__main__) when it was exported; importing "
+                        "the script again would run it, so it is not rebuilt")
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():

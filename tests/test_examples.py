@@ -107,21 +107,33 @@ def _copy(tmp_path: Path, name: str) -> Path:
     return target
 
 
-def test_a_perturbed_weight_in_a_model_spec_artifact_fails(tmp_path: Path, cli) -> None:
+def _edit_weight(folder: Path, slot: str, edit) -> None:
+    """Apply `edit` in place to the W, R or B initializer of the first recurrent op of
+    ``model.onnx`` (a consistent but wrong artifact)."""
     import onnx.numpy_helper as nh
 
-    folder = _copy(tmp_path, "keyword_spotter")
-
-    def perturb(model) -> None:
-        init = rnn_weights(model, 0)["R"]  # the GRU's recurrence
+    def change(model) -> None:
+        init = rnn_weights(model, 0)[slot]
         array = nh.to_array(init).copy()
-        array.flat[0] += 0.05
+        edit(array)
         init.CopyFrom(nh.from_array(array, init.name))
 
-    mutate_onnx(folder, perturb)
+    mutate_onnx(folder, change)
+
+
+def _assert_caught(cli, folder: Path) -> None:
     code, out, _ = cli("validate", str(folder), "--runtimes", "onnxruntime-cpu")
-    assert code == 1
-    assert "FAIL" in out and "onnxruntime-cpu" in out
+    assert code == 1 and "FAIL" in out and "onnxruntime-cpu" in out
+
+
+def test_a_perturbed_weight_in_a_model_spec_artifact_fails(tmp_path: Path, cli) -> None:
+    folder = _copy(tmp_path, "keyword_spotter")
+
+    def perturb(array) -> None:
+        array.flat[0] += 0.05
+
+    _edit_weight(folder, "R", perturb)  # the GRU's recurrence
+    _assert_caught(cli, folder)
 
 
 def test_swapped_outputs_in_a_model_spec_artifact_fail(tmp_path: Path, cli) -> None:
@@ -139,9 +151,7 @@ def test_swapped_outputs_in_a_model_spec_artifact_fail(tmp_path: Path, cli) -> N
         model.graph.output[1].type.ParseFromString(kinds[0])
 
     mutate_onnx(folder, swap)
-    code, out, _ = cli("validate", str(folder), "--runtimes", "onnxruntime-cpu")
-    assert code == 1
-    assert "FAIL" in out and "onnxruntime-cpu" in out
+    _assert_caught(cli, folder)
 
 
 def test_module_code_gone_validates_against_golden_and_says_why(tmp_path: Path, cli) -> None:
@@ -156,17 +166,8 @@ def test_module_code_gone_validates_against_golden_and_says_why(tmp_path: Path, 
     assert any("eager reference unavailable" in note for note in report["notes"])
     assert report["cases"] == manifest["golden"]["cases"]
     # ... and a wrong model is still caught, against the golden data.
-    import onnx.numpy_helper as nh
-
-    def perturb(model) -> None:
-        init = rnn_weights(model, 0)["W"]
-        array = nh.to_array(init).copy()
-        array *= 1.5
-        init.CopyFrom(nh.from_array(array, init.name))
-
-    mutate_onnx(folder, perturb)
-    code, _, _ = cli("validate", str(folder), "--runtimes", "onnxruntime-cpu")
-    assert code == 1
+    _edit_weight(folder, "W", lambda array: array.__imul__(1.5))
+    _assert_caught(cli, folder)
 
 
 def test_untrusted_model_spec_artifacts_do_not_import_the_module(tmp_path: Path, cli) -> None:

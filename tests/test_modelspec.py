@@ -11,22 +11,11 @@ import pytest
 
 from rnnexport.errors import SpecError, UsageError
 from rnnexport.modelspec import ShapeCase, load_model_spec, model_spec_from_dict
+from tests.usermodels import TWO_RECURRENT
 
 USERMODELS = Path(__file__).resolve().parent / "usermodels"
 
-BASE = '''
-module = "features.py:TwoRecurrent"
-[inputs.x]
-shape = ["batch", "seq", 3]
-[dims.batch]
-size = 2
-sweep = [1, 4]
-[dims.seq]
-size = 7
-sweep = [1, 25]
-[outputs]
-names = ["z"]
-'''
+BASE = TWO_RECURRENT
 
 
 def _write(tmp_path: Path, text: str, name: str = "model") -> Path:

@@ -375,7 +375,11 @@ def export_model(
         source = inspect.getsourcefile(cls)
     except TypeError:
         source = None
-    target = f"{source}:{cls.__qualname__}" if source else f"{cls.__module__}:{cls.__qualname__}"
+    if cls.__module__ == "__main__":
+        # Importing a script again would run it; such a module is checked against golden data later.
+        target = f"__main__:{cls.__qualname__}"
+    else:
+        target = f"{source}:{cls.__qualname__}" if source else f"{cls.__module__}:{cls.__qualname__}"
     table = {"names": list(outputs)} if isinstance(outputs, (list, tuple)) else dict(outputs)
     data = {"name": name, "module": target, "module_args": dict(module_args or {}), "seed": seed,
             "inputs": inputs, "dims": dims, "outputs": table}

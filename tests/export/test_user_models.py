@@ -19,6 +19,7 @@ import torch
 from rnnexport.errors import ExportRejected
 from rnnexport.export import export_model, export_spec
 from rnnexport.modelspec import load_model_spec
+from tests.usermodels import TWO_RECURRENT
 
 USERMODELS = Path(__file__).resolve().parents[1] / "usermodels"
 EXPORTERS = ("legacy", "dynamo")
@@ -51,19 +52,7 @@ state = { h_0 = "h_n", c_0 = "c_n" }
 stream_dim = "seq"
 '''
 
-TWO = '''
-module = "features.py:TwoRecurrent"
-[inputs.x]
-shape = ["batch", "seq", 3]
-[dims.batch]
-size = 2
-sweep = [1, 4]
-[dims.seq]
-size = 7
-sweep = [1, 25]
-[outputs]
-names = ["z"]
-'''
+TWO = TWO_RECURRENT
 
 PACKED = '''
 module = "features.py:PackedGRU"
@@ -275,3 +264,31 @@ def test_a_changed_module_file_is_noted_and_a_changed_computation_fails(tmp_path
     del sys.modules[f"rnnexport_user_features_{digest}"]  # a new process would import the edited file
     report = validate_artifact(result.path, runtimes=["onnxruntime-cpu"])
     assert not report.passed  # eager (the changed code) no longer matches the artifact or its golden data
+
+
+def test_a_module_defined_in_a_script_is_never_imported_again(tmp_path: Path) -> None:
+    """export_model from a script: validating later must not re-run the script (it could train,
+    or write files); the golden data stands in for the eager reference, and the report says so."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "train_and_export.py"
+    script.write_text(
+        "import pathlib, sys\n"
+        "from torch import nn\n"
+        "from rnnexport.export import export_model\n"
+        "pathlib.Path(sys.argv[1], 'ran').open('a').write('x')  # a side effect of running the script\n"
+        "class Mine(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.gru = nn.GRU(3, 4, batch_first=True)\n"
+        "    def forward(self, x):\n"
+        "        return self.gru(x)[0]\n"
+        "export_model(Mine(), name='mine', out=sys.argv[1], inputs={'x': {'shape': ['batch', 'seq', 3]}},\n"
+        "             dims={'batch': {'size': 2}, 'seq': {'size': 5}}, outputs=['y'], runtimes=['onnxruntime-cpu'])\n")
+    subprocess.run([sys.executable, str(script), str(tmp_path)], check=True, capture_output=True)
+    from rnnexport.validate import validate_artifact
+
+    report = validate_artifact(tmp_path / "mine", runtimes=["onnxruntime-cpu"])
+    assert report.passed and "defined in a script" in report.skipped["torch"]
+    assert (tmp_path / "ran").read_text() == "x"  # the script ran once: at the export
