@@ -207,7 +207,10 @@ def model_manifest(spec: ModelSpec, files: dict[str, dict[str, Any]], *, exporte
     name: paths differ per machine), where the module came from, the I/O with each output's
     documented shape, dtype and named axes, the recurrent layers of the module and the native
     recurrent ops of the graph, each golden array's shape and dtype, and the tolerances."""
-    atol, rtol, per_output = spec.tolerance_for(*((tolerance.atol, tolerance.rtol) if tolerance else (1e-5, 1e-4)))
+    from rnnexport.compare import Tolerance
+
+    tolerance = tolerance or Tolerance()
+    atol, rtol, per_output = spec.tolerance_for(tolerance.atol, tolerance.rtol)
     documented = spec.golden_cases()[0]
     return {
         "schema_version": SCHEMA_VERSION,
@@ -251,8 +254,6 @@ def manifest_summary(report) -> dict[str, Any]:
         bound = None if error is None else (0.0 if error == 0 else 10.0 ** math.ceil(math.log10(error)))
         runtimes[name] = {"status": entry["status"], "cases": entry["cases"], "max_abs_error_vs_torch_below": bound}
     return {"passed": report.passed, "cases": report.cases, "runtimes": runtimes}
-
-
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,7 @@ class Artifact:
 
     def golden_cases(self) -> list[Case]:
         """The cases stored in the golden data (checked when the artifact was opened)."""
-        return [_parse_case(self.spec, case_id) for case_id in self.manifest["golden"]["cases"]]
+        return [self.spec.parse_case(case_id) for case_id in self.manifest["golden"]["cases"]]
 
     def golden(self) -> dict[Case, dict[str, np.ndarray]]:
         """Golden inputs and outputs per case, checked against the spec's I/O shapes and dtypes.
@@ -324,10 +325,6 @@ class Artifact:
                 raise ArtifactError(f"{self.path}: golden case {case.id!r}: {exc}") from None
             cases[case] = tensors
         return cases
-
-
-def _parse_case(spec: RNNSpec | ModelSpec, case_id: str):
-    return spec.parse_case(case_id) if isinstance(spec, ModelSpec) else Case.parse(case_id)
 
 
 def _golden_arrays(spec: RNNSpec | ModelSpec, manifest: dict[str, Any], case) -> list[tuple[str, tuple, np.dtype]]:
@@ -586,7 +583,7 @@ def open_artifact(path: str | Path, *, max_memory: int | None = None) -> Artifac
             or a file whose size or sha256 differs from the manifest.
         UsageError: the artifact needs more memory than `max_memory`.
     """
-    from rnnexport.limits import case_bytes, check_memory, weight_bytes
+    from rnnexport.limits import check_memory, weight_bytes
 
     path = Path(path)
     if not path.is_dir():
@@ -607,7 +604,7 @@ def open_artifact(path: str | Path, *, max_memory: int | None = None) -> Artifac
             spec = model_spec_from_dict(spec_data, source=f"{manifest_path} spec")
         else:
             spec = spec_from_dict(spec_data, source=f"{manifest_path} spec")
-        cases = [_parse_case(spec, case_id) for case_id in manifest["golden"]["cases"]]
+        cases = [spec.parse_case(case_id) for case_id in manifest["golden"]["cases"]]
     except Exception as exc:
         raise ArtifactError(str(exc)) from None
     sizes = _check_listing(path, manifest, spec)
@@ -616,8 +613,7 @@ def open_artifact(path: str | Path, *, max_memory: int | None = None) -> Artifac
     else:
         check_memory(f"{path}: the weights", weight_bytes(spec), max_memory)
     for case in cases:
-        estimate = spec.case_bytes(case) if kind == "model" else case_bytes(spec, case.batch, case.seq)
-        check_memory(f"{path}: golden case {case.id}", estimate, max_memory)
+        check_memory(f"{path}: golden case {case.id}", spec.case_bytes(case), max_memory)
     for name, size in sizes.items():
         file, entry = path / name, manifest["files"][name]
         if size != entry["bytes"]:

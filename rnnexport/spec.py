@@ -153,6 +153,18 @@ class RNNSpec:
         options += [f"proj_size={self.proj_size}"] if self.proj_size else []
         return f"nn.{self.cell.upper()}({', '.join([str(self.input_size), str(self.hidden_size), *options])})"
 
+    def parse_case(self, text: str):
+        """A case id of this spec (`rnnexport.inputs.Case.parse`)."""
+        from rnnexport.inputs import Case
+
+        return Case.parse(text)
+
+    def case_bytes(self, case) -> int:
+        """Estimated peak bytes of running `case` (`rnnexport.limits.case_bytes`)."""
+        from rnnexport.limits import case_bytes
+
+        return case_bytes(self, case.batch, case.seq)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

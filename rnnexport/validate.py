@@ -139,13 +139,14 @@ def _module_changed(artifact: Artifact) -> str | None:
 
 def manifest_tolerance(artifact: Artifact) -> Tolerance:
     """The tolerance stored in the manifest (model and per output), defaults where absent."""
-    stored = artifact.manifest.get("tolerance")
+    stored, default = artifact.manifest.get("tolerance"), Tolerance()
     if not isinstance(stored, dict):
-        return Tolerance()
+        return default
     try:
-        per_output = {name: (float(t.get("atol", stored.get("atol", 1e-5))), float(t.get("rtol", stored.get("rtol", 1e-4))))
+        atol, rtol = float(stored.get("atol", default.atol)), float(stored.get("rtol", default.rtol))
+        per_output = {name: (float(t.get("atol", atol)), float(t.get("rtol", rtol)))
                       for name, t in (stored.get("outputs") or {}).items()}
-        return Tolerance(atol=float(stored.get("atol", 1e-5)), rtol=float(stored.get("rtol", 1e-4)), per_output=per_output)
+        return Tolerance(atol=atol, rtol=rtol, per_output=per_output)
     except (TypeError, ValueError, AttributeError) as exc:
         from rnnexport.errors import ArtifactError
 
@@ -240,12 +241,13 @@ class _Plan:
     golden: dict[Any, dict[str, np.ndarray]]
     stream_cases: list[tuple[Any, tuple[int, ...]]]
     missing_reference: str | None
+    longest: Any  # the case whose error per time step is plotted (RNN specs)
 
 
 def _plan(artifact: Artifact, runtimes, tolerance, cases, options, trusted: bool, max_memory) -> _Plan:
     """Runtimes, cases, feeds (golden inputs where stored) and streaming cases, every case
     checked against the memory limit and every feed against the spec before anything runs."""
-    from rnnexport.limits import case_bytes, check_memory
+    from rnnexport.limits import check_memory
 
     spec = artifact.spec
     chosen, skipped = resolve_runtimes(runtimes, trusted=trusted)
@@ -256,8 +258,7 @@ def _plan(artifact: Artifact, runtimes, tolerance, cases, options, trusted: bool
         skipped = {**skipped, "torch": missing_reference}
     case_list = _cases_for(artifact, cases, not missing_reference)
     for case in case_list:
-        estimate = spec.case_bytes(case) if spec.kind == "model" else case_bytes(spec, case.batch, case.seq)
-        check_memory(f"{artifact.name}: case {case.id}", estimate, max_memory)
+        check_memory(f"{artifact.name}: case {case.id}", spec.case_bytes(case), max_memory)
     golden = artifact.golden()
     feeds = {case: ({n: golden[case][n] for n in spec.input_names} if case in golden else make_inputs(spec, case))
              for case in case_list}
@@ -266,8 +267,9 @@ def _plan(artifact: Artifact, runtimes, tolerance, cases, options, trusted: bool
     stream_cases = [] if missing_reference else streaming_cases(spec)
     for case, _ in stream_cases:
         feeds.setdefault(case, make_inputs(spec, case))
+    longest = max(case_list, key=lambda c: (c.seq, c.batch) if spec.kind == "rnn" else (c.steps,))
     return _Plan(tolerance or manifest_tolerance(artifact), chosen, skipped, case_list, feeds, golden, stream_cases,
-                 missing_reference)
+                 missing_reference, longest)
 
 
 def _new_report(artifact: Artifact, plan: _Plan, *, given_cases: bool) -> ArtifactReport:
@@ -356,7 +358,6 @@ def _compare_runs(artifact: Artifact, plan: _Plan, case, outputs: dict[str, dict
     an RNN spec also where a failure starts and the error per time step on the longest case."""
     spec = artifact.spec
     reference = outputs.get("torch")
-    longest = max(plan.cases, key=lambda c: (c.seq, c.batch) if spec.kind == "rnn" else (c.steps,))
     records: list[Comparison] = []
     for name, result in outputs.items():
         mine = _compare_case(artifact, name, case, plan.feeds[case], result, reference, plan.golden.get(case),
@@ -364,7 +365,7 @@ def _compare_runs(artifact: Artifact, plan: _Plan, case, outputs: dict[str, dict
         records.extend(mine)
         if reference is None or name == "torch" or spec.kind != "rnn":
             continue
-        if case == longest:
+        if case == plan.longest:
             report.error_over_time[name] = _error_over_time(spec, case, result, reference)
         if failures(mine):
             located = localize(spec, result["h_n"], reference["h_n"], plan.tolerance)

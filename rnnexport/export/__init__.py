@@ -31,13 +31,6 @@ from rnnexport.spec import RNNSpec
 __all__ = ["DEFAULT_OPSET", "EXPORTERS", "ExportResult", "default_exporter", "export_model", "export_spec",
            "export_specs"]
 
-
-def export_model(module, **options: Any):
-    """Export an ``nn.Module`` in memory; see `rnnexport.export.model.export_model`."""
-    from rnnexport.export.model import export_model as _export_model
-
-    return _export_model(module, **options)
-
 EXPORTERS = ("legacy", "dynamo")
 DEFAULT_OPSET = 18
 _MIN_OPSET, _MAX_OPSET = 14, 20  # RNN-14 (layout attr) .. the legacy exporter's newest
@@ -127,6 +120,13 @@ def export_spec(
     return result
 
 
+def export_model(module, **options: Any):
+    """Export an ``nn.Module`` in memory; see `rnnexport.export.model.export_model`."""
+    from rnnexport.export.model import export_model as _export_model
+
+    return _export_model(module, **options)
+
+
 def export_specs(
     specs: list[RNNSpec], out_dir: str | Path = "models", *, jobs: int = 1, **options: Any
 ) -> list[ExportResult | ValidationFailed]:
@@ -178,14 +178,16 @@ def _check_exporter(exporter: str | None, opset: int, notes: list[str]) -> str:
     return exporter
 
 
-def _check_memory(spec: RNNSpec, validate: bool, max_memory: int | None) -> None:
-    """Refuse, before building anything, a spec whose weights or cases exceed the memory limit."""
+def _check_memory(spec, validate: bool, max_memory: int | None) -> None:
+    """Refuse, before building anything, a spec whose weights (RNN specs: computed from the
+    spec) or cases exceed the memory limit."""
     from rnnexport.inputs import default_sweep
-    from rnnexport.limits import case_bytes, check_memory, weight_bytes
+    from rnnexport.limits import check_memory, weight_bytes
 
-    check_memory(f"{spec.name}: the weights", weight_bytes(spec), max_memory)
+    if spec.kind == "rnn":
+        check_memory(f"{spec.name}: the weights", weight_bytes(spec), max_memory)
     for case in dict.fromkeys([*golden_cases(spec), *(default_sweep(spec) if validate else [])]):
-        check_memory(f"{spec.name}: case {case.id}", case_bytes(spec, case.batch, case.seq), max_memory)
+        check_memory(f"{spec.name}: case {case.id}", spec.case_bytes(case), max_memory)
 
 
 def _write_models(
@@ -234,7 +236,6 @@ def _write_models(
 def _write_golden(module, spec: RNNSpec, stage: Path) -> None:
     """golden.npz: the golden cases' inputs and the eager reference's (`module`'s) outputs."""
     from rnnexport.builder import call_model, wrap
-    from rnnexport.limits import case_bytes
 
     reference = wrap(module, spec)
     golden = {}
@@ -242,7 +243,7 @@ def _write_golden(module, spec: RNNSpec, stage: Path) -> None:
         feeds = make_inputs(spec, case)
         golden.update({f"{case.id}/{n}": v for n, v in feeds.items()})
         golden.update({f"{case.id}/{n}": v for n, v in call_model(reference, spec, feeds).items()})
-    estimate = sum(case_bytes(spec, c.batch, c.seq) for c in golden_cases(spec))
+    estimate = sum(spec.case_bytes(c) for c in golden_cases(spec))
     with writing(stage, "golden.npz", estimate) as path:
         write_npz(path, golden)
 

@@ -4,7 +4,7 @@
 The steps, as `export_model_spec` runs them in a staging folder::
 
     build the module (weights from the spec)  ->  weights.safetensors
-    TorchScript (script, else trace; in a fresh process when the module can be rebuilt)  ->  model.pt
+    TorchScript (script, else trace), compiled in the compile server while the rest exports  ->  model.pt
     torch.export on a copy with native recurrent ops  ->  model.pt2
     ONNX (legacy: torch.onnx.export of the module; dynamo: that same program translated)  ->  model.onnx
     count the native recurrent ops against the module's recurrent layers (fewer: rejected)
@@ -13,18 +13,19 @@ The steps, as `export_model_spec` runs them in a staging folder::
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
-from rnnexport.artifacts import DEFAULT_LOCK_TIMEOUT, MANIFEST, file_entry, resolve_output, staged_folder, \
-    write_json, write_npz
+from rnnexport.artifacts import DEFAULT_LOCK_TIMEOUT, MANIFEST, file_entry, implied_files, resolve_output, \
+    staged_folder, write_json, write_npz
 from rnnexport.compare import Tolerance
 from rnnexport.errors import ExportError, ExportRejected, SpecError, UsageError
+from rnnexport.export import writing
 from rnnexport.modelspec import ModelSpec, model_spec_from_dict
 
-__all__ = ["MODEL_FILES", "export_model", "export_model_spec", "recurrent_ops"]
+__all__ = ["export_model", "export_model_spec", "recurrent_ops"]
 
-MODEL_FILES = ["model.onnx", "model.pt", "model.pt2", "weights.safetensors", "golden.npz"]
 RECURRENT_OPS = ("RNN", "GRU", "LSTM")
 
 
@@ -55,7 +56,7 @@ def export_model_spec(
         ExportRejected: a recurrent layer lost its native op, or a packed sequence cannot be kept.
         ExportError, UsageError, ValidationFailed: as `export_spec`.
     """
-    from rnnexport.export import ExportResult, _check_exporter, _validate_staged, writing
+    from rnnexport.export import ExportResult, _check_exporter, _check_memory, _validate_staged
     from rnnexport.usermodel import build_user_module, recurrent_layers
 
     notes: list[str] = []
@@ -73,34 +74,28 @@ def export_model_spec(
     layers = recurrent_layers(module)
     with staged_folder(final, lock_timeout=lock_timeout) as stage:
         warnings: dict[str, list[str]] = {}
-        _write_weights(module, stage, writing)
-        method, warnings["torchscript"] = _write_torchscript(spec, module, stage, method, rebuildable, notes, writing)
-        program, warnings["torch.export"] = _export_program(spec, module)
-        with writing(stage, "model.pt2", None) as path:
-            import torch
+        _write_weights(module, stage)
+        compiler = _start_torchscript(spec, stage, method) if rebuildable else None
+        with compiler or contextlib.nullcontext():  # it compiles while this process exports the rest
+            program, warnings["torch.export"] = _export_program(spec, module)
+            with writing(stage, "model.pt2", None) as path:
+                import torch
 
-            torch.export.save(program, str(path))
-        with writing(stage, "model.onnx", None) as path:
-            warnings["onnx"] = _write_onnx(spec, module, program, path, exporter, opset)
+                torch.export.save(program, str(path))
+            with writing(stage, "model.onnx", None) as path:
+                warnings["onnx"] = _write_onnx(spec, module, program, path, exporter, opset)
+            method, warnings["torchscript"] = _finish_torchscript(spec, module, stage, method, compiler, notes)
         output_axes = _output_axes(spec, module)
-        _name_output_dims(stage / "model.onnx", output_axes, writing, stage)
+        _name_output_dims(stage, output_axes)
         ops = recurrent_ops(stage / "model.onnx")
         _check_native_ops(spec, layers, ops, exporter)
-        golden = _write_golden(spec, module, stage, writing)
+        golden = _write_golden(spec, module, stage)
         manifest = _manifest(spec, stage, exporter, opset, method, warnings, ops, layers, golden, rebuildable, tolerance,
                              output_axes)
         if validate:
             result.report = _validate_staged(spec, stage, final, target, manifest, runtimes, tolerance, max_memory,
                                              reference=module)
     return result
-
-
-def _check_memory(spec: ModelSpec, validate: bool, max_memory: int | None) -> None:
-    """Refuse, before the module is built or run, cases whose inputs alone exceed the limit."""
-    from rnnexport.limits import check_memory
-
-    for case in dict.fromkeys([*spec.golden_cases(), *(spec.sweep() if validate else [])]):
-        check_memory(f"{spec.name}: case {case.id}", spec.case_bytes(case), max_memory)
 
 
 def _check_outputs(spec: ModelSpec, module) -> None:
@@ -118,7 +113,7 @@ def _check_outputs(spec: ModelSpec, module) -> None:
                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
 
 
-def _write_weights(module, stage: Path, writing) -> None:
+def _write_weights(module, stage: Path) -> None:
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
@@ -126,31 +121,34 @@ def _write_weights(module, stage: Path, writing) -> None:
         save_file(state, str(path))
 
 
-def _write_torchscript(spec: ModelSpec, module, stage: Path, method: str | None, rebuildable: bool,
-                       notes: list[str], writing) -> tuple[str, list[str]]:
-    """model.pt; script (or `method`), trace where scripting fails and no method was asked for."""
+def _start_torchscript(spec: ModelSpec, stage: Path, method: str | None):
+    """Start compiling ``model.pt`` from ``weights.safetensors`` in the compile server."""
+    from rnnexport.export.torchscript import start_compile
+
+    request = {"kind": "model", "spec": spec.to_dict(), "weights": str(stage / "weights.safetensors"),
+               "path": str(stage / "model.pt"), "method": method}
+    return start_compile(request, spec.name)
+
+
+def _finish_torchscript(spec: ModelSpec, module, stage: Path, method: str | None, compiler,
+                        notes: list[str]) -> tuple[str, list[str]]:
+    """``model.pt``: the started `compiler`'s result, or (a module in memory, which may not be
+    rebuildable elsewhere) compiled here. Script, or `method`; trace where scripting fails and
+    no method was asked for. Returns the method used and torch's warnings."""
     from rnnexport.export.torchscript import compile_model_spec
 
     with writing(stage, "model.pt", None) as path:
-        if rebuildable:
-            outcome = _compile_in_fresh_process(spec, stage / "weights.safetensors", path, method)
-        else:
+        if compiler is None:
             outcome = compile_model_spec(module, spec, path, method)
+        else:
+            try:
+                outcome = compiler.result()
+            except ExportError as exc:
+                raise ExportError(f"{exc}; try torchscript = \"trace\" in the spec (or --torchscript trace)") from None
     if outcome.get("script_error"):
         notes.append(f"{spec.name}: torch.jit.script failed ({outcome['script_error']}); model.pt was traced "
                      "instead (torchscript = \"trace\" in the spec chooses it directly)")
     return outcome["method"], outcome["messages"]
-
-
-def _compile_in_fresh_process(spec: ModelSpec, weights: Path, path: Path, method: str | None) -> dict[str, Any]:
-    from rnnexport.export.torchscript import start_compile
-
-    request = {"kind": "model", "spec": spec.to_dict(), "weights": str(weights), "path": str(path), "method": method}
-    try:
-        with start_compile(request, spec.name) as job:
-            return job.result()
-    except ExportError as exc:
-        raise ExportError(f"{exc}; try torchscript = \"trace\" in the spec (or --torchscript trace)") from None
 
 
 def _dynamic_shapes(spec: ModelSpec) -> dict[str, Any]:
@@ -167,6 +165,7 @@ def _export_program(spec: ModelSpec, module):
     import torch
 
     from rnnexport.export._capture import captured_messages
+    from rnnexport.export.onnx_dynamo import strip_source_locations
     from rnnexport.ops import packed_as_padded, substitute_recurrent
     from rnnexport.usermodel import example_args
 
@@ -180,20 +179,16 @@ def _export_program(spec: ModelSpec, module):
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:400]
         raise ExportError(f"{spec.name}: torch.export cannot export the module: {type(exc).__name__}: {first}") from None
-    for node in program.graph.nodes:
-        for key in ("stack_trace", "source_fn_stack", "nn_module_stack", "from_node"):
-            node.meta.pop(key, None)
+    strip_source_locations(program)
     return program, messages
 
 
 def _write_onnx(spec: ModelSpec, module, program, path: Path, exporter: str, opset: int) -> list[str]:
-    import onnx
     import torch
 
     from rnnexport.export import _check_onnx
     from rnnexport.export._capture import captured_messages
-    from rnnexport.export.onnx_dynamo import _make_deterministic, _name_dynamic_axes
-    from rnnexport.ops import packed_as_padded
+    from rnnexport.export.onnx_dynamo import export_onnx_dynamo
     from rnnexport.usermodel import example_args
 
     try:
@@ -203,20 +198,8 @@ def _write_onnx(spec: ModelSpec, module, program, path: Path, exporter: str, ops
                                   input_names=list(spec.input_names), output_names=list(spec.output_names),
                                   dynamic_axes={k: v for k, v in spec.dynamic_axes().items() if v},
                                   opset_version=opset, do_constant_folding=True)
-        else:
-            import rnnexport.ops
-            from rnnexport.export._torch_internals import reused_torchlib_registry
-
-            with captured_messages() as messages, reused_torchlib_registry(), packed_as_padded(module):
-                onnx_program = torch.onnx.export(
-                    program, input_names=list(spec.input_names), output_names=list(spec.output_names),
-                    opset_version=opset, dynamo=True, optimize=True, verbose=False,
-                    custom_translation_table={torch.ops.rnnexport.rnn.default: rnnexport.ops.onnx_translation,
-                                              torch.ops.rnnexport.lstm.default: rnnexport.ops.lstm_onnx_translation})
-            model = onnx_program.model_proto
-            _make_deterministic(model)
-            _name_dynamic_axes(model, spec)
-            onnx.save(model, str(path))
+        else:  # the same translation as an RNN spec's: the program already holds the native ops
+            messages = export_onnx_dynamo(program, spec, path, opset=opset)
     except ExportError:
         raise
     except Exception as exc:
@@ -249,12 +232,12 @@ def _output_axes(spec: ModelSpec, module) -> dict[str, dict[int, str]]:
     return axes
 
 
-def _name_output_dims(path: Path, output_axes: dict[str, dict[int, str]], writing, stage: Path) -> None:
+def _name_output_dims(stage: Path, output_axes: dict[str, dict[int, str]]) -> None:
     """Give the ONNX outputs' dynamic axes the spec's dim names (the legacy exporter calls
     them e.g. ``Gemmlogits_dim_0``)."""
     import onnx
 
-    model = onnx.load(str(path))
+    model = onnx.load(str(stage / "model.onnx"))
     renames: dict[str, str] = {}
     for value in model.graph.output:
         for axis, label in output_axes.get(value.name, {}).items():
@@ -267,7 +250,7 @@ def _name_output_dims(path: Path, output_axes: dict[str, dict[int, str]], writin
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param in renames:
                 dim.dim_param = renames[dim.dim_param]
-    with writing(stage, path.name, None) as target:
+    with writing(stage, "model.onnx", None) as target:
         onnx.save(model, str(target))
 
 
@@ -300,7 +283,7 @@ def _check_native_ops(spec: ModelSpec, layers, ops: list[dict[str, Any]], export
                              f"has {expected} recurrent layers ({names}): a layer was unrolled or lost; not installed")
 
 
-def _write_golden(spec: ModelSpec, module, stage: Path, writing) -> dict[str, dict[str, Any]]:
+def _write_golden(spec: ModelSpec, module, stage: Path) -> dict[str, dict[str, Any]]:
     """golden.npz from `module`; returns each array's shape and dtype (for the manifest)."""
     from rnnexport.usermodel import call_user_model
 
@@ -319,11 +302,10 @@ def _manifest(spec: ModelSpec, stage: Path, exporter: str, opset: int, method: s
               output_axes: dict[str, dict[int, str]]) -> dict[str, Any]:
     """The manifest (`rnnexport.artifacts.model_manifest`), written to ``stage/manifest.json``."""
     from rnnexport.artifacts import model_manifest
-    from rnnexport.export import writing
     from rnnexport.usermodel import module_sha256
 
     manifest = model_manifest(
-        spec, {name: file_entry(stage / name) for name in MODEL_FILES}, exporter=exporter, opset=opset,
+        spec, {name: file_entry(stage / name) for name in implied_files(spec)}, exporter=exporter, opset=opset,
         torchscript_method=method, warnings=warnings, recurrent_ops=ops,
         recurrent_layers=[{"name": name, "module": type(m).__name__, "num_layers": m.num_layers,
                            "bidirectional": m.bidirectional, "batch_first": m.batch_first} for name, m in layers],
