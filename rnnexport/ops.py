@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-__all__ = ["GATE_ORDER", "NativeRNN", "lstm", "lstm_onnx_translation", "onnx_translation", "rnn"]
+__all__ = ["GATE_ORDER", "RECURRENT_MODULES", "NativeRNN", "NativeSubstitute", "PaddedBatch", "lstm",
+           "lstm_onnx_translation", "onnx_translation", "packed_as_padded", "rnn", "substitute_recurrent"]
 
 # For each ONNX gate position, the PyTorch gate it takes (weights are stacked gate by gate).
 # PyTorch LSTM: i, f, g, o; ONNX LSTM: i, o, f, c (c is PyTorch's g).
@@ -247,6 +248,9 @@ def lstm_onnx_translation(input, h_0, c_0, weights, hidden_size: int, proj_size:
 # --- Recurrent layers inside a user's module (model specs) -------------------------------------
 
 
+RECURRENT_MODULES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
+
+
 class PaddedBatch:
     """What `packed_as_padded`'s ``pack_padded_sequence`` returns while exporting: the padded
     batch and its lengths, which the substituted recurrent layer turns into ``sequence_lens``."""
@@ -305,12 +309,12 @@ def substitute_recurrent(module: torch.nn.Module) -> tuple[torch.nn.Module, list
     clone = copy.deepcopy(module)
     replaced = []
     for name, child in list(clone.named_modules()):
-        if isinstance(child, (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)) and name:
+        if isinstance(child, RECURRENT_MODULES) and name:
             parent_name, _, attr = name.rpartition(".")
             parent = clone.get_submodule(parent_name)
             setattr(parent, attr, NativeSubstitute(child, name))
             replaced.append(name)
-    if isinstance(clone, (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)):
+    if isinstance(clone, RECURRENT_MODULES):
         clone, replaced = NativeSubstitute(clone, "(the module)"), ["(the module)"]
     return clone.eval(), replaced
 

@@ -164,9 +164,9 @@ def format_table(reports: Sequence[ArtifactReport], *, color: bool = False) -> s
 
 
 def _notes(report: ArtifactReport) -> list[str]:
-    """What the grid cannot show: the report's notes (no eager reference), skipped runtimes, left-out cases ('-'), errors, failures and
-    where they start, one line each, in that order."""
-    notes = [*getattr(report, "notes", []), *(f"skipped {runtime}: {reason}" for runtime, reason in report.skipped.items())]
+    """What the grid cannot show: the report's notes (e.g. no eager reference), skipped runtimes,
+    left-out cases ('-'), errors, failures and where they start, one line each, in that order."""
+    notes = [*report.notes, *(f"skipped {runtime}: {reason}" for runtime, reason in report.skipped.items())]
     for runtime in dict.fromkeys(x["runtime"] for x in report.left_out):
         mine = [x for x in report.left_out if x["runtime"] == runtime]
         notes.append(f"{runtime}: {len(mine)} case(s) left out ('-'): {mine[0]['reason']}")

@@ -23,11 +23,11 @@ from torch import Tensor
 
 from rnnexport.errors import SpecError
 from rnnexport.modelspec import ModelSpec
+from rnnexport.ops import RECURRENT_MODULES
 
 __all__ = ["build_user_module", "call_user_model", "example_args", "flatten_outputs", "import_reason",
            "load_weights", "module_sha256", "recurrent_layers", "user_args"]
 
-RECURRENT = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
 
 
 def _import_target(spec: ModelSpec):
@@ -225,4 +225,4 @@ def example_args(spec: ModelSpec) -> tuple[Tensor, ...]:
 
 def recurrent_layers(module: torch.nn.Module) -> list[tuple[str, torch.nn.RNNBase]]:
     """Every nn.RNN/LSTM/GRU inside `module` (any depth), by qualified name."""
-    return [(name, m) for name, m in module.named_modules() if isinstance(m, RECURRENT)]
+    return [(name, m) for name, m in module.named_modules() if isinstance(m, RECURRENT_MODULES)]

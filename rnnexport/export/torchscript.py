@@ -245,18 +245,13 @@ def _die_with_parent() -> None:
     SIGKILL when the parent goes (``prctl(PR_SET_PDEATHSIG)``); elsewhere a thread polls the
     parent's pid. Either way a parent that died before this ran is noticed at once.
     """
-    import signal
     import threading
     import time
 
     parent = int(os.environ.get(_PARENT_ENV, "0"))
     if not parent:
         return
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    _killed_with_parent()
     if os.getppid() != parent:
         os._exit(1)
 
@@ -266,6 +261,17 @@ def _die_with_parent() -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+def _killed_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``)."""
+    import signal
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 def _compile(request: dict):
@@ -288,13 +294,7 @@ def _compile(request: dict):
 
 def _child(request: dict, reply_fd: int) -> None:
     """In a forked child: die with the server, keep stdout (the protocol) clean, compile, reply."""
-    import signal
-
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    _killed_with_parent()
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     code = 0
