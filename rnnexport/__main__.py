@@ -1,4 +1,4 @@
-from rnnexport.cli import main
+from rnnexport.cli import console_main
 
 if __name__ == "__main__":  # worker processes (--jobs) import this module without running the CLI
-    raise SystemExit(main())
+    console_main()

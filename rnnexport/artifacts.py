@@ -22,6 +22,7 @@ Every file listed in the manifest is checked against its sha256 before anything 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -146,6 +147,11 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 
 def versions() -> dict[str, str]:
     """Versions of everything that shapes an artifact's bytes or its numbers."""
+    return dict(_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> dict[str, str]:
     from importlib import metadata
 
     import rnnexport
@@ -451,8 +457,6 @@ _CHECKED_ARCHIVES: dict[str, tuple[int, ...]] = {}
 
 
 def _check_program_archive(path: Path) -> None:
-    import torch
-
     def refuse(why: str) -> ArtifactError:
         return ArtifactError(f"{path}: refused: {why}; loading it would need unrestricted unpickling, "
                              "which rnnexport never does (re-export the artifact with rnnexport)")
@@ -474,6 +478,8 @@ def _check_program_archive(path: Path) -> None:
                         if entry.get("use_pickle") or not str(entry.get("path_name", "")).startswith(("weight_", "tensor_")):
                             raise refuse(f"{member} stores {key!r} as a pickle or a custom object")
                 if member.startswith("data/sample_inputs/"):
+                    import torch  # only here: opening artifacts stays free of torch
+
                     try:
                         with weights_only_loading():
                             torch.load(io.BytesIO(archive.read(name)), weights_only=True)

@@ -20,7 +20,7 @@ from rnnexport.compare import Comparison, Tolerance, compare_arrays, failures
 from rnnexport.errors import RuntimeUnavailableError, UsageError
 from rnnexport.inputs import Case, check_feeds, default_sweep, make_inputs
 from rnnexport.invariants import check_invariants
-from rnnexport.runtimes import loaded_runners, make_runner, resolve_runtimes
+from rnnexport.runtimes import RUNTIMES, loaded_runners, make_runner, resolve_runtimes, runtime_imports
 from rnnexport.spec import RNNSpec
 
 __all__ = ["ArtifactReport", "RunError", "planned_steps", "select_shard", "validate_artifact", "validate_paths"]
@@ -197,7 +197,10 @@ def validate_artifact(
         runtimes: Runtime names; None (default) means every runtime available here.
         tolerance: Defaults to `Tolerance()` (atol 1e-5, rtol 1e-4).
         cases: Input cases; defaults to `default_sweep`. The golden cases always run too.
-        runner_options: Extra constructor arguments per runtime name (e.g. threads).
+        runner_options: Extra constructor arguments per runtime name. Every runtime runs on one
+            thread unless given ``threads`` here: the results do not depend on the machine's
+            core count, and a runtime's idle threads do not spin on the cores the next one
+            needs (LibTorch ran 2.4x slower after OpenVINO on 2 cores). `bench` keeps its own.
         on_step: Called with (artifact, runtime, case id) before each case runs (progress).
         trusted: False loads only data formats (ONNX, weights-only state dicts, npz): the
             runtimes that load ``model.pt``/``model.pt2`` are skipped with that reason.
@@ -215,7 +218,7 @@ def validate_artifact(
     """
     if not isinstance(artifact, Artifact):
         artifact = open_artifact(artifact, max_memory=max_memory)
-    options = runner_options or {}
+    options = {name: {"threads": 1, **(runner_options or {}).get(name, {})} for name in RUNTIMES}
     plan = _plan(artifact, runtimes, tolerance, cases, options, trusted, max_memory)
     report = _new_report(artifact, plan, given_cases=cases is not None)
     step = on_step or (lambda *_: None)
@@ -604,6 +607,11 @@ def validate_paths(
     folders = discover_artifacts(list(paths))
     if shard is not None:
         folders = select_shard(folders, *shard)
+    preload = ["rnnexport.validate", *runtime_imports(runtimes)]
+    if jobs > 1 and len(folders) > 1:
+        from rnnexport._workers import start_workers
+
+        start_workers(preload)  # the workers' imports, while the artifacts are opened and verified here
     artifacts = [open_artifact(path, max_memory=max_memory) for path in folders]
     if runtimes is not None:
         resolve_runtimes(runtimes, trusted=trusted)  # unknown or unavailable: before the scan below
@@ -628,7 +636,8 @@ def validate_paths(
         for _ in range(plans[index] if on_step is not None else 0):
             on_step(artifacts[index].name, "*", "done")
 
-    return map_in_processes(_validate_in_worker, [(a, options) for a in artifacts], jobs, on_done=done)
+    return map_in_processes(_validate_in_worker, [(a, options) for a in artifacts], jobs, on_done=done,
+                            preload=preload)
 
 
 def select_shard(folders: list[Path], k: int, n: int) -> list[Path]:
@@ -648,7 +657,5 @@ def select_shard(folders: list[Path], k: int, n: int) -> list[Path]:
 def _validate_in_worker(item: tuple[Artifact, dict[str, Any]]) -> ArtifactReport:
     # The artifact was opened and verified by the parent. One thread per runtime in a worker:
     # `jobs` workers share the cores instead of each runtime's thread pool claiming all of them.
-    from rnnexport.runtimes import RUNTIMES
-
     artifact, options = item
-    return validate_artifact(artifact, runner_options={name: {"threads": 1} for name in RUNTIMES}, **options)
+    return validate_artifact(artifact, **options)

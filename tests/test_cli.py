@@ -150,6 +150,26 @@ def test_process_exit_codes_and_no_traceback(tmp_path):
     assert done.returncode == 0 and "export" in done.stdout
 
 
+def test_quick_exit_keeps_the_output_the_exit_code_and_the_cleanup(artifact_copy, tmp_path):
+    """After torch was imported the CLI ends without the interpreter's teardown (about a
+    second): the exit handlers still run (client processes ended, temporary files removed),
+    the whole output is written, the exit code is the verdict's."""
+    import os
+
+    folder = artifact_copy("deep")
+    perturb_weight(folder, 0, "W", (0, 1, 1), 0.05)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    done = run_process("validate", folder, MODELS / "seq_first", "--cases", "3x17", "--jobs", "1", env=env)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.rstrip().endswith("1 of 2 artifact(s) passed, 1 failed (cells: worst max abs error against torch, "
+                                          "golden data and chunked streaming)")
+    assert "Traceback" not in done.stderr
+    # (torch and its compiler leave files of their own in TMPDIR, with or without the quick exit)
+    assert [p.name for p in scratch.iterdir() if p.name.startswith(("rnnexport", "tmp"))] == []
+
+
 MODEL_FILES = ("model.onnx", "model.pt", "model.pt2", "weights.pt")
 
 

@@ -198,3 +198,37 @@ def test_validation_failed_survives_a_worker_process():
 
     failure = pickle.loads(pickle.dumps(ValidationFailed("deep: does not match", {"report": 1})))
     assert str(failure) == "deep: does not match" and failure.report == {"report": 1}
+
+
+def test_runtimes_run_on_one_thread_and_torch_threads_are_restored():
+    """Validation runs each runtime on one thread (results independent of the core count, no
+    spinning thread pools between runtimes) unless told otherwise; torch's process-wide
+    thread count is what it was before."""
+    import torch
+
+    before = torch.get_num_threads()
+    report = validate_artifact(MODELS / "deep", runtimes=["torchscript", "onnxruntime-cpu"], cases=QUICK)
+    assert report.passed and torch.get_num_threads() == before
+    assert report.details["onnxruntime-cpu"]["intra_op_num_threads"] == "1"
+    report = validate_artifact(MODELS / "deep", runtimes=["onnxruntime-cpu"], cases=QUICK,
+                               runner_options={"onnxruntime-cpu": {"threads": 2}})
+    assert report.details["onnxruntime-cpu"]["intra_op_num_threads"] == "2"
+    assert torch.get_num_threads() == before
+
+
+def test_workers_start_with_the_preloaded_modules(tmp_path):
+    """--jobs workers are forked from a fork server that imported what they need once."""
+    script = tmp_path / "preload.py"
+    script.write_text(
+        "import sys\n"
+        "from rnnexport._workers import map_in_processes\n"
+        "def loaded(name):\n"
+        "    return name in sys.modules\n"
+        "if __name__ == '__main__':\n"
+        "    print(map_in_processes(loaded, ['rnnexport.compare', 'rnnexport.bench'], 2, preload=['rnnexport.compare']))\n")
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[True, False]"

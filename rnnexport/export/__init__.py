@@ -141,11 +141,19 @@ def export_specs(
     """
     from rnnexport._workers import map_in_processes
     from rnnexport.options import require_int
+    from rnnexport.runtimes import runtime_imports
 
     work = [(spec, str(out_dir), options) for spec in specs]
     if require_int("jobs", jobs, 1) == 1 or len(specs) <= 1:
         return [_export_or_failure(item) for item in work]
-    return map_in_processes(_export_or_failure, work, jobs)
+    preload = [*_EXPORT_IMPORTS, *(runtime_imports(options.get("runtimes")) if options.get("validate", True) else [])]
+    return map_in_processes(_export_or_failure, work, jobs, preload=preload)
+
+
+# What exporting imports (the worker processes' fork server imports them once).
+_EXPORT_IMPORTS = ("torch", "rnnexport.export", "rnnexport.export.model", "rnnexport.export.onnx_dynamo",
+                   "rnnexport.export.torchscript", "rnnexport.builder", "rnnexport.usermodel", "rnnexport.ops",
+                   "torch.onnx", "onnxscript", "rnnexport.validate")
 
 
 def _export_or_failure(item: tuple[RNNSpec, str, dict[str, Any]]) -> ExportResult | ValidationFailed:

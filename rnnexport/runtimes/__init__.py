@@ -15,7 +15,7 @@ from rnnexport.errors import RNNExportError, RuntimeUnavailableError, UsageError
 from rnnexport.runtimes.base import Runner
 
 __all__ = ["RUNTIMES", "UNTRUSTED_REASON", "RuntimeInfo", "loaded_runners", "make_runner", "resolve_runtimes",
-           "unavailable_reason"]
+           "runtime_imports", "unavailable_reason"]
 
 
 def _module_missing(module: str) -> Callable[[], str | None]:
@@ -46,7 +46,8 @@ def _build(module: str, cls: str, **kwargs) -> Callable[..., Runner]:
 class RuntimeInfo:
     """A registered runtime: its factory, its availability check, the file it needs, and
     whether loading that file can run code (TorchScript and torch.export programs can; ONNX,
-    weights-only state dicts and npz are data; see DESIGN.md, "Trust")."""
+    weights-only state dicts and npz are data; see DESIGN.md, "Trust"), and the modules its
+    runner imports (imported once by the fork server of ``--jobs`` workers)."""
 
     name: str
     factory: Callable[..., Runner]
@@ -54,6 +55,7 @@ class RuntimeInfo:
     requires: str
     description: str
     loads_code: bool = False
+    imports: tuple[str, ...] = ()
 
 
 UNTRUSTED_REASON = ("loads {file}, which can run arbitrary code when loaded; not run on untrusted artifacts "
@@ -64,27 +66,35 @@ RUNTIMES: dict[str, RuntimeInfo] = {
     info.name: info
     for info in (
         RuntimeInfo("torch", _build("rnnexport.runtimes.torch_runners", "TorchEagerRunner"),
-                    _module_missing("torch"), "weights.pt", "PyTorch eager (the reference)"),
+                    _module_missing("torch"), "weights.pt", "PyTorch eager (the reference)",
+                    imports=("torch", "rnnexport.runtimes.torch_runners", "rnnexport.builder", "rnnexport.usermodel")),
         RuntimeInfo("torchscript", _build("rnnexport.runtimes.torch_runners", "TorchScriptRunner"),
-                    _module_missing("torch"), "model.pt", "TorchScript reloaded with torch.jit.load", loads_code=True),
+                    _module_missing("torch"), "model.pt", "TorchScript reloaded with torch.jit.load", loads_code=True,
+                    imports=("torch", "rnnexport.runtimes.torch_runners")),
         RuntimeInfo("torch-export", _build("rnnexport.runtimes.torch_runners", "TorchExportRunner"),
                     _module_missing("torch"), "model.pt2", "torch.export program reloaded with torch.export.load",
-                    loads_code=True),
+                    loads_code=True, imports=("torch", "rnnexport.runtimes.torch_runners", "rnnexport.ops",
+                                              "torch.export.pt2_archive")),
         RuntimeInfo("onnxruntime-cpu",
                     _build("rnnexport.runtimes.onnx_runners", "OnnxRuntimeRunner", provider="CPUExecutionProvider"),
-                    _module_missing("onnxruntime"), "model.onnx", "ONNX Runtime, CPUExecutionProvider"),
+                    _module_missing("onnxruntime"), "model.onnx", "ONNX Runtime, CPUExecutionProvider",
+                    imports=("rnnexport.runtimes.onnx_runners", "onnxruntime")),
         RuntimeInfo("onnxruntime-cuda",
                     _build("rnnexport.runtimes.onnx_runners", "OnnxRuntimeRunner", provider="CUDAExecutionProvider"),
-                    _deferred("rnnexport.runtimes.onnx_runners", "cuda_provider_status"), "model.onnx", "ONNX Runtime, CUDAExecutionProvider on a real GPU"),
+                    _deferred("rnnexport.runtimes.onnx_runners", "cuda_provider_status"), "model.onnx", "ONNX Runtime, CUDAExecutionProvider on a real GPU",
+                    imports=("rnnexport.runtimes.onnx_runners", "onnxruntime")),
         RuntimeInfo("onnx-reference", _build("rnnexport.runtimes.onnx_runners", "OnnxReferenceRunner"),
-                    _module_missing("onnx"), "model.onnx", "onnx.reference.ReferenceEvaluator (small cases)"),
+                    _module_missing("onnx"), "model.onnx", "onnx.reference.ReferenceEvaluator (small cases)",
+                    imports=("rnnexport.runtimes.onnx_runners", "onnx.reference")),
         RuntimeInfo("openvino", _build("rnnexport.runtimes.onnx_runners", "OpenVinoRunner"),
-                    _module_missing("openvino"), "model.onnx", "OpenVINO CPU, f32 inference precision"),
+                    _module_missing("openvino"), "model.onnx", "OpenVINO CPU, f32 inference precision",
+                    imports=("rnnexport.runtimes.onnx_runners", "openvino")),
         RuntimeInfo("libtorch-cpp", _build("rnnexport.runtimes.clients", "LibTorchCppRunner"),
                     _deferred("rnnexport.runtimes.clients", "libtorch_status"), "model.pt", "C++ program on LibTorch (built with CMake on first use)",
-                    loads_code=True),
+                    loads_code=True, imports=("rnnexport.runtimes.clients",)),
         RuntimeInfo("onnxruntime-node", _build("rnnexport.runtimes.clients", "NodeRunner"),
-                    _deferred("rnnexport.runtimes.clients", "node_status"), "model.onnx", "ONNX Runtime for Node.js (npm onnxruntime-node)"),
+                    _deferred("rnnexport.runtimes.clients", "node_status"), "model.onnx", "ONNX Runtime for Node.js (npm onnxruntime-node)",
+                    imports=("rnnexport.runtimes.clients",)),
     )
 }
 
@@ -131,6 +141,12 @@ def resolve_runtimes(requested: list[str] | None, *, trusted: bool = True) -> tu
             raise RuntimeUnavailableError(f"runtime {name!r} was asked for but is not available: {reason}")
     chosen = list(dict.fromkeys(["torch", *requested]))
     return chosen, {}
+
+
+def runtime_imports(names: list[str] | None) -> list[str]:
+    """The modules the runners of `names` (None: all) import, each once, in order."""
+    chosen = RUNTIMES if names is None else {name: RUNTIMES[name] for name in names if name in RUNTIMES}
+    return list(dict.fromkeys(module for info in chosen.values() for module in info.imports))
 
 
 def make_runner(name: str, artifact, **options) -> Runner:

@@ -1,9 +1,11 @@
 """Runners that drive deployment clients outside Python: LibTorch C++ and ONNX Runtime for Node.
 
-Both clients (``rnnexport/clients/``) speak one line protocol on stdin/stdout (``RUN DIR``,
-``BENCH DIR WARMUP REPEAT``; answers ``ok`` or ``error <message>``) and exchange tensors as raw
-float32 files, so one process serves every case of an artifact. Their toolchains are optional:
-a missing or broken one makes the runtime unavailable, with the reason, never a crash.
+Both clients (``rnnexport/clients/``) speak one line protocol on stdin/stdout (``LOAD PATH``,
+``RUN DIR``, ``BENCH DIR WARMUP REPEAT``; answers ``ok`` or ``error <message>``) and exchange
+tensors as raw files. A client process is started once per kind and thread count and serves
+the artifacts of this Python process in turn (`LOAD` per artifact): starting LibTorch and
+ending it cost about 0.6 s an artifact. Their toolchains are optional: a missing or broken one
+makes the runtime unavailable, with the reason, never a crash.
 
 - ``libtorch-cpp`` is built with CMake against the headers and libraries inside the installed
   torch wheel (``torch.utils.cmake_prefix_path``), once per torch version and source, in
@@ -16,6 +18,8 @@ a missing or broken one makes the runtime unavailable, with the reason, never a 
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
 import hashlib
 import os
@@ -141,19 +145,101 @@ def node_status() -> str | None:
     return None
 
 
+class _Client:
+    """One client process: started with no model, told which model to serve with ``LOAD``."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str] | None) -> None:
+        self.name = name
+        self._stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in stop())
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
+                                        text=True, bufsize=1, env=env)
+        ready = self.process.stdout.readline().strip()
+        if ready != "ready":
+            message = ready.removeprefix("error ") or self.stderr_tail()
+            self.stop()
+            raise ArtifactError(f"{name}: the client does not start: {message}")
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stderr_tail(self) -> str:
+        self._stderr.flush()
+        self._stderr.seek(0)
+        return _tail(self._stderr.read()) or "(no output)"
+
+    def request(self, line: str) -> str:
+        """Send one request; the reply after ``ok``. Raises RuntimeError on ``error`` or exit."""
+        try:
+            self.process.stdin.write(line + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass
+        reply = self.process.stdout.readline().strip()
+        if not reply:
+            raise RuntimeError(f"{self.name} client exited ({self.process.poll()}): {self.stderr_tail()}")
+        if not reply.startswith("ok"):
+            raise RuntimeError(f"{self.name} client: {reply.removeprefix('error ')}")
+        return reply
+
+    def stop(self) -> None:
+        """End the process now: it holds nothing to flush, and waiting for LibTorch to unwind
+        its exit handlers costs about 0.2 s."""
+        if self.process is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+        self._stderr.close()
+
+
+_IDLE: dict[tuple, list[_Client]] = {}  # client processes not serving a runner now, by command
+
+
+def _take_client(name: str, command: list[str], env: dict[str, str] | None) -> _Client:
+    """An idle client of this command (still running), or a new one."""
+    idle = _IDLE.get(tuple(command), [])
+    while idle:
+        client = idle.pop()
+        if client.alive:
+            return client
+        client.stop()
+    return _Client(name, command, env)
+
+
+def _give_back(command: list[str], client: _Client) -> None:
+    if client.alive:
+        _IDLE.setdefault(tuple(command), []).append(client)
+    else:
+        client.stop()
+
+
+@atexit.register
+def stop_idle_clients() -> None:
+    """End every idle client process (at exit; a worker process that exits without atexit
+    closes their stdin by exiting, and they end on their own)."""
+    for clients in _IDLE.values():
+        for client in clients:
+            client.stop()
+    _IDLE.clear()
+
+
 class _ClientRunner(Runner):
-    """One client process per artifact, fed through files in a private temporary folder."""
+    """A client process (shared with the artifacts before and after), fed through files in a
+    private temporary folder."""
 
     _positional = False  # the client calls m(*inputs) in file order when told "positional"
 
     def __init__(self, artifact, runtime: str, threads: int = 0) -> None:
         super().__init__(artifact, runtime)
         self.threads = threads
-        self._process: subprocess.Popen | None = None
+        self._client: _Client | None = None
+        self._client_command: list[str] = []
         self._tmp: tempfile.TemporaryDirectory | None = None
-        self._stderr = None
 
     def _command(self) -> tuple[list[str], dict[str, str] | None]:
+        """The command starting a client with no model, and its environment."""
         raise NotImplementedError
 
     def io_names(self) -> None:
@@ -171,35 +257,19 @@ class _ClientRunner(Runner):
         return None
 
     def _load(self) -> None:
-        command, env = self._command()
+        self._client_command, env = self._command()
+        self._client = _take_client(self.name, self._client_command, env)
         self._tmp = tempfile.TemporaryDirectory(prefix=f"rnnexport-{self.name}-")
-        self._stderr = open(Path(self._tmp.name) / "stderr.log", "w+")  # noqa: SIM115 (closed in close())
-        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=self._stderr, text=True, bufsize=1, env=env)
-        ready = self._process.stdout.readline().strip()
-        if ready != "ready":
-            message = ready.removeprefix("error ") or self._stderr_tail()
+        try:
+            self._client.request(f"LOAD {os.path.abspath(self.artifact.path / self.requires)}")
+        except RuntimeError as exc:
             self.close()
-            raise ArtifactError(f"{self.name}: the client cannot load the model: {message}")
-
-    def _stderr_tail(self) -> str:
-        self._stderr.flush()
-        self._stderr.seek(0)
-        return _tail(self._stderr.read()) or "(no output)"
+            message = str(exc).removeprefix(f"{self.name} client: ")
+            raise ArtifactError(f"{self.name}: the client cannot load the model: {message}") from None
 
     def _request(self, line: str) -> str:
-        assert self._process is not None
-        try:
-            self._process.stdin.write(line + "\n")
-            self._process.stdin.flush()
-        except BrokenPipeError:
-            pass
-        reply = self._process.stdout.readline().strip()
-        if not reply:
-            raise RuntimeError(f"{self.name} client exited ({self._process.poll()}): {self._stderr_tail()}")
-        if not reply.startswith("ok"):
-            raise RuntimeError(f"{self.name} client: {reply.removeprefix('error ')}")
-        return reply
+        assert self._client is not None
+        return self._client.request(line)
 
     def _write_inputs(self, feeds: dict[str, np.ndarray]) -> Path:
         folder = Path(tempfile.mkdtemp(dir=self._tmp.name))
@@ -240,17 +310,9 @@ class _ClientRunner(Runner):
             shutil.rmtree(folder, ignore_errors=True)
 
     def _close(self) -> None:
-        if self._process is not None:
-            try:
-                self._process.stdin.close()
-                self._process.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                self._process.kill()
-                self._process.wait()
-            self._process = None
-        if self._stderr is not None:
-            self._stderr.close()
-            self._stderr = None
+        if self._client is not None:
+            _give_back(self._client_command, self._client)
+            self._client = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -262,7 +324,7 @@ class LibTorchCppRunner(_ClientRunner):
     _positional = True
 
     def _command(self):
-        return [str(libtorch_binary()), str(self.artifact.path / "model.pt"), str(self.threads)], None
+        return [str(libtorch_binary()), "-", str(self.threads)], None
 
 
 class NodeRunner(_ClientRunner):
@@ -270,4 +332,4 @@ class NodeRunner(_ClientRunner):
 
     def _command(self):
         script = _client_source("node") / "run.js"
-        return ["node", str(script), str(self.artifact.path / "model.onnx"), str(self.threads)], _node_env()
+        return ["node", str(script), "-", str(self.threads)], _node_env()

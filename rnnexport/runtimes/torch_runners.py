@@ -20,13 +20,24 @@ class _ModuleRunner(Runner):
     def __init__(self, artifact, runtime: str, threads: int = 0) -> None:
         super().__init__(artifact, runtime)
         self.threads = threads
+        self._threads_before: int | None = None
 
     def load(self) -> None:
-        if self.threads > 0:
+        if self.threads > 0 and not self._loaded:
             import torch
 
-            torch.set_num_threads(self.threads)  # process-wide: torch has no per-module setting
+            # Process-wide (torch has no per-module setting): restored by close().
+            self._threads_before = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
         super().load()
+
+    def close(self) -> None:
+        super().close()
+        if self._threads_before is not None:
+            import torch
+
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from rnnexport.builder import call_model

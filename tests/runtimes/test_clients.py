@@ -7,6 +7,7 @@ happens when it is missing or broken run everywhere.
 from __future__ import annotations
 
 import shutil
+import sys
 
 import pytest
 
@@ -188,3 +189,53 @@ def test_onnx_reference_still_ignores_sequence_lens(lstm_variable_length):
     expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(["output"], feeds)[0]
     got = ReferenceEvaluator(onnx.load(path)).run(["output"], feeds)[0]
     assert np.abs(got - expected).max() > 1e-3
+
+
+@pytest.mark.parametrize("runtime", ["libtorch-cpp", "onnxruntime-node"])
+def test_one_client_process_serves_artifact_after_artifact(runtime, artifact_copy):
+    """A client is started once and told each artifact with LOAD: the second artifact runs in
+    the same process, a model it cannot load is an error of that artifact only (the process
+    goes on serving), and a client that died meanwhile is replaced."""
+    require(runtime)
+    from rnnexport.artifacts import open_artifact
+    from rnnexport.runtimes import make_runner
+    from tests.conftest import restamp
+
+    clients.stop_idle_clients()
+    pids = []
+    for name in ("deep", "seq_first"):
+        report = validate_artifact(MODELS / name, runtimes=[runtime], cases=[Case(3, 17)])
+        assert report.passed, [e.message for e in report.errors]
+        (idle,) = clients._IDLE[next(iter(clients._IDLE))]
+        pids.append(idle.process.pid)
+    assert pids[0] == pids[1]
+
+    broken = artifact_copy("single_layer")
+    model = "model.pt" if runtime == "libtorch-cpp" else "model.onnx"
+    (broken / model).write_bytes(b"not a model")
+    restamp(broken, model)
+    report = validate_artifact(broken, runtimes=[runtime], cases=[Case(3, 17)])
+    (error,) = [e for e in report.errors if e.runtime == runtime]
+    assert "the client cannot load the model" in error.message and model in error.message
+    report = validate_artifact(MODELS / "deep", runtimes=[runtime], cases=[Case(3, 17)])
+    assert report.passed
+    (idle,) = clients._IDLE[next(iter(clients._IDLE))]
+    assert idle.process.pid == pids[0]
+
+    idle.process.kill()
+    idle.process.wait()
+    runner = make_runner(runtime, open_artifact(MODELS / "deep"))
+    with runner:
+        assert runner._client.process.pid != pids[0]
+    clients.stop_idle_clients()
+    assert not clients._IDLE
+
+
+def test_a_client_that_cannot_start_says_why(monkeypatch):
+    from rnnexport.artifacts import open_artifact
+    from rnnexport.errors import ArtifactError
+    from rnnexport.runtimes.clients import NodeRunner
+
+    monkeypatch.setattr(NodeRunner, "_command", lambda self: ([sys.executable, "-c", "print('error no such client')"], None))
+    with pytest.raises(ArtifactError, match="onnxruntime-node: the client does not start: no such client"):
+        NodeRunner(open_artifact(MODELS / "deep"), "onnxruntime-node").load()

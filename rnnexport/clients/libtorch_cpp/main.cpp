@@ -1,8 +1,10 @@
 // rnnexport's LibTorch client: a deployment-side consumer of model.pt (TorchScript).
 //
-//   rnnexport_libtorch MODEL.pt [THREADS]
+//   rnnexport_libtorch [MODEL.pt|-] [THREADS]
 //
-// Prints "ready", then answers one line per request on stdin:
+// Prints "ready" (after loading MODEL.pt, if given), then answers one line per request on stdin:
+//   LOAD PATH                loads the TorchScript module at PATH (the rest of the line), replacing the
+//                            one loaded before; one process serves many artifacts in turn
 //   RUN DIR                  reads DIR/inputs.txt ("name dtype ndim d0 d1 ..." per line, dtype float32 or
 //                            int64; a first line "positional" passes the tensors in file order instead,
 //                            for model specs) and DIR/<name>.bin (little-endian, C order), calls forward with the
@@ -92,31 +94,40 @@ std::string one_line(std::string text) {
   return text.substr(0, 500);
 }
 
+bool load(torch::jit::script::Module& module, const std::string& path) {
+  try {
+    auto loaded = torch::jit::load(path);
+    loaded.eval();
+    module = loaded;
+    return true;
+  } catch (const std::exception& e) {
+    std::cout << "error cannot load " << path << ": " << one_line(e.what()) << std::endl;
+    return false;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
-    std::cerr << "usage: rnnexport_libtorch MODEL.pt [THREADS]" << std::endl;
-    return 2;
-  }
   if (argc >= 3 && std::stoi(argv[2]) > 0) at::set_num_threads(std::stoi(argv[2]));
   torch::jit::script::Module module;
-  try {
-    module = torch::jit::load(argv[1]);
-    module.eval();
-  } catch (const std::exception& e) {
-    std::cout << "error cannot load " << argv[1] << ": " << one_line(e.what()) << std::endl;
-    return 1;
-  }
+  bool loaded = argc >= 2 && std::string(argv[1]) != "-";
+  if (loaded && !load(module, argv[1])) return 1;
   std::cout << "ready" << std::endl;
-  c10::InferenceMode guard;
   std::string line;
   while (std::getline(std::cin, line)) {
+    if (line.rfind("LOAD ", 0) == 0) {
+      loaded = load(module, line.substr(5));
+      if (loaded) std::cout << "ok" << std::endl;
+      continue;
+    }
     std::istringstream request(line);
     std::string command, dir;
     request >> command >> dir;
     try {
+      if (!loaded) throw std::runtime_error("no model loaded (LOAD PATH first)");
       auto args = read_inputs(dir);
+      c10::InferenceMode guard;
       if (command == "RUN") {
         write_outputs(dir, module.forward(args));
         std::cout << "ok" << std::endl;

@@ -1,8 +1,10 @@
 // rnnexport's ONNX Runtime for Node.js client: a deployment-side consumer of model.onnx.
 //
-//   node run.js MODEL.onnx [THREADS]
+//   node run.js [MODEL.onnx|-] [THREADS]
 //
 // Same line protocol as the LibTorch client: prints "ready", then per request on stdin
+//   LOAD PATH                creates a session for the model at PATH (the rest of the line), replacing
+//                            the one before; one process serves many artifacts in turn
 //   RUN DIR                  reads DIR/inputs.txt ("name dtype ndim d0 d1 ..." per line, dtype float32 or
 //                            int64) and DIR/<name>.bin (little-endian, C order); writes
 //                            DIR/<output name>.bin (float32) and DIR/outputs.txt
@@ -48,18 +50,31 @@ async function main() {
     options.intraOpNumThreads = Number(threads);
     options.interOpNumThreads = 1;
   }
-  let session;
-  try {
-    session = await ort.InferenceSession.create(model, options);
-  } catch (error) {
-    console.log(`error cannot load ${model}: ${oneLine(error)}`);
-    process.exit(1);
-  }
+  let session = null;
+  const load = async (file) => {
+    if (session !== null) {
+      await session.release();
+      session = null;
+    }
+    try {
+      session = await ort.InferenceSession.create(file, options);
+      return true;
+    } catch (error) {
+      console.log(`error cannot load ${file}: ${oneLine(error)}`);
+      return false;
+    }
+  };
+  if (model && model !== '-' && !(await load(model))) process.exit(1);
   console.log('ready');
   const lines = readline.createInterface({ input: process.stdin });
   for await (const line of lines) {
+    if (line.startsWith('LOAD ')) {
+      if (await load(line.slice(5))) console.log('ok');
+      continue;
+    }
     const [command, dir, warmup, repeat] = line.trim().split(/\s+/);
     try {
+      if (session === null) throw new Error('no model loaded (LOAD PATH first)');
       const feeds = readInputs(dir);
       if (command === 'RUN') {
         writeOutputs(dir, session, await session.run(feeds));
