@@ -20,14 +20,30 @@ def _context(preload: Sequence[str]):
 
 def start_workers(preload: Sequence[str] = ()) -> None:
     """Start the fork server now, importing `preload`, while the caller does other work
-    (opening artifacts) before `map_in_processes` needs it. No-op where there is none."""
+    (opening artifacts) before `map_in_processes` needs it. No-op where there is none, or when
+    it runs already.
+
+    The fork server runs with ``PYTHONHASHSEED=0``, as the TorchScript compile server does:
+    a worker forks its compile server from itself (`rnnexport.export.torchscript`) instead of
+    starting one that imports torch again, and TorchScript's output depends on the hash seed.
+    """
     import multiprocessing
+    import os
 
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        from multiprocessing import forkserver
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return
+    from multiprocessing import forkserver
 
-        _context(preload)
+    _context(preload)
+    saved = os.environ.get("PYTHONHASHSEED")
+    os.environ["PYTHONHASHSEED"] = "0"  # read by the fork server's interpreter when it starts
+    try:
         forkserver.ensure_running()
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONHASHSEED", None)
+        else:
+            os.environ["PYTHONHASHSEED"] = saved
 
 
 def map_in_processes(
@@ -36,6 +52,7 @@ def map_in_processes(
     jobs: int,
     on_done: Callable[[int], None] | None = None,
     preload: Sequence[str] = (),
+    initializer: Callable[[], None] | None = None,
 ) -> list[Any]:
     """``function(item)`` for every item, `jobs` at once, each in a worker process.
 
@@ -46,11 +63,13 @@ def map_in_processes(
     once instead of importing them itself (seconds each). Results come back in the order of
     `items`; `on_done(index)` is called as each item succeeds. When one fails, the items not
     started yet are cancelled, and the first error in item order is raised (the items run in
-    order, so a cancelled one always comes after it).
+    order, so a cancelled one always comes after it). `initializer` runs first in each worker.
     """
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=_context(preload)) as pool:
+    start_workers(preload)
+    with ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=_context(preload),
+                             initializer=initializer) as pool:
         futures = {pool.submit(function, item): index for index, item in enumerate(items)}
         try:
             for future in as_completed(futures):

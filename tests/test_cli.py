@@ -150,6 +150,25 @@ def test_process_exit_codes_and_no_traceback(tmp_path):
     assert done.returncode == 0 and "export" in done.stdout
 
 
+def test_export_jobs_reproduces_model_files_byte_for_byte(tmp_path):
+    """--jobs 2: exports in worker processes, each compiling TorchScript in a compile server
+    forked from itself; every model file equals the committed one, as with --jobs 1."""
+    manifest = json.loads((MODELS / "deep" / "manifest.json").read_text())
+    from rnnexport.artifacts import versions
+
+    if manifest["versions"] != versions():
+        pytest.skip(f"installed versions {versions()} differ from those that made models/ "
+                    f"({manifest['versions']}): byte identity is only promised for the same versions")
+    done = run_process("export", "single_layer", "keyword_spotter", "deep", "--jobs", "2", "--no-validate",
+                       "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    for name in ("single_layer", "keyword_spotter", "deep"):
+        for file in (*MODEL_FILES, "weights.safetensors"):
+            if (MODELS / name / file).exists():
+                assert (tmp_path / "out" / name / file).read_bytes() == (MODELS / name / file).read_bytes(), \
+                    f"{name}/{file} differs"
+
+
 def test_quick_exit_keeps_the_output_the_exit_code_and_the_cleanup(artifact_copy, tmp_path):
     """After torch was imported the CLI ends without the interpreter's teardown (about a
     second): the exit handlers still run (client processes ended, temporary files removed),

@@ -145,9 +145,15 @@ def export_specs(
 
     work = [(spec, str(out_dir), options) for spec in specs]
     if require_int("jobs", jobs, 1) == 1 or len(specs) <= 1:
+        if specs:
+            from rnnexport.export.torchscript import start_compile_server
+
+            start_compile_server()  # its import of torch overlaps this process's
         return [_export_or_failure(item) for item in work]
     preload = [*_EXPORT_IMPORTS, *(runtime_imports(options.get("runtimes")) if options.get("validate", True) else [])]
-    return map_in_processes(_export_or_failure, work, jobs, preload=preload)
+    from rnnexport.export.torchscript import fork_compile_server
+
+    return map_in_processes(_export_or_failure, work, jobs, preload=preload, initializer=fork_compile_server)
 
 
 # What exporting imports (the worker processes' fork server imports them once).

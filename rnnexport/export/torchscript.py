@@ -33,7 +33,8 @@ from rnnexport.spec import RNNSpec, spec_from_dict
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["METHODS", "TorchScriptJob", "compile_and_save", "compile_model_spec", "start_compile", "export_torchscript", "start_torchscript"]
+__all__ = ["METHODS", "TorchScriptJob", "compile_and_save", "compile_model_spec", "start_compile", "export_torchscript", "fork_compile_server", "start_compile_server",
+           "start_torchscript"]
 
 METHODS = ("script", "trace")
 
@@ -115,7 +116,8 @@ class TorchScriptJob:
                    "cwd": cwd, "sys_path": list(sys.path)}
         self._server = _compile_server()
         self._reply: dict | None = None
-        self._pid = self._server.submit(request)
+        self._pid: int | None = None
+        self._server.submit(request)  # not waiting for "started": the server may still be importing torch
 
     def result(self):
         """Wait for the compilation; returns what the compiler returned (torch's warnings).
@@ -130,13 +132,19 @@ class TorchScriptJob:
 
     def _wait(self) -> dict:
         if self._reply is None:
+            self._started()
             self._reply = self._server.wait()
         return self._reply
 
+    def _started(self) -> int:
+        if self._pid is None:
+            self._pid = self._server.started()
+        return self._pid
+
     def close(self) -> None:
-        if self._reply is None and self._pid:
-            with contextlib.suppress(OSError):
-                os.kill(self._pid, 9)
+        if self._reply is None:
+            with contextlib.suppress(OSError, ExportError):
+                os.kill(self._started(), 9)
             with contextlib.suppress(ExportError):
                 self._wait()
 
@@ -148,11 +156,18 @@ class TorchScriptJob:
 
 
 class _CompileServer:
-    """The compile server's process; one request at a time (each export waits for its own)."""
+    """The compile server's process; one request at a time (each export waits for its own).
 
-    def __init__(self) -> None:
-        env = {**os.environ, "PYTHONHASHSEED": "0", _PARENT_ENV: str(os.getpid())}
+    A fresh interpreter (``python -m rnnexport.export.torchscript --server``), or, in a
+    ``--jobs`` worker, a fork of the worker made before it did anything (`fork_compile_server`).
+    """
+
+    def __init__(self, forked: bool = False) -> None:
         self.owner = os.getpid()
+        if forked:
+            self.process = _ForkedServer()
+            return
+        env = {**os.environ, "PYTHONHASHSEED": "0", _PARENT_ENV: str(os.getpid())}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "rnnexport.export.torchscript", "--server"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1, env=env,
@@ -167,12 +182,15 @@ class _CompileServer:
             raise ExportError(f"the TorchScript compile server exited ({self.process.poll()})")
         return line
 
-    def submit(self, request: dict) -> int:
+    def submit(self, request: dict) -> None:
         try:
             self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()
         except (BrokenPipeError, OSError):
             raise ExportError(f"the TorchScript compile server exited ({self.process.poll()})") from None
+
+    def started(self) -> int:
+        """The pid of the child compiling the request submitted last (waits for the server)."""
         return int(self._line().split()[1])  # "started <pid>"
 
     def wait(self) -> dict:
@@ -201,6 +219,75 @@ def _compile_server() -> _CompileServer:
 
         atexit.register(_SERVER.close)
     return _SERVER
+
+
+class _ForkedServer:
+    """The compile server forked from this process, behind the part of `subprocess.Popen`
+    that `_CompileServer` uses (stdin, stdout, poll, wait, kill)."""
+
+    def __init__(self) -> None:
+        request_read, request_write = os.pipe()
+        reply_read, reply_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the server: requests on stdin, replies on stdout, nothing else inherited
+            try:
+                os.dup2(request_read, 0)
+                os.dup2(reply_write, 1)
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 2)
+                os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 1024)
+                sys.stdin = open(0, closefd=False)  # noqa: SIM115 (the process's own)
+                sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+                os.environ[_PARENT_ENV] = str(os.getppid())
+                _server()
+            finally:
+                os._exit(0)
+        os.close(request_read)
+        os.close(reply_write)
+        self.pid = pid
+        self.returncode: int | None = None
+        self.stdin = open(request_write, "w", buffering=1)  # noqa: SIM115 (closed by _CompileServer.close)
+        self.stdout = open(reply_read)  # noqa: SIM115
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("compile server", timeout)
+            time.sleep(0.01)
+        return self.returncode
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, 9)
+
+
+def fork_compile_server() -> None:
+    """Make this process's compile server a fork of it, now: for a ``--jobs`` worker, forked
+    from a fork server that imported torch with ``PYTHONHASHSEED=0`` and compiled nothing, as
+    a fresh compile server would be (without importing torch again). Elsewhere (another hash
+    seed) the compile server stays a fresh interpreter, started now."""
+    global _SERVER
+    if _SERVER is None or not _SERVER.alive():
+        _SERVER = _CompileServer(forked=sys.flags.hash_randomization == 0 and hasattr(os, "fork"))
+        import atexit
+
+        atexit.register(_SERVER.close)
+
+
+def start_compile_server() -> None:
+    """Start this process's compile server now (it imports torch while the caller does too),
+    instead of at the first compilation."""
+    _compile_server()
 
 
 def start_compile(request: dict, label: str) -> TorchScriptJob:
