@@ -23,7 +23,8 @@ from rnnexport.invariants import check_invariants
 from rnnexport.runtimes import RUNTIMES, loaded_runners, make_runner, resolve_runtimes, runtime_imports
 from rnnexport.spec import RNNSpec
 
-__all__ = ["ArtifactReport", "RunError", "planned_steps", "select_shard", "validate_artifact", "validate_paths"]
+__all__ = ["ArtifactReport", "RunError", "planned_steps", "select_shard", "validate_artifact", "validate_imports",
+           "validate_paths"]
 
 
 @dataclass(frozen=True)
@@ -607,7 +608,7 @@ def validate_paths(
     folders = discover_artifacts(list(paths))
     if shard is not None:
         folders = select_shard(folders, *shard)
-    preload = ["rnnexport.validate", *runtime_imports(runtimes)]
+    preload = validate_imports(runtimes)
     if jobs > 1 and len(folders) > 1:
         from rnnexport._workers import start_workers
 
@@ -632,12 +633,30 @@ def validate_paths(
         return [validate_artifact(a, on_step=on_step, **options) for a in artifacts]
     from rnnexport._workers import map_in_processes
 
-    def done(index: int) -> None:  # progress advances by the artifact's planned steps when it is done
+    # Longest first (by the bytes its cases move), so that no worker starts a long artifact
+    # when the others are about to finish; the reports come back in the artifacts' order.
+    order = sorted(range(len(artifacts)), key=lambda i: -_estimated_work(artifacts[i], cases))
+
+    def done(position: int) -> None:  # progress advances by the artifact's planned steps when it is done
+        index = order[position]
         for _ in range(plans[index] if on_step is not None else 0):
             on_step(artifacts[index].name, "*", "done")
 
-    return map_in_processes(_validate_in_worker, [(a, options) for a in artifacts], jobs, on_done=done,
-                            preload=preload)
+    reports = map_in_processes(_validate_in_worker, [(artifacts[i], options) for i in order], jobs, on_done=done,
+                               preload=preload)
+    by_index = dict(zip(order, reports))
+    return [by_index[i] for i in range(len(artifacts))]
+
+
+def validate_imports(runtimes: list[str] | None = None) -> list[str]:
+    """The modules validating on `runtimes` (None: all; the eager reference always) imports:
+    the ``--jobs`` workers' fork server imports them once."""
+    return ["rnnexport.validate", *runtime_imports(None if runtimes is None else ["torch", *runtimes])]
+
+
+def _estimated_work(artifact: Artifact, cases: list[Case] | None) -> int:
+    """A rough measure of how long validating `artifact` takes: the bytes of its cases."""
+    return sum(artifact.spec.case_bytes(case) for case in _cases_for(artifact, cases))
 
 
 def select_shard(folders: list[Path], k: int, n: int) -> list[Path]:

@@ -1,13 +1,18 @@
 """Wall-clock of the CLI's main jobs, side by side in one run, with ratios to the import floor.
 
-    python scripts/bench_cli.py [--repeat N]      # default 3; medians
+    python scripts/bench_cli.py [--repeat N]                  # default 3; medians
+    python scripts/bench_cli.py --baseline /path/to/checkout  # also another rnnexport, interleaved
 
-Rows: the import floor (``import torch, onnx, onnxruntime`` in a fresh process), ``rnnexport
-list``, ``export --all`` (every built-in configuration, validated on every available runtime)
+Rows: the import floor (``import torch, onnx, onnxruntime`` in a fresh process), what validating
+and exporting import before any artifact runs (this version only), ``rnnexport list``, ``export --all`` (every built-in configuration, validated on every available runtime)
 and ``validate`` of those artifacts, both as typed (``--jobs`` defaults to the number of cores)
 and with ``--jobs 1``, and ``validate`` of 16 artifacts (copies of those) with ``--jobs 1`` and
 ``--jobs 2``. Each command runs in a fresh process in a scratch folder; one unmeasured run of
 the floor first, so that no row pays for a cold file cache.
+
+``--baseline`` runs every row with another checkout of rnnexport as well (put first on
+``PYTHONPATH``, in the same environment), alternating the two run by run, so that a shared
+machine's changing load falls on both alike; it prints both columns and baseline / this.
 """
 
 from __future__ import annotations
@@ -25,36 +30,60 @@ from pathlib import Path
 RNNEXPORT = [sys.executable, "-m", "rnnexport"]
 
 
-def _seconds(command: list[str], cwd: Path, repeat: int, before=None) -> float:
-    times = []
+def _run(command: list[str], cwd: Path, env: dict[str, str] | None) -> float:
+    time.sleep(2)  # helpers of the previous run (the --jobs fork server) end in the background
+    start = time.perf_counter()
+    subprocess.run(command, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def _seconds(command: list[str], cwd: Path, repeat: int, envs: list[dict[str, str] | None],
+             before=None) -> list[float]:
+    """Median seconds of `command` under each environment, the environments alternating."""
+    times: list[list[float]] = [[] for _ in envs]
     for _ in range(repeat):
-        if before is not None:
-            before()
-        time.sleep(2)  # helpers of the previous run (the --jobs fork server) end in the background
-        start = time.perf_counter()
-        subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for index, env in enumerate(envs):
+            if before is not None:
+                before()
+            times[index].append(_run(command, cwd, env))
+    return [statistics.median(t) for t in times]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, default=None, metavar="CHECKOUT",
+                        help="another rnnexport checkout to measure side by side")
     args = parser.parse_args()
+    envs: list[dict[str, str] | None] = [None]
+    if args.baseline is not None:
+        if not (args.baseline / "rnnexport" / "__init__.py").is_file():
+            parser.error(f"--baseline {args.baseline}: not an rnnexport checkout (no rnnexport/__init__.py)")
+        envs.append({**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(args.baseline.resolve()), *filter(None, [os.environ.get("PYTHONPATH")])])})
     with tempfile.TemporaryDirectory(prefix="rnnexport-bench-cli-") as scratch:
         work = Path(scratch)
-        rows: list[tuple[str, float]] = []
-        _seconds([sys.executable, "-c", "import torch, onnx, onnxruntime"], work, 1)  # warm the file cache
-        floor = _seconds([sys.executable, "-c", "import torch, onnx, onnxruntime"], work, args.repeat)
-        rows.append(("import torch, onnx, onnxruntime", floor))
-        rows.append(("rnnexport list", _seconds([*RNNEXPORT, "list"], work, args.repeat)))
+        rows: list[tuple[str, list[float]]] = []
+        floor_command = [sys.executable, "-c", "import torch, onnx, onnxruntime"]
+        _run(floor_command, work, None)  # warm the file cache
+        rows.append(("import torch, onnx, onnxruntime", _seconds(floor_command, work, args.repeat, envs)))
+        # What validating and exporting import before any artifact runs (what --jobs workers
+        # are forked with), ended without the interpreter's teardown, as the CLI ends.
+        from rnnexport.export import export_imports
+        from rnnexport.validate import validate_imports
+
+        for label, modules in (("imports validate needs", validate_imports()),
+                               ("imports export --all needs", export_imports())):
+            command = [sys.executable, "-c", f"import os, {', '.join(modules)}; os._exit(0)"]
+            rows.append((label, _seconds(command, work, args.repeat, envs[:1])))
+        rows.append(("rnnexport list", _seconds([*RNNEXPORT, "list"], work, args.repeat, envs)))
         for label, jobs in (("", []), (" --jobs 1", ["--jobs", "1"])):
             rows.append((f"rnnexport export --all{label}", _seconds(
-                [*RNNEXPORT, "export", "--all", "--out", "models", *jobs], work, args.repeat,
+                [*RNNEXPORT, "export", "--all", "--out", "models", *jobs], work, args.repeat, envs,
                 before=lambda: shutil.rmtree(work / "models", ignore_errors=True))))
         for label, jobs in (("", []), (" --jobs 1", ["--jobs", "1"])):
             rows.append((f"rnnexport validate models{label}",
-                         _seconds([*RNNEXPORT, "validate", "models", *jobs], work, args.repeat)))
+                         _seconds([*RNNEXPORT, "validate", "models", *jobs], work, args.repeat, envs)))
         many = work / "many"
         made = sorted(p for p in (work / "models").iterdir() if p.is_dir() and not p.name.startswith("."))
         for index in range(16):  # copies of the built-in artifacts, 16 in all
@@ -62,12 +91,21 @@ def main() -> int:
             shutil.copytree(artifact, many / f"{artifact.name}_{index // len(made)}")
         for jobs in (1, 2):
             rows.append((f"validate 16 artifacts --jobs {jobs}",
-                         _seconds([*RNNEXPORT, "validate", "many", "--jobs", str(jobs)], work, args.repeat)))
+                         _seconds([*RNNEXPORT, "validate", "many", "--jobs", str(jobs)], work, args.repeat, envs)))
     print(f"median of {args.repeat} run(s), {os.cpu_count()} core(s); ratio = time / import floor; "
           f"--jobs defaults to {os.cpu_count()} here")
-    for label, seconds in rows:
-        print(f"  {label:<36}{seconds:>8.2f} s{seconds / floor:>8.1f}x")
-    one, two = rows[-2][1], rows[-1][1]
+    floor = rows[0][1][0]
+    if args.baseline is None:
+        for label, (seconds,) in rows:
+            print(f"  {label:<36}{seconds:>8.2f} s{seconds / floor:>8.1f}x")
+    else:
+        print(f"  {'':<36}{'this':>18}{'baseline':>18}{'baseline/this':>15}")
+        for label, (seconds, *base) in rows:
+            line = f"  {label:<36}{seconds:>8.2f} s{seconds / floor:>8.1f}x"
+            if base:
+                line += f"{base[0]:>8.2f} s{base[0] / floor:>8.1f}x{base[0] / seconds:>14.2f}x"
+            print(line)
+    one, two = rows[-2][1][0], rows[-1][1][0]
     print(f"  --jobs 2 vs --jobs 1 on 16 artifacts: {one / two:.2f}x faster")
     return 0
 

@@ -28,8 +28,8 @@ from rnnexport.errors import RNNExportError, UsageError, ValidationFailed
 from rnnexport.inputs import golden_cases, make_inputs
 from rnnexport.spec import RNNSpec
 
-__all__ = ["DEFAULT_OPSET", "EXPORTERS", "ExportResult", "default_exporter", "export_model", "export_spec",
-           "export_specs"]
+__all__ = ["DEFAULT_OPSET", "EXPORTERS", "ExportResult", "default_exporter", "export_imports", "export_model",
+           "export_spec", "export_specs"]
 
 EXPORTERS = ("legacy", "dynamo")
 DEFAULT_OPSET = 18
@@ -141,7 +141,6 @@ def export_specs(
     """
     from rnnexport._workers import map_in_processes
     from rnnexport.options import require_int
-    from rnnexport.runtimes import runtime_imports
 
     work = [(spec, str(out_dir), options) for spec in specs]
     if require_int("jobs", jobs, 1) == 1 or len(specs) <= 1:
@@ -150,16 +149,21 @@ def export_specs(
 
             start_compile_server()  # its import of torch overlaps this process's
         return [_export_or_failure(item) for item in work]
-    preload = [*_EXPORT_IMPORTS, *(runtime_imports(options.get("runtimes")) if options.get("validate", True) else [])]
     from rnnexport.export.torchscript import fork_compile_server
 
+    preload = export_imports(options.get("runtimes"), validate=options.get("validate", True))
     return map_in_processes(_export_or_failure, work, jobs, preload=preload, initializer=fork_compile_server)
 
 
-# What exporting imports (the worker processes' fork server imports them once).
-_EXPORT_IMPORTS = ("torch", "rnnexport.export", "rnnexport.export.model", "rnnexport.export.onnx_dynamo",
-                   "rnnexport.export.torchscript", "rnnexport.builder", "rnnexport.usermodel", "rnnexport.ops",
-                   "torch.onnx", "onnxscript", "rnnexport.validate")
+def export_imports(runtimes: list[str] | None = None, *, validate: bool = True) -> list[str]:
+    """The modules exporting imports (and validating on `runtimes`, None: all, when
+    `validate`): the ``--jobs`` workers' fork server imports them once."""
+    from rnnexport.validate import validate_imports
+
+    exporting = ["torch", "rnnexport.export", "rnnexport.export.model", "rnnexport.export.onnx_dynamo",
+                 "rnnexport.export.torchscript", "rnnexport.builder", "rnnexport.usermodel", "rnnexport.ops",
+                 "torch.onnx", "onnxscript"]
+    return list(dict.fromkeys([*exporting, *(validate_imports(runtimes) if validate else [])]))
 
 
 def _export_or_failure(item: tuple[RNNSpec, str, dict[str, Any]]) -> ExportResult | ValidationFailed:

@@ -33,8 +33,8 @@ from rnnexport.spec import RNNSpec, spec_from_dict
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["METHODS", "TorchScriptJob", "compile_and_save", "compile_model_spec", "start_compile", "export_torchscript", "fork_compile_server", "start_compile_server",
-           "start_torchscript"]
+__all__ = ["METHODS", "TorchScriptJob", "compile_and_save", "compile_model_spec", "export_torchscript",
+           "fork_compile_server", "start_compile", "start_compile_server", "start_torchscript"]
 
 METHODS = ("script", "trace")
 
