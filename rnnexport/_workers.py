@@ -8,20 +8,10 @@ from typing import Any
 __all__ = ["map_in_processes", "start_workers"]
 
 
-def _context(preload: Sequence[str]):
-    import multiprocessing
-
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(preload))  # applies when the fork server starts: the first time
-    return context
-
-
-def start_workers(preload: Sequence[str] = ()) -> None:
-    """Start the fork server now, importing `preload`, while the caller does other work
-    (opening artifacts) before `map_in_processes` needs it. No-op where there is none, or when
-    it runs already.
+def start_workers(preload: Sequence[str] = ()):
+    """The context workers are started in: the fork server, started now (a no-op when it runs
+    already), importing `preload`, so that it imports while the caller does other work (opening
+    artifacts) before `map_in_processes` needs it; ``spawn`` where there is no fork server.
 
     The fork server runs with ``PYTHONHASHSEED=0``, as the TorchScript compile server does:
     a worker forks its compile server from itself (`rnnexport.export.torchscript`) instead of
@@ -31,10 +21,11 @@ def start_workers(preload: Sequence[str] = ()) -> None:
     import os
 
     if "forkserver" not in multiprocessing.get_all_start_methods():
-        return
+        return multiprocessing.get_context("spawn")
     from multiprocessing import forkserver
 
-    _context(preload)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(preload))  # applies when the fork server starts: the first time
     saved = os.environ.get("PYTHONHASHSEED")
     os.environ["PYTHONHASHSEED"] = "0"  # read by the fork server's interpreter when it starts
     try:
@@ -44,6 +35,7 @@ def start_workers(preload: Sequence[str] = ()) -> None:
             os.environ.pop("PYTHONHASHSEED", None)
         else:
             os.environ["PYTHONHASHSEED"] = saved
+    return context
 
 
 def map_in_processes(
@@ -67,8 +59,7 @@ def map_in_processes(
     """
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    start_workers(preload)
-    with ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=_context(preload),
+    with ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=start_workers(preload),
                              initializer=initializer) as pool:
         futures = {pool.submit(function, item): index for index, item in enumerate(items)}
         try:

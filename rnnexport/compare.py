@@ -113,20 +113,17 @@ def compare_arrays(
     a = actual.astype(np.float64)
     b = expected.astype(np.float64)
     finite = np.isfinite(a) & np.isfinite(b)
-    if finite.all():  # the usual case: no non-finite values to match up
-        diff = np.abs(a - b)
-        allowed = atol + rtol * np.abs(b)
-        nonfinite_count, outside = 0, diff > allowed
-        rel = np.divide(diff, np.abs(b), out=np.zeros_like(diff), where=b != 0)
+    if finite.all():  # the usual case: nothing to mask, no copies
+        a_finite, b_finite, nonfinite_count = a, b, 0
     else:
         # Same non-finite pattern: NaN where NaN, +Inf where +Inf, -Inf where -Inf.
         nonfinite_bad = ~finite & ~((np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b)))
         a_finite, b_finite = np.where(finite, a, 0.0), np.where(finite, b, 0.0)
-        diff = np.abs(a_finite - b_finite)
-        allowed = atol + rtol * np.abs(b_finite)
-        outside = finite & (diff > allowed)
-        rel = np.divide(diff, np.abs(b), out=np.zeros_like(diff), where=finite & (b != 0))
         nonfinite_count = int(nonfinite_bad.sum())
+    diff = np.abs(a_finite - b_finite)
+    allowed = atol + rtol * np.abs(b_finite)
+    outside = finite & (diff > allowed)
+    rel = np.divide(diff, np.abs(b), out=np.zeros_like(diff), where=finite & (b != 0))
     if a.size == 0:
         worst = None
     elif nonfinite_count:

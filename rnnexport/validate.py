@@ -223,13 +223,17 @@ def validate_artifact(
     plan = _plan(artifact, runtimes, tolerance, cases, options, trusted, max_memory)
     report = _new_report(artifact, plan, given_cases=cases is not None)
     step = on_step or (lambda *_: None)
+    streamed = {case for case, _ in plan.stream_cases}
+    full_runs: dict[Any, dict[str, dict[str, np.ndarray]]] = {}  # a streaming case's full run, by case and runtime
     with loaded_runners(artifact, plan.runtimes, options) as (runners, unsupported, failed):
         _admit_runners(artifact, plan, runners, unsupported, failed, report, runtimes, skip_unsupported, step)
         for case in plan.cases:
             outputs = _run_case(artifact, runners, case, plan.feeds[case], report, step)  # run
             report.comparisons.extend(_compare_runs(artifact, plan, case, outputs, report))  # compare
+            if case in streamed:
+                full_runs[case] = outputs
         for case, chunks in plan.stream_cases:
-            _run_streaming(artifact, runners, case, chunks, plan, report, step)
+            _run_streaming(artifact, runners, case, chunks, plan, report, step, full_runs.get(case, {}))
     return report  # judged by report.passed (compare.failures over the records)
 
 
@@ -379,15 +383,16 @@ def _compare_runs(artifact: Artifact, plan: _Plan, case, outputs: dict[str, dict
 
 
 def _run_streaming(artifact: Artifact, runners: dict, case, chunks: tuple[int, ...], plan: _Plan,
-                   report: ArtifactReport, step) -> None:
-    """The streaming check of one case on every runner (each against its own full run)."""
+                   report: ArtifactReport, step, full_runs: dict[str, dict[str, np.ndarray]]) -> None:
+    """The streaming check of one case on every runner, each against its own full run: the
+    one the sweep made of the same feeds (`full_runs`, by runtime), else run now."""
     for name, runner in runners.items():
         if runner.skip_reason(case):
             continue
         step(artifact.name, name, f"{case.id} (streaming)")
         try:
             report.comparisons.extend(_streaming_records(artifact, runner, case, chunks, plan.feeds[case],
-                                                         plan.tolerance))
+                                                         plan.tolerance, full_runs.get(name)))
         except Exception as exc:
             report.errors.append(RunError(artifact.name, name, f"{case.id} (streaming)", f"{type(exc).__name__}: {exc}"))
 
@@ -471,19 +476,21 @@ def streaming_cases(spec: RNNSpec) -> list[tuple[Case, tuple[int, ...]]]:
 
 
 def _streaming_records(
-    artifact: Artifact, runner, case: Case, chunks: tuple[int, ...], feeds: dict[str, np.ndarray], tolerance: Tolerance
+    artifact: Artifact, runner, case: Case, chunks: tuple[int, ...], feeds: dict[str, np.ndarray], tolerance: Tolerance,
+    full: dict[str, np.ndarray] | None = None,
 ) -> list[Comparison]:
     """Run `case` in chunks, feeding each chunk's ``h_n`` back as the next ``h_0``; compare the
-    joined output and the last ``h_n`` with one full run on the same runtime.
+    joined output and the last ``h_n`` with one full run on the same runtime (`full`, run here
+    when not given).
 
     This is how RNNs are deployed for streaming: a state-layout bug (layers of ``h_0`` read in
     the wrong order, batch and layer axes swapped) shows here even when every full run passes.
     """
     spec = artifact.spec
     if spec.kind == "model":
-        return _model_streaming_records(artifact, runner, case, chunks, feeds, tolerance)
+        return _model_streaming_records(artifact, runner, case, chunks, feeds, tolerance, full)
     time_axis = 1 if spec.batch_first else 0
-    full = runner.infer(feeds)
+    full = full if full is not None else runner.infer(feeds)
     state = {f"{s}_0": feeds[f"{s}_0"] for s in spec.state_names}
     pieces, start = [], 0
     for length in chunks:
@@ -501,14 +508,15 @@ def _streaming_records(
 
 
 def _model_streaming_records(
-    artifact: Artifact, runner, case, chunks: tuple[int, ...], feeds: dict[str, np.ndarray], tolerance: Tolerance
+    artifact: Artifact, runner, case, chunks: tuple[int, ...], feeds: dict[str, np.ndarray], tolerance: Tolerance,
+    full: dict[str, np.ndarray] | None = None,
 ) -> list[Comparison]:
     """The streaming check of a model spec: every input with `stream_dim` in its shape is cut
     into `chunks` along it; each state input is fed the previous chunk's state output. Outputs
     with the chunk length on some axis are joined along it; state outputs are compared at the
-    end; both against one full run on the same runtime."""
+    end; both against one full run on the same runtime (`full`, run here when not given)."""
     spec = artifact.spec
-    full = runner.infer(feeds)
+    full = full if full is not None else runner.infer(feeds)
     state_out = dict(spec.state)
     state = {name: feeds[name] for name in spec.state_inputs}
     pieces: dict[str, list[np.ndarray]] = {name: [] for name in spec.output_names if name not in state_out.values()}
@@ -674,7 +682,6 @@ def select_shard(folders: list[Path], k: int, n: int) -> list[Path]:
 
 
 def _validate_in_worker(item: tuple[Artifact, dict[str, Any]]) -> ArtifactReport:
-    # The artifact was opened and verified by the parent. One thread per runtime in a worker:
-    # `jobs` workers share the cores instead of each runtime's thread pool claiming all of them.
+    # The artifact was opened and verified by the parent.
     artifact, options = item
     return validate_artifact(artifact, **options)

@@ -211,10 +211,11 @@ class _CompileServer:
 _SERVER: _CompileServer | None = None
 
 
-def _compile_server() -> _CompileServer:
+def _compile_server(forked: bool = False) -> _CompileServer:
+    """This process's compile server, started (`forked`: see `_CompileServer`) if it has none."""
     global _SERVER
     if _SERVER is None or not _SERVER.alive():
-        _SERVER = _CompileServer()
+        _SERVER = _CompileServer(forked=forked)
         import atexit
 
         atexit.register(_SERVER.close)
@@ -276,12 +277,7 @@ def fork_compile_server() -> None:
     from a fork server that imported torch with ``PYTHONHASHSEED=0`` and compiled nothing, as
     a fresh compile server would be (without importing torch again). Elsewhere (another hash
     seed) the compile server stays a fresh interpreter, started now."""
-    global _SERVER
-    if _SERVER is None or not _SERVER.alive():
-        _SERVER = _CompileServer(forked=sys.flags.hash_randomization == 0 and hasattr(os, "fork"))
-        import atexit
-
-        atexit.register(_SERVER.close)
+    _compile_server(forked=sys.flags.hash_randomization == 0 and hasattr(os, "fork"))
 
 
 def start_compile_server() -> None:
