@@ -56,11 +56,16 @@ def map_in_processes(
     `items`; `on_done(index)` is called as each item succeeds. When one fails, the items not
     started yet are cancelled, and the first error in item order is raised (the items run in
     order, so a cancelled one always comes after it). `initializer` runs first in each worker.
+
+    A worker ends when this process dies (killed mid-run): it is a child of the fork server,
+    which outlives it, and the pool's queues never tell it; left alone it would finish its item
+    (an export would still install its artifact) and then wait forever.
     """
+    import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     with ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=start_workers(preload),
-                             initializer=initializer) as pool:
+                             initializer=_worker_start, initargs=(os.getpid(), initializer)) as pool:
         futures = {pool.submit(function, item): index for index, item in enumerate(items)}
         try:
             for future in as_completed(futures):
@@ -73,3 +78,37 @@ def map_in_processes(
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+def _worker_start(owner: int, initializer: Callable[[], None] | None) -> None:
+    """In a worker: run `initializer` (before any thread starts: it may fork), then watch the
+    process that owns the pool and end this one as soon as the owner is gone."""
+    import os
+    import threading
+    import time
+
+    if initializer is not None:
+        initializer()
+
+    def watch() -> None:
+        while not _gone(owner):
+            time.sleep(0.2)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="rnnexport-owner-watch", daemon=True).start()
+
+
+def _gone(pid: int) -> bool:
+    """Whether process `pid` has ended: no such process, a process of another user now holding
+    its number, or (Linux) a zombie its parent has not reaped yet."""
+    import os
+
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether it is there
+    except (ProcessLookupError, PermissionError):
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False

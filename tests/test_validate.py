@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 
 import numpy as np
@@ -235,3 +236,46 @@ def test_workers_start_with_the_preloaded_modules(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[(True, 0), (False, 0)]"
+
+
+def test_workers_end_when_the_process_that_started_them_is_killed(tmp_path):
+    """A --jobs worker is a child of the fork server, not of the process it works for: killed
+    mid-run, that process must not leave workers running (an export worker would go on and
+    install its artifact, then wait forever)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "owner.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from pathlib import Path\n"
+        "from rnnexport._workers import map_in_processes\n"
+        "def work(path):\n"
+        "    Path(path).write_text(str(os.getpid()))\n"
+        "    time.sleep(120)\n"
+        "if __name__ == '__main__':\n"
+        "    map_in_processes(work, [sys.argv[1] + '/a', sys.argv[1] + '/b'], 2)\n")
+    owner = subprocess.Popen([sys.executable, str(script), str(tmp_path)])
+    try:
+        deadline = time.monotonic() + 120
+        while not all((tmp_path / n).exists() and (tmp_path / n).read_text() for n in "ab"):
+            assert time.monotonic() < deadline and owner.poll() is None, "the workers did not start"
+            time.sleep(0.1)
+        workers = [int((tmp_path / n).read_text()) for n in "ab"]
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait()
+        deadline = time.monotonic() + 10
+        from rnnexport._workers import _gone
+
+        while not all(_gone(pid) for pid in workers):
+            assert time.monotonic() < deadline, f"workers {workers} still run 10 s after their owner was killed"
+            time.sleep(0.1)
+    finally:
+        owner.kill()
+        for pid in [int((tmp_path / n).read_text()) for n in "ab" if (tmp_path / n).exists() and
+                    (tmp_path / n).read_text()]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
