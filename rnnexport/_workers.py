@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["map_in_processes", "start_workers"]
+from rnnexport.errors import WorkerDied
+
+__all__ = ["describe_death", "map_in_processes", "start_workers"]
 
 
 def start_workers(preload: Sequence[str] = ()):
@@ -45,6 +48,7 @@ def map_in_processes(
     on_done: Callable[[int], None] | None = None,
     preload: Sequence[str] = (),
     initializer: Callable[[], None] | None = None,
+    label: Callable[[Any], str] = str,
 ) -> list[Any]:
     """``function(item)`` for every item, `jobs` at once, each in a worker process.
 
@@ -53,31 +57,151 @@ def map_in_processes(
     nothing else: torch's thread pools do not survive a fork, but a process that only imported
     torch forks safely, and each worker starts with torch, ONNX Runtime and the rest imported
     once instead of importing them itself (seconds each). Results come back in the order of
-    `items`; `on_done(index)` is called as each item succeeds. When one fails, the items not
-    started yet are cancelled, and the first error in item order is raised (the items run in
-    order, so a cancelled one always comes after it). `initializer` runs first in each worker.
+    `items`; `on_done(index)` is called as each item succeeds. When one raises, the items not
+    started yet are cancelled, the running ones finish, and the first error in item order is
+    raised (the items start in order, so a cancelled one always comes after it). `initializer`
+    runs first in each worker.
+
+    An item whose worker ends without a result (killed, often by the out-of-memory killer, or
+    crashed in native code) gets a `WorkerDied` naming it by `label(item)` in place of its
+    result; a new worker takes the items left. Each worker is handed one item at a time, so the
+    item it had is known: a ``concurrent.futures`` pool breaks instead (``BrokenProcessPool``)
+    and fails every item it holds without saying whose worker died.
 
     A worker ends when this process dies (killed mid-run): it is a child of the fork server,
-    which outlives it, and the pool's queues never tell it; left alone it would finish its item
-    (an export would still install its artifact) and then wait forever.
+    which outlives it, and nothing else would tell it; left alone it would finish its item (an
+    export would still install its artifact).
     """
     import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing.connection import wait
 
-    with ProcessPoolExecutor(max_workers=min(jobs, len(items)), mp_context=start_workers(preload),
-                             initializer=_worker_start, initargs=(os.getpid(), initializer)) as pool:
-        futures = {pool.submit(function, item): index for index, item in enumerate(items)}
+    context = start_workers(preload)
+
+    def worker() -> _Worker:
+        return _Worker(context, function, os.getpid(), initializer)
+
+    outcomes: dict[int, tuple[bool, Any, str | None]] = {}
+    pending = list(range(len(items)))
+    workers = [worker() for _ in range(min(jobs, len(items)))]
+    try:
+        while True:
+            failed = not all(ok for ok, _, _ in outcomes.values())
+            idle = [w for w in workers if w.index is None]
+            while idle and pending and not failed:
+                index = pending.pop(0)
+                idle.pop().give(index, items[index])
+            busy = [w for w in workers if w.index is not None]
+            if not busy:
+                break
+            # The sentinel too: a process the worker forked may keep the pipe open after it died.
+            ready = set(wait([end for w in busy for end in (w.connection, w.process.sentinel)]))
+            for done in [w for w in busy if {w.connection, w.process.sentinel} & ready]:
+                index, outcome = done.index, done.outcome()
+                if outcome is None or done.process.sentinel in ready:  # it ended: another takes its place
+                    done.close()
+                    workers.remove(done)
+                    if pending and not failed:
+                        workers.append(worker())
+                if outcome is None:
+                    outcome = (True, WorkerDied(label(items[index]), _worker_death(done.process.exitcode)), None)
+                elif on_done is not None and outcome[0]:
+                    on_done(index)
+                outcomes[index] = outcome
+    finally:
+        for w in workers:
+            if w.index is not None:  # only when this process is interrupted mid-run
+                w.process.terminate()
+            w.close()
+    for ok, value, remote in (outcomes[index] for index in sorted(outcomes)):
+        if not ok:
+            if remote:
+                value.__cause__ = _RemoteTraceback(remote)
+            raise value
+    return [outcomes[index][1] for index in range(len(items))]
+
+
+class _Worker:
+    """A worker process, this process's end of the pipe to it, and the index of the item it
+    runs (None: idle)."""
+
+    def __init__(self, context, function: Callable[[Any], Any], owner: int,
+                 initializer: Callable[[], None] | None) -> None:
+        self.connection, there = context.Pipe()
+        self.process = context.Process(target=_serve, args=(function, there, owner, initializer),
+                                       name="rnnexport-worker")
+        self.process.start()
+        there.close()  # the worker holds the only other end: its death is an end of file here
+        self.index: int | None = None
+
+    def give(self, index: int, item: Any) -> None:
+        self.index = index
+        with contextlib.suppress(OSError):  # gone already: seen as a death when waited for
+            self.connection.send(item)
+
+    def outcome(self) -> tuple[bool, Any, str | None] | None:
+        """What it sent for its item (see `_serve`); None when it ended without sending it.
+        Idle again either way."""
+        self.index = None
         try:
-            for future in as_completed(futures):
-                if future.exception() is not None:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    break
-                if on_done is not None:
-                    on_done(futures[future])
-            return [future.result() for future in sorted(futures, key=futures.get)]
-        except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+            return self.connection.recv() if self.connection.poll() else None
+        except (EOFError, OSError):
+            return None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.connection.send(None)  # ends its loop
+        self.process.join()
+        self.connection.close()
+
+
+class _RemoteTraceback(Exception):
+    """The traceback of an error raised in a worker, shown as the cause of the error re-raised here."""
+
+    def __str__(self) -> str:
+        return f"in the worker process:\n{self.args[0]}"
+
+
+def _serve(function: Callable[[Any], Any], connection, owner: int, initializer: Callable[[], None] | None) -> None:
+    """A worker: start (`_worker_start`), then for each item received until None send back
+    ``(True, function(item), None)`` or ``(False, error, traceback)``."""
+    import traceback
+
+    _worker_start(owner, initializer)
+    while True:
+        try:
+            item = connection.recv()
+        except EOFError:  # the owner is gone
+            return
+        if item is None:
+            return
+        try:
+            outcome = (True, function(item), None)
+        except Exception as exc:
+            outcome = (False, exc, traceback.format_exc())
+        try:
+            connection.send(outcome)
+        except Exception as exc:  # pickling failed before anything was sent
+            connection.send((False, RuntimeError(f"cannot send the result back: {type(exc).__name__}: {exc}"),
+                             traceback.format_exc()))
+
+
+def describe_death(exitcode: int | None) -> str:
+    """How a process ended, from its exit code: ``exit status 0``, ``killed by signal 9,
+    SIGKILL``."""
+    import signal
+
+    if exitcode is None or exitcode >= 0:
+        return f"exit status {exitcode}"
+    try:
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        name = "unknown signal"
+    return f"killed by signal {-exitcode}, {name}"
+
+
+def _worker_death(exitcode: int | None) -> str:
+    hint = ": SIGKILL often means the out-of-memory killer; try fewer --jobs" if exitcode == -9 else ""
+    return f"its worker process died ({describe_death(exitcode)}) before returning a result{hint}"
 
 
 def _worker_start(owner: int, initializer: Callable[[], None] | None) -> None:

@@ -53,8 +53,11 @@ __all__ = [
     "Artifact",
     "discover_artifacts",
     "check_program_archive",
+    "check_replaceable",
     "file_entry",
     "implied_files",
+    "is_artifact_folder",
+    "keep_rejected",
     "manifest_summary",
     "model_manifest",
     "open_artifact",
@@ -63,6 +66,7 @@ __all__ = [
     "staged_folder",
     "versions",
     "write_json",
+    "umask",
     "write_npz",
 ]
 
@@ -270,6 +274,7 @@ class Artifact:
     path: Path
     manifest: dict[str, Any]
     spec: RNNSpec | ModelSpec
+    verified: Path | None = None  # the private copy the files were verified into (`_verified_copy`)
 
     @property
     def name(self) -> str:
@@ -283,8 +288,19 @@ class Artifact:
         return self.spec.variable_length
 
     def file(self, name: str) -> Path | None:
-        """Path of a file listed in the manifest, or None if this artifact has none."""
-        return self.path / name if name in self.manifest["files"] else None
+        """Path of a file listed in the manifest, or None if this artifact has none: in the
+        private copy it was verified into, which is what every runtime loads."""
+        return (self.verified or self.path) / name if name in self.manifest["files"] else None
+
+    @contextlib.contextmanager
+    def errors_named(self) -> Iterator[None]:
+        """Errors raised in the block name the artifact's folder, not the private copy."""
+        try:
+            yield
+        except ArtifactError as exc:
+            if self.verified is None:
+                raise
+            raise ArtifactError(str(exc).replace(str(self.verified), str(self.path))) from None
 
     def state_dict(self) -> dict[str, Any]:
         """The stored weights, loaded with ``weights_only=True`` (no code is unpickled), or
@@ -295,16 +311,15 @@ class Artifact:
             from rnnexport.usermodel import load_weights
 
             try:
-                return load_weights(self.path / "weights.safetensors")
+                return load_weights(self.file("weights.safetensors"))
             except Exception as exc:
                 raise ArtifactError(f"{self.path}: {exc}") from None
 
-        path = self.path / "weights.pt"
         try:
             with weights_only_loading():
-                return torch.load(path, map_location="cpu", weights_only=True)
+                return torch.load(self.file("weights.pt"), map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for a corrupt zip/pickle
-            raise ArtifactError(f"{path}: cannot load weights ({type(exc).__name__}: {exc})") from None
+            raise ArtifactError(f"{self.path / 'weights.pt'}: cannot load weights ({type(exc).__name__}: {exc})") from None
 
     def golden_cases(self) -> list[Case]:
         """The cases stored in the golden data (checked when the artifact was opened)."""
@@ -321,7 +336,8 @@ class Artifact:
         for case in self.golden_cases():
             for name, shape, dtype in _golden_arrays(self.spec, self.manifest, case):
                 expected[f"{case.id}/{name}"] = (shape, dtype)
-        arrays = _read_golden(self.path / self.manifest["golden"]["file"], expected)
+        with self.errors_named():
+            arrays = _read_golden(self.file(self.manifest["golden"]["file"]), expected)
         cases: dict[Case, dict[str, np.ndarray]] = {}
         for case in self.golden_cases():
             tensors = {name: arrays[f"{case.id}/{name}"] for name in (*self.spec.input_names, *self.spec.output_names)}
@@ -362,8 +378,9 @@ def _golden_arrays(spec: RNNSpec | ModelSpec, manifest: dict[str, Any], case) ->
 def _read_golden(path: Path, expected: dict[str, tuple[tuple[int, ...], np.dtype]]) -> dict[str, np.ndarray]:
     """The arrays of a golden ``.npz``, each checked for presence, size, shape and dtype.
 
-    Member sizes are checked before anything is decompressed, so a crafted archive cannot make
-    validation allocate more than the arrays the spec implies.
+    Member sizes are checked before anything is decompressed, and each member's ``.npy`` header
+    before its data, so a crafted archive cannot make validation allocate more than the arrays
+    the spec implies.
     """
     _regular_file(path, "golden data")
     arrays: dict[str, np.ndarray] = {}
@@ -377,16 +394,23 @@ def _read_golden(path: Path, expected: dict[str, tuple[tuple[int, ...], np.dtype
                 info = members.get(f"{key}.npy")
                 if info is None:
                     raise ArtifactError(f"{path}: golden data lacks {key!r}")
-                if info.file_size > int(np.prod(shape)) * dtype.itemsize + _NPY_HEADER_BYTES:
+                if info.file_size > math.prod(shape) * dtype.itemsize + _NPY_HEADER_BYTES:
                     raise ArtifactError(f"{path}: golden {key!r} is {info.file_size} bytes, larger than a "
                                         f"{list(shape)} {dtype} array")
+                # The header first: numpy allocates whatever shape it claims before reading any data.
                 with archive.open(info) as member:
-                    array = np.lib.format.read_array(member, allow_pickle=False)
-                if array.shape != shape:
-                    raise ArtifactError(f"{path}: golden {key!r} has shape {list(array.shape)}, expected {list(shape)}")
-                if array.dtype != dtype:
-                    raise ArtifactError(f"{path}: golden {key!r} has dtype {array.dtype}, expected {dtype}")
-                arrays[key] = array
+                    version = np.lib.format.read_magic(member)
+                    if version not in ((1, 0), (2, 0)):
+                        raise ArtifactError(f"{path}: golden {key!r} is .npy format {version}; rnnexport writes 1.0")
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    found, _, found_dtype = read_header(member)
+                if found != shape or found_dtype != dtype:
+                    what = f"shape {list(found)}" if found != shape else f"dtype {found_dtype}"
+                    raise ArtifactError(f"{path}: golden {key!r} has {what}, expected "
+                                        f"{list(shape) if found != shape else dtype} (its .npy header; not read)")
+                with archive.open(info) as member:
+                    arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
         raise ArtifactError(f"{path}: unreadable golden data ({type(exc).__name__}: {exc})") from None
     return arrays
@@ -590,6 +614,7 @@ def open_artifact(path: str | Path, *, max_memory: int | None = None) -> Artifac
         UsageError: the artifact needs more memory than `max_memory`.
     """
     from rnnexport.limits import check_memory, weight_bytes
+    from rnnexport.modelspec import TensorSpec
 
     path = Path(path)
     if not path.is_dir():
@@ -618,22 +643,73 @@ def open_artifact(path: str | Path, *, max_memory: int | None = None) -> Artifac
         check_memory(f"{path}: the weights", sizes["weights.safetensors"], max_memory)
     else:
         check_memory(f"{path}: the weights", weight_bytes(spec), max_memory)
-    for case in cases:
-        check_memory(f"{path}: golden case {case.id}", spec.case_bytes(case), max_memory)
+    # What the manifest declares, before anything is read: the golden data is read whole.
+    golden = {case: _golden_arrays(spec, manifest, case) for case in cases}
+    declared = sum(math.prod(shape) * dtype.itemsize for found in golden.values() for _, shape, dtype in found)
+    check_memory(f"{path}: the golden data (as its manifest declares it)", declared, max_memory)
+    for case, found in golden.items():
+        outputs = tuple(TensorSpec(n, dtype.name, shape) for n, shape, dtype in found if n in spec.output_names)
+        check_memory(f"{path}: golden case {case.id}", spec.case_bytes(case, outputs), max_memory)
     for name, size in sizes.items():
-        file, entry = path / name, manifest["files"][name]
-        if size != entry["bytes"]:
-            raise ArtifactError(f"{file}: {size} bytes, the manifest says {entry['bytes']}: the file was modified, "
-                                "truncated or replaced; re-export the artifact")
-        actual = sha256_file(file)
-        if actual != entry["sha256"]:
+        if size != manifest["files"][name]["bytes"]:
+            raise ArtifactError(f"{path / name}: {size} bytes, the manifest says {manifest['files'][name]['bytes']}: "
+                                "the file was modified, truncated or replaced; re-export the artifact")
+    import weakref
+
+    copy = _verified_copy(path, manifest["files"])
+    artifact = Artifact(path=path, manifest=manifest, spec=spec, verified=copy)
+    weakref.finalize(artifact, shutil.rmtree, str(copy), True)  # when the artifact is dropped, or at exit
+    if "model.pt2" in manifest["files"]:
+        with artifact.errors_named():
+            check_program_archive(artifact.file("model.pt2"))
+    return artifact
+
+
+def _verified_copy(path: Path, files: dict[str, dict[str, Any]]) -> Path:
+    """A private copy of the listed files, each hashed as it is copied (one read) and compared
+    with the manifest. Everything is loaded from this copy, never from `path` again: a file
+    replaced in the artifact folder after the check cannot be what a runtime loads. The copy
+    is removed with its `Artifact` (or when this process exits).
+
+    Raises:
+        ArtifactError: a file differs from its sha256 (or cannot be read).
+        UsageError: the copy cannot be written (no space left in the temporary folder).
+    """
+    try:
+        copy = Path(tempfile.mkdtemp(prefix="rnnexport-verified-"))
+    except OSError as exc:
+        raise UsageError(f"cannot create a private copy of {path} in {tempfile.gettempdir()}: "
+                         f"{exc.strerror or exc} (set TMPDIR)") from None
+    try:
+        _copy_verified(path, files, copy)
+    except BaseException:
+        shutil.rmtree(copy, ignore_errors=True)
+        raise
+    return copy
+
+
+def _copy_verified(path: Path, files: dict[str, dict[str, Any]], copy: Path) -> None:
+    for name, entry in sorted(files.items()):
+        file = path / name
+        digest = hashlib.sha256()
+        try:
+            source = os.open(file, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as exc:
+            raise ArtifactError(f"{file}: cannot read: {exc.strerror or exc}") from None
+        with open(source, "rb") as reader:
+            try:
+                with open(copy / name, "xb") as writer:
+                    for block in iter(lambda: reader.read(1 << 20), b""):
+                        digest.update(block)
+                        writer.write(block)
+            except OSError as exc:
+                raise UsageError(f"cannot write a private copy of {file} into {copy}: {exc.strerror or exc} "
+                                 "(set TMPDIR to a folder with space)") from None
+        if digest.hexdigest() != entry["sha256"]:
             raise ArtifactError(
-                f"{file}: sha256 {actual[:16]}... differs from the manifest's {entry['sha256'][:16]}...: "
+                f"{file}: sha256 {digest.hexdigest()[:16]}... differs from the manifest's {entry['sha256'][:16]}...: "
                 "the file was modified, truncated or replaced; re-export the artifact"
             )
-    if "model.pt2" in manifest["files"]:
-        check_program_archive(path / "model.pt2")
-    return Artifact(path=path, manifest=manifest, spec=spec)
 
 
 def discover_artifacts(paths: list[str | Path]) -> list[Path]:
@@ -665,7 +741,8 @@ def discover_artifacts(paths: list[str | Path]) -> list[Path]:
     return found
 
 
-def _umask() -> int:
+def umask() -> int:
+    """This process's file mode creation mask (read without changing it for long)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -696,25 +773,91 @@ def _recover(final: Path) -> None:
     """Undo a replacement interrupted between its two renames; drop stale staging folders.
 
     Called with the export lock of `final` held, so no staging folder of this name is live.
+    Only what rnnexport made is moved or removed: a backup that is an artifact, a staging
+    folder holding nothing but artifact files (`_owned`).
     """
     backup = _backup_name(final)
-    if backup.exists() or backup.is_symlink():
+    if (backup.exists() or backup.is_symlink()) and _owned(backup):
         if final.exists():
             _remove(backup)
         else:
             os.rename(backup, final)
     pattern = _staging_re(final)
     for stale in final.parent.iterdir():
-        if pattern.fullmatch(stale.name):
+        if pattern.fullmatch(stale.name) and _owned(stale, staging=True):
             shutil.rmtree(stale, ignore_errors=True)
+
+
+# Every name an export writes into its staging folder.
+_ARTIFACT_FILES = frozenset({MANIFEST, "model.onnx", "model.pt", "model.pt2", "weights.pt", "weights.safetensors",
+                             "golden.npz"})
+
+
+def is_artifact_folder(path: Path) -> bool:
+    """Whether `path` is a folder rnnexport made: it holds a ``manifest.json`` (a regular file)
+    that reads as an rnnexport manifest (a JSON object with ``schema_version`` and ``files``)."""
+    manifest = path / MANIFEST
+    try:
+        info = os.lstat(manifest)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > _MAX_MANIFEST_BYTES or not path.is_dir():
+            return False
+        with open(os.open(manifest, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and type(data.get("schema_version")) is int and isinstance(data.get("files"), dict)
+
+
+def _owned(path: Path, *, staging: bool = False) -> bool:
+    """Whether rnnexport may remove or replace `path`: an empty folder, an artifact folder, or
+    (`staging`) a folder of regular files that an export writes (its staging folder, left by a
+    killed export before it wrote the manifest). Never a link, a file, or anything else."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return False
+    if not entries or is_artifact_folder(path):
+        return True
+    return staging and all(e.name in _ARTIFACT_FILES and e.is_file(follow_symlinks=False) for e in entries)
+
+
+def keep_rejected(stage: Path, target: Path) -> Path | None:
+    """Copy a staged artifact that failed validation to ``.<name>.rejected`` beside `target`,
+    replacing an earlier rejected copy; None (nothing copied) where that name holds anything
+    rnnexport did not make, or the copy cannot be written."""
+    rejected = target.parent / f".{target.name}.rejected"
+    if (rejected.exists() or rejected.is_symlink()) and not _owned(rejected):
+        return None
+    shutil.rmtree(rejected, ignore_errors=True)
+    try:
+        shutil.copytree(stage, rejected)
+    except OSError:
+        return None
+    return rejected
+
+
+def check_replaceable(final: Path) -> None:
+    """Refuse to export into `final` unless it is absent, an empty folder or an rnnexport
+    artifact: anything else there is the user's (a source package of the same name, notes)
+    and is never touched.
+
+    Raises:
+        UsageError: naming the folder and what to do.
+    """
+    if final.exists() and final.is_dir() and not _owned(final):
+        raise UsageError(f"{final} exists and is not an rnnexport artifact (no readable {MANIFEST}); rnnexport "
+                         "replaces only its own artifact folders: move it away or choose another --out")
 
 
 def resolve_output(final: Path) -> Path:
     """The folder an export of `final` really replaces.
 
     A link ``DIR/<name> -> elsewhere/<folder>`` is followed: the target folder is replaced
-    atomically (staged beside it) and the link keeps pointing at it. A dangling link, or a
-    link or path to something that is not a folder, is refused.
+    atomically (staged beside it) and the link keeps pointing at it. A dangling link, a link or
+    path to something that is not a folder, or a folder that is not an rnnexport artifact
+    (`check_replaceable`), is refused.
 
     Raises:
         UsageError: as above.
@@ -726,9 +869,11 @@ def resolve_output(final: Path) -> Path:
                              "create that folder or remove the link")
         if not target.is_dir():
             raise UsageError(f"{final} is a symbolic link to {target}, which is not a folder")
+        check_replaceable(target)
         return target
     if final.exists() and not final.is_dir():
         raise UsageError(f"{final} exists and is not a folder; remove it or choose another --out")
+    check_replaceable(final)
     return final
 
 
@@ -791,7 +936,7 @@ def staged_folder(final: Path, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) ->
         try:
             _recover(final)
             staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
-            os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700; artifacts are shared
+            os.chmod(staging, 0o777 & ~umask())  # mkdtemp makes it 0700; artifacts are shared
         except OSError as exc:
             raise UsageError(f"output folder {str(final.parent)!r} cannot be written: {exc.strerror or exc}") from None
         try:
@@ -801,6 +946,11 @@ def staged_folder(final: Path, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) ->
             raise
         backup = _backup_name(final)
         try:
+            check_replaceable(final)  # again: the export took a while, and the lock binds only rnnexport
+        except UsageError:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        try:
             if final.exists():
                 os.rename(final, backup)
             os.rename(staging, final)
@@ -809,4 +959,5 @@ def staged_folder(final: Path, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) ->
                 os.rename(backup, final)
             shutil.rmtree(staging, ignore_errors=True)
             raise UsageError(f"cannot replace {str(final)!r}: {exc.strerror or exc}") from None
-        shutil.rmtree(backup, ignore_errors=True)
+        if _owned(backup):
+            shutil.rmtree(backup, ignore_errors=True)

@@ -144,6 +144,9 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_jobs(p, "artifacts validated at once, each in its own process")
     p.add_argument("--shard", type=_shard, default=None, metavar="K/N",
                    help="validate only shard K of N (a stable subset by folder name), e.g. one per CI machine")
+    p.add_argument("--manifest-tolerance", action="store_true",
+                   help="apply each manifest's tolerance as stored; by default a manifest may only tighten yours "
+                        "(--atol/--rtol or the defaults)")
     _add_validation_args(p)
     return parser
 
@@ -260,7 +263,7 @@ def _check_unique_names(specs, sources: list[str]) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from rnnexport.errors import ValidationFailed
+    from rnnexport.errors import ValidationFailed, WorkerDied
     from rnnexport.export import DEFAULT_OPSET, export_specs
     from rnnexport.spec import catalog, get_spec
 
@@ -290,9 +293,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         **({} if args.lock_timeout is None else {"lock_timeout": args.lock_timeout}),
     )
     for result in outcomes:
-        if isinstance(result, ValidationFailed):
+        if isinstance(result, (ValidationFailed, WorkerDied)):
             failed.append(str(result))
-            if result.report is not None:
+            if getattr(result, "report", None) is not None:
                 reports.append(result.report)
             continue
         for note in result.notes:
@@ -317,7 +320,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     try:
         reports = validate_paths(args.paths, runtimes=args.runtimes, tolerance=_tolerance(args), cases=_cases(args),
                                  on_step=progress, on_plan=progress.plan, trusted=not args.untrusted,
-                                 max_memory=args.max_memory, jobs=args.jobs, shard=args.shard)
+                                 max_memory=args.max_memory, jobs=args.jobs, shard=args.shard,
+                                 manifest_tolerance=args.manifest_tolerance)
     finally:
         progress.close()
     return _finish(reports, args)

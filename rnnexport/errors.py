@@ -17,6 +17,7 @@ __all__ = [
     "SpecError",
     "UsageError",
     "ValidationFailed",
+    "WorkerDied",
 ]
 
 
@@ -64,3 +65,18 @@ class ValidationFailed(RNNExportError):
 
     def __reduce__(self):  # keep the report when sent back from a worker process (--jobs)
         return type(self), (str(self), self.report)
+
+
+class WorkerDied(RNNExportError):
+    """A ``--jobs`` worker process ended without a result: killed (often by the out-of-memory
+    killer) or crashed in native code. Exit code 1: its item was not checked. The other items'
+    results stand (`rnnexport._workers.map_in_processes`)."""
+
+    exit_code = 1
+
+    def __init__(self, label: str, reason: str) -> None:
+        super().__init__(f"{label}: {reason}")
+        self.label, self.reason = label, reason
+
+    def __reduce__(self):
+        return type(self), (self.label, self.reason)

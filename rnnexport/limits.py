@@ -4,7 +4,10 @@ A spec with ``hidden_size = 10000000`` or ``seq_len = 1000000000``, or ``validat
 100000x100000``, would otherwise end in an allocation failure deep inside torch or numpy (or
 in the kernel's OOM killer). Every export and validation first estimates the bytes of the
 weights and of each input case, and refuses (exit 2, naming the estimate) what exceeds the
-limit: ``--max-memory`` / ``max_memory=``, by default half of the memory available now.
+limit: ``--max-memory`` / ``max_memory=``, by default half of the memory available now. A case
+of more than `MAX_CASE_STEPS` elements (the product of its dim sizes: batch x seq) is refused
+too, whatever its memory: an artifact's manifest names its sweep, and a sweep of ``[1, 1048576]``
+would otherwise run for many minutes on every runtime.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from rnnexport.errors import UsageError
 
 __all__ = [
     "DEFAULT_FRACTION",
+    "MAX_CASE_STEPS",
     "available_memory",
     "case_bytes",
     "check_free_space",
     "check_memory",
+    "check_steps",
     "default_max_memory",
     "format_bytes",
     "nearly_full",
@@ -30,6 +35,7 @@ __all__ = [
 ]
 
 DEFAULT_FRACTION = 0.5
+MAX_CASE_STEPS = 1 << 21  # e.g. batch 512 x seq 4096: seconds per runtime for a small RNN, minutes beyond
 _FLOAT = 4  # float32
 _GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -90,12 +96,13 @@ def weight_bytes(spec) -> int:
     return total * _FLOAT
 
 
-def case_bytes(spec, batch: int, seq: int) -> int:
-    """Estimated peak bytes of running one case: the inputs and outputs (held by the reference,
-    the runtime and the comparison) and each layer's gate pre-activations and outputs."""
+def case_bytes(spec, batch: int, seq: int, runs: int = 1) -> int:
+    """Estimated peak bytes of running one case: the inputs and outputs (held by each of the
+    `runs` runtimes, the reference and the comparison) and each layer's gate pre-activations
+    and outputs."""
     io = sum(math.prod(shape) for shape in spec.shapes(batch, seq).values())
     work = spec.num_layers * spec.num_directions * batch * seq * (_GATES[spec.cell] + 1) * spec.hidden_size
-    return (3 * io + work) * _FLOAT
+    return ((runs + 2) * io + work) * _FLOAT
 
 
 def check_memory(what: str, estimate: int, limit: int | None) -> None:
@@ -110,6 +117,20 @@ def check_memory(what: str, estimate: int, limit: int | None) -> None:
             f"{what} would need an estimated {format_bytes(estimate)}, over the memory limit of {format_bytes(limit)} "
             f"(--max-memory; default {DEFAULT_FRACTION:.0%} of the memory available now); use smaller sizes "
             "or raise --max-memory"
+        )
+
+
+def check_steps(what: str, steps: int) -> None:
+    """Refuse a case of more than `MAX_CASE_STEPS` elements (`steps`: its dim sizes multiplied).
+
+    Raises:
+        UsageError: naming what, its size and the bound.
+    """
+    if steps > MAX_CASE_STEPS:
+        raise UsageError(
+            f"{what} has {steps:,} elements (its dim sizes multiplied, e.g. batch x seq), over the {MAX_CASE_STEPS:,} "
+            "rnnexport runs in one case (the recurrent work of a larger one takes minutes on every runtime); "
+            "use smaller sizes in the sweep"
         )
 
 

@@ -272,10 +272,39 @@ class ModelSpec:
             if bad.size:
                 raise UsageError(f"{self.name}: {spec.name!r} must be in [{low}, {high}], got {bad[:5].tolist()}")
 
-    def case_bytes(self, case: ShapeCase) -> int:
-        """Rough bytes one case needs: its inputs, times 64 for outputs and activations."""
+    def case_bytes(self, case: ShapeCase, outputs: tuple[TensorSpec, ...] = (), runs: int = 1) -> int:
+        """Rough bytes one case needs: its inputs times 64 (the module's activations); its
+        `outputs` (`output_tensors`), held at once by each of the `runs` runtimes and the golden
+        data; and 64 bytes per element of the largest one while it is compared (float64 copies,
+        differences and ratios in `rnnexport.compare`)."""
         sizes = dict(case.sizes)
-        return 64 * sum(math.prod(t.resolve(sizes)) * 4 for t in self.inputs)
+        elements = [math.prod(t.resolve(sizes)) for t in outputs]
+        held = sum(n * np.dtype(t.dtype).itemsize for n, t in zip(elements, outputs))
+        inputs = sum(math.prod(t.resolve(sizes)) * 4 for t in self.inputs)
+        return 64 * inputs + (runs + 1) * held + 64 * max(elements, default=0)
+
+    def output_tensors(self, io: Any) -> tuple[TensorSpec, ...]:
+        """The outputs as a manifest's ``io`` records them (the documented shape, the dtype and
+        the axes that follow a dim), each such axis named after its dim: `case_bytes` sizes
+        them for any case before anything runs.
+
+        Raises:
+            ValueError: an output without a well-formed entry.
+        """
+        entries = io.get("outputs") if isinstance(io, dict) else None
+        found = {e.get("name"): e for e in entries if isinstance(e, dict)} if isinstance(entries, list) else {}
+        declared = {d.name for d in self.dims}
+        tensors = []
+        for name in self.output_names:
+            entry = found.get(name, {})
+            shape, axes = entry.get("shape"), entry.get("dynamic_axes")
+            if (not isinstance(shape, list) or not all(type(d) is int and 0 <= d < 2**31 for d in shape)
+                    or entry.get("dtype") not in (*DTYPES, "float64") or not isinstance(axes, dict)
+                    or not all(d in declared and a.isdigit() and int(a) < len(shape) for a, d in axes.items())):
+                raise ValueError(f"io.outputs lacks a valid entry for {name!r} ({{\"shape\": [...], \"dtype\": ..., "
+                                 "\"dynamic_axes\": {axis: dim}})")
+            tensors.append(TensorSpec(name, entry["dtype"], tuple(axes.get(str(a), d) for a, d in enumerate(shape))))
+        return tuple(tensors)
 
     def tolerance_for(self, default_atol: float, default_rtol: float) -> tuple[float, float, dict[str, tuple[float, float]]]:
         atol = float(self.tolerance.get("atol", default_atol))

@@ -56,13 +56,17 @@ def parse_cases(cases: str | Sequence[str | Case] | None, option: str = "--cases
     """Cases from ``"3x17,b1xs1-h0zero"`` or a sequence of ids and `Case` objects.
 
     Raises:
-        UsageError: an id that is not ``BxS`` or ``bBxsS-h0zero|random``.
+        UsageError: an id that is not ``BxS`` or ``bBxsS-h0zero|random``, or no case at all
+            (``""``, ``[]``): an empty selection would check nothing and pass.
     """
     from rnnexport.inputs import Case
 
     if cases is None:
         return None
     items = comma_list(cases) if isinstance(cases, str) else list(cases)
+    if not items:
+        raise UsageError(f"{option} {cases!r}: no case given; valid: comma-separated BxS or bBxsS-h0zero|random "
+                         f"(e.g. 3x17,b1xs1-h0zero), or leave {option} out for the default ones")
     parsed = []
     for item in items:
         if isinstance(item, Case):

@@ -40,6 +40,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "runtimes that load model.pt/model.pt2, which can run code")
     parser.addini("rnnexport_untrusted", "treat artifacts as untrusted (see --rnnexport-untrusted)",
                   type="bool", default=False)
+    group.addoption("--rnnexport-manifest-tolerance", action="store_true", default=None,
+                    help="apply each manifest's tolerance as stored (by default a manifest only tightens yours)")
+    parser.addini("rnnexport_manifest_tolerance", "apply each manifest's tolerance as stored "
+                  "(see --rnnexport-manifest-tolerance)", type="bool", default=False)
+    parser.addini("rnnexport_atol", "absolute tolerance of rnnexport checks (default 1e-5)", default=None)
+    parser.addini("rnnexport_rtol", "relative tolerance of rnnexport checks (default 1e-4)", default=None)
     parser.addini("rnnexport_artifacts", "artifact folders (or folders of them) for the rnnexport_artifact fixture",
                   type="paths", default=[])
 
@@ -67,12 +73,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture
 def rnnexport_check(request: pytest.FixtureRequest) -> Callable[..., list]:
-    """A function ``check(*paths, runtimes=None, cases=None, atol=None, rtol=None, untrusted=None)``
-    that validates artifact folders and fails the test with the comparison table on any mismatch.
+    """A function ``check(*paths, runtimes=None, cases=None, atol=None, rtol=None, untrusted=None,
+    manifest_tolerance=None)`` that validates artifact folders and fails the test with the
+    comparison table on any mismatch. The tolerance is yours: `atol`/`rtol`, else the ini's
+    ``rnnexport_atol``/``rnnexport_rtol``, else the defaults; a manifest may only tighten it
+    unless `manifest_tolerance` (default: ``--rnnexport-manifest-tolerance`` or the ini).
     ``untrusted`` (default: ``--rnnexport-untrusted`` or the ``rnnexport_untrusted`` ini) loads
     only data formats and skips the runtimes that load code.
 
-    `cases` takes `Case` objects or ids such as ``"3x17"`` / ``"b1xs1-h0zero"``. Returns the
+    `cases` takes `Case` objects or ids such as ``"3x17"`` / ``"b1xs1-h0zero"`` (None: the
+    default sweep; an empty one fails the test, as it would check nothing). Returns the
     reports (to assert more). Bad artifacts (tampered, missing) fail the test with the message.
     """
     from rnnexport.options import comma_list
@@ -81,9 +91,13 @@ def rnnexport_check(request: pytest.FixtureRequest) -> Callable[..., list]:
     inipath = request.config.inipath
     rootdir = Path(str(inipath.parent if inipath is not None else request.config.rootpath))
     default_untrusted = bool(request.config.getoption("rnnexport_untrusted") or request.config.getini("rnnexport_untrusted"))
+    default_manifest_tolerance = bool(request.config.getoption("rnnexport_manifest_tolerance")
+                                      or request.config.getini("rnnexport_manifest_tolerance"))
+    ini_atol, ini_rtol = request.config.getini("rnnexport_atol"), request.config.getini("rnnexport_rtol")
 
     def check(*paths: str | Path, runtimes: Sequence[str] | None = None, cases: Sequence | None = None,
-              atol: float | None = None, rtol: float | None = None, untrusted: bool | None = None) -> list:
+              atol: float | None = None, rtol: float | None = None, untrusted: bool | None = None,
+              manifest_tolerance: bool | None = None) -> list:
         from rnnexport.errors import RNNExportError
         from rnnexport.options import parse_cases, parse_tolerance
         from rnnexport.report import format_table
@@ -95,8 +109,12 @@ def rnnexport_check(request: pytest.FixtureRequest) -> Callable[..., list]:
         error = None
         try:
             reports = validate_paths(folders, runtimes=comma_list(runtimes) if runtimes is not None else default_runtimes,
-                                     tolerance=parse_tolerance(atol, rtol), cases=parse_cases(cases),
+                                     tolerance=parse_tolerance(ini_atol if atol is None else atol,
+                                                               ini_rtol if rtol is None else rtol),
+                                     cases=parse_cases(cases, "cases"),
                                      trusted=not (default_untrusted if untrusted is None else untrusted),
+                                     manifest_tolerance=(default_manifest_tolerance if manifest_tolerance is None
+                                                         else manifest_tolerance),
                                      require_runnable=runtimes is not None)
         except RNNExportError as exc:
             error = f"rnnexport: {exc}"

@@ -205,6 +205,11 @@ def write_junit(reports: Sequence[ArtifactReport], path: str | Path) -> None:
             elif bad:
                 ET.SubElement(testcase, "failure", message=bad[0][:200]).text = "\n".join(bad)
                 failed += 1
+        for error in (e for e in report.errors if e.runtime not in report.runtimes):  # checks of no runtime
+            testcase = ET.SubElement(suite, "testcase", classname=f"rnnexport.{report.artifact}.{error.runtime}",
+                                     name=error.case or "all")
+            ET.SubElement(testcase, "error", message=error.message[:200]).text = error.message
+            errored += 1
         for runtime, reason in report.skipped.items():
             testcase = ET.SubElement(suite, "testcase", classname=f"rnnexport.{report.artifact}.{runtime}", name="all")
             ET.SubElement(testcase, "skipped", message=reason)

@@ -159,11 +159,12 @@ class RNNSpec:
 
         return Case.parse(text)
 
-    def case_bytes(self, case) -> int:
-        """Estimated peak bytes of running `case` (`rnnexport.limits.case_bytes`)."""
+    def case_bytes(self, case, outputs: tuple = (), runs: int = 1) -> int:
+        """Estimated peak bytes of running `case` on `runs` runtimes at once
+        (`rnnexport.limits.case_bytes`); `outputs` is for model specs (an RNN spec's follow from it)."""
         from rnnexport.limits import case_bytes
 
-        return case_bytes(self, case.batch, case.seq)
+        return case_bytes(self, case.batch, case.seq, runs)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -17,13 +17,13 @@ import numpy as np
 
 from rnnexport.artifacts import Artifact, discover_artifacts, open_artifact, versions
 from rnnexport.compare import Comparison, Tolerance, compare_arrays, failures
-from rnnexport.errors import RuntimeUnavailableError, UsageError
+from rnnexport.errors import RuntimeUnavailableError, UsageError, WorkerDied
 from rnnexport.inputs import Case, check_feeds, default_sweep, make_inputs
 from rnnexport.invariants import check_invariants
 from rnnexport.runtimes import RUNTIMES, loaded_runners, make_runner, resolve_runtimes, runtime_imports
 from rnnexport.spec import RNNSpec
 
-__all__ = ["ArtifactReport", "RunError", "planned_steps", "select_shard", "validate_artifact", "validate_imports",
+__all__ = ["ArtifactReport", "RunError", "applied_tolerance", "describe_tolerance", "planned_steps", "select_shard", "validate_artifact", "validate_imports",
            "validate_paths"]
 
 
@@ -56,6 +56,7 @@ class ArtifactReport:
     streaming: dict[str, Any] = field(default_factory=dict)
     error_over_time: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    tolerance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def failures(self) -> list[Comparison]:
@@ -97,6 +98,7 @@ class ArtifactReport:
             "localizations": self.localizations,
             "error_over_time": self.error_over_time,
             "notes": self.notes,
+            "tolerance": self.tolerance,
             "comparisons": [c.to_json() for c in self.comparisons],
         }
 
@@ -112,30 +114,17 @@ def _cases_for(artifact: Artifact, cases: list[Case] | None, reference: bool = T
 
 def reference_unavailable(artifact: Artifact, trusted: bool) -> str | None:
     """Why the eager reference cannot run for `artifact`, or None. Only a model spec's can be
-    missing: its module is the user's Python code (not run on untrusted artifacts) and may have
-    moved or changed since the export."""
+    missing: its module is the user's Python code (not run on untrusted artifacts), imported only
+    as recorded at export and unchanged since (`rnnexport.usermodel.recorded_module`)."""
     spec = artifact.spec
     if spec.kind != "model":
         return None
     if not trusted:
         return (f"the eager reference imports the module's Python code ({spec.module}); not run on untrusted "
                 "artifacts (--untrusted)")
-    from rnnexport.usermodel import import_reason
+    from rnnexport.usermodel import recorded_module
 
-    return import_reason(spec)
-
-
-def _module_changed(artifact: Artifact) -> str | None:
-    """A note when the module's source file differs from the one the artifact was exported
-    from: the eager reference is then the changed code (the golden data is not)."""
-    from rnnexport.usermodel import module_sha256
-
-    recorded = (artifact.manifest.get("module_source") or {}).get("sha256")
-    current = module_sha256(artifact.spec)
-    if recorded and current and recorded != current:
-        return (f"the module's source file {artifact.spec.module_file} changed since the export (sha256 "
-                f"{recorded[:12]}... then, {current[:12]}... now): the eager reference is the changed code")
-    return None
+    return recorded_module(spec, artifact.manifest.get("module_source"), artifact.path)[1]
 
 
 def manifest_tolerance(artifact: Artifact) -> Tolerance:
@@ -152,6 +141,53 @@ def manifest_tolerance(artifact: Artifact) -> Tolerance:
         from rnnexport.errors import ArtifactError
 
         raise ArtifactError(f"{artifact.path}: manifest 'tolerance' is malformed ({exc})") from None
+
+
+def applied_tolerance(artifact: Artifact, given: Tolerance | None, *, use_manifest: bool = False
+                      ) -> tuple[Tolerance, list[str]]:
+    """The tolerance a validation applies, and notes on where it came from.
+
+    The tolerance is the validating user's policy (`given`: ``--atol/--rtol``, the pytest
+    ini, the API; else the defaults), not the artifact's: a manifest can be edited along with
+    the files it hashes. The manifest's tolerance may only tighten it (the smaller atol and rtol
+    of the two, per output), unless `use_manifest` (``--manifest-tolerance``: the user trusts
+    the manifest's, e.g. per-output tolerances of their own model spec).
+
+    Raises:
+        UsageError: both `given` and `use_manifest`.
+        ArtifactError: a malformed manifest tolerance.
+    """
+    stored = manifest_tolerance(artifact)
+    if use_manifest:
+        if given is not None:
+            raise UsageError("--manifest-tolerance applies the manifest's tolerance; --atol/--rtol give your own: "
+                             "choose one")
+        return stored, [f"tolerance {describe_tolerance(stored)} (the manifest's)"]
+    policy = given or Tolerance()
+    names = dict.fromkeys([*artifact.spec.output_names, *policy.per_output, *stored.per_output])
+
+    def tighter(name: str | None) -> tuple[float, float]:
+        mine = (policy.atol, policy.rtol) if name is None else policy.for_output(name)
+        theirs = (stored.atol, stored.rtol) if name is None else stored.for_output(name)
+        return min(mine[0], theirs[0]), min(mine[1], theirs[1])
+
+    atol, rtol = tighter(None)
+    per_output = {n: tighter(n) for n in names if tighter(n) != (atol, rtol)}
+    applied = Tolerance(atol=atol, rtol=rtol, per_output=per_output)
+    looser = [n for n in names if any(t > a for t, a in zip(stored.for_output(n), applied.for_output(n)))]
+    notes = [f"tolerance {describe_tolerance(applied)} ({'yours' if given else 'defaults'}"
+             f"{', tightened by the manifest' if applied != policy else ''})"]
+    if looser:
+        notes.append(f"the manifest asks for a looser tolerance on {', '.join(looser)} ({describe_tolerance(stored)}); "
+                     "not applied: a manifest only tightens yours (--manifest-tolerance applies it)")
+    return applied, notes
+
+
+def describe_tolerance(tolerance: Tolerance) -> str:
+    """``atol 1e-05, rtol 0.0001`` and each output's own, for reports."""
+    own = "".join(f"; {name}: atol {a:g}, rtol {r:g}" for name, (a, r) in tolerance.per_output.items()
+                  if (a, r) != (tolerance.atol, tolerance.rtol))
+    return f"atol {tolerance.atol:g}, rtol {tolerance.rtol:g}{own}"
 
 
 def _runnable(runner, case_list: list[Case], stream_cases) -> list[str]:
@@ -190,13 +226,15 @@ def validate_artifact(
     trusted: bool = True,
     max_memory: int | None = None,
     skip_unsupported: bool = False,
+    manifest_tolerance: bool = False,
 ) -> ArtifactReport:
     """Run `artifact` on every chosen runtime over the sweep; return the records.
 
     Args:
         artifact: An opened artifact or the path of one (verified on opening).
         runtimes: Runtime names; None (default) means every runtime available here.
-        tolerance: Defaults to `Tolerance()` (atol 1e-5, rtol 1e-4).
+        tolerance: Yours; defaults to `Tolerance()` (atol 1e-5, rtol 1e-4). The manifest's
+            may only tighten it (`applied_tolerance`); the report says what was applied.
         cases: Input cases; defaults to `default_sweep`. The golden cases always run too.
         runner_options: Extra constructor arguments per runtime name. Every runtime runs on one
             thread unless given ``threads`` here: the results do not depend on the machine's
@@ -211,6 +249,8 @@ def validate_artifact(
         skip_unsupported: A runtime named in `runtimes` that cannot run this artifact (no
             ONNX file, a known limitation) is skipped with the reason instead of raising
             (`validate_paths` sets it when the runtime runs some of its artifacts).
+        manifest_tolerance: Apply the manifest's tolerance as stored, even where it is looser
+            than the defaults (default False; not with `tolerance`).
 
     Raises:
         ArtifactError: the artifact is missing, tampered or unreadable.
@@ -220,8 +260,15 @@ def validate_artifact(
     if not isinstance(artifact, Artifact):
         artifact = open_artifact(artifact, max_memory=max_memory)
     options = {name: {"threads": 1, **(runner_options or {}).get(name, {})} for name in RUNTIMES}
-    plan = _plan(artifact, runtimes, tolerance, cases, options, trusted, max_memory)
+    plan = _plan(artifact, runtimes, applied_tolerance(artifact, tolerance, use_manifest=manifest_tolerance), cases,
+                 options, trusted, max_memory)
     report = _new_report(artifact, plan, given_cases=cases is not None)
+    if plan.missing_reference:  # nothing else reads the stored weights: check them as data
+        from rnnexport.weightcheck import check_stored_weights
+
+        problems, notes = check_stored_weights(artifact)
+        report.errors.extend(RunError(artifact.name, "weights", None, problem) for problem in problems)
+        report.notes.extend(notes)
     step = on_step or (lambda *_: None)
     streamed = {case for case, _ in plan.stream_cases}
     full_runs: dict[Any, dict[str, dict[str, np.ndarray]]] = {}  # a streaming case's full run, by case and runtime
@@ -242,6 +289,7 @@ class _Plan:
     """What one validation will run: runtimes, cases with their feeds, streaming cases."""
 
     tolerance: Tolerance
+    tolerance_notes: list[str]
     runtimes: list[str]
     skipped: dict[str, str]
     cases: list[Case]
@@ -252,10 +300,11 @@ class _Plan:
     longest: Any  # the case whose error per time step is plotted (RNN specs)
 
 
-def _plan(artifact: Artifact, runtimes, tolerance, cases, options, trusted: bool, max_memory) -> _Plan:
+def _plan(artifact: Artifact, runtimes, tolerance: tuple[Tolerance, list[str]], cases, options, trusted: bool, max_memory) -> _Plan:
     """Runtimes, cases, feeds (golden inputs where stored) and streaming cases, every case
     checked against the memory limit and every feed against the spec before anything runs."""
-    from rnnexport.limits import check_memory
+    from rnnexport.errors import ArtifactError
+    from rnnexport.limits import check_memory, check_steps
 
     spec = artifact.spec
     chosen, skipped = resolve_runtimes(runtimes, trusted=trusted)
@@ -265,8 +314,13 @@ def _plan(artifact: Artifact, runtimes, tolerance, cases, options, trusted: bool
         chosen = [name for name in chosen if name != "torch"]
         skipped = {**skipped, "torch": missing_reference}
     case_list = _cases_for(artifact, cases, not missing_reference)
+    try:  # every runtime's outputs of a case are held at once (`_run_case`)
+        outputs = spec.output_tensors(artifact.manifest.get("io")) if spec.kind == "model" else ()
+    except ValueError as exc:
+        raise ArtifactError(f"{artifact.path}: manifest {exc}") from None
     for case in case_list:
-        check_memory(f"{artifact.name}: case {case.id}", spec.case_bytes(case), max_memory)
+        check_memory(f"{artifact.name}: case {case.id}", spec.case_bytes(case, outputs, len(chosen)), max_memory)
+        check_steps(f"{artifact.name}: case {case.id}", case.steps)
     golden = artifact.golden()
     feeds = {case: ({n: golden[case][n] for n in spec.input_names} if case in golden else make_inputs(spec, case))
              for case in case_list}
@@ -276,7 +330,7 @@ def _plan(artifact: Artifact, runtimes, tolerance, cases, options, trusted: bool
     for case, _ in stream_cases:
         feeds.setdefault(case, make_inputs(spec, case))
     longest = max(case_list, key=lambda c: (c.seq, c.batch) if spec.kind == "rnn" else (c.steps,))
-    return _Plan(tolerance or manifest_tolerance(artifact), chosen, skipped, case_list, feeds, golden, stream_cases,
+    return _Plan(*tolerance, chosen, skipped, case_list, feeds, golden, stream_cases,
                  missing_reference, longest)
 
 
@@ -285,20 +339,24 @@ def _new_report(artifact: Artifact, plan: _Plan, *, given_cases: bool) -> Artifa
     report = ArtifactReport(
         artifact=artifact.name, path=str(artifact.path), runtimes=list(plan.runtimes), skipped=dict(plan.skipped),
         cases=[c.id for c in plan.cases], golden_versions=dict(artifact.manifest.get("versions", {})),
-        current_versions=versions(),
+        current_versions=versions(), tolerance=_tolerance_json(plan.tolerance),
     )
+    report.notes.extend(plan.tolerance_notes)
     if given_cases and spec.kind == "model":
         report.notes.append("the given cases (BxS) apply to RNN specs; this model spec ran its own dims' sweep")
     if plan.missing_reference:
         report.notes.append(f"eager reference unavailable ({plan.missing_reference}): every runtime was checked "
                             "against the stored golden data only, on its cases")
-    elif spec.kind == "model" and (changed := _module_changed(artifact)):
-        report.notes.append(changed)
     report.streaming = (
         {"cases": [c.id for c, _ in plan.stream_cases], "chunks": {c.id: list(ch) for c, ch in plan.stream_cases}}
         if plan.stream_cases else {"not_applicable": streaming_not_applicable(spec)}
     )
     return report
+
+
+def _tolerance_json(tolerance: Tolerance) -> dict[str, Any]:
+    return {"atol": tolerance.atol, "rtol": tolerance.rtol,
+            "outputs": {name: {"atol": a, "rtol": r} for name, (a, r) in tolerance.per_output.items()}}
 
 
 def _admit_runners(artifact, plan: _Plan, runners: dict, unsupported: dict[str, str], failed: dict[str, Exception],
@@ -589,6 +647,7 @@ def validate_paths(
     on_plan: Callable[[int], None] | None = None,
     jobs: int = 1,
     shard: tuple[int, int] | None = None,
+    manifest_tolerance: bool = False,
 ) -> list[ArtifactReport]:
     """Validate every artifact folder found under `paths` (folders, or folders of folders).
 
@@ -597,12 +656,13 @@ def validate_paths(
     artifacts (an LSTM projection has no ONNX file) is skipped for those, with the reason; it
     is an error only when it can run none of them (unless `require_runnable` is False: the
     pytest plugin's session-wide runtimes meet one artifact per test). `trusted` and
-    `max_memory`: see `validate_artifact`. `on_plan` is called once, before anything runs, with
+    `max_memory`, `manifest_tolerance`: see `validate_artifact`. `on_plan` is called once, before anything runs, with
     the number of steps `on_step` will then see (a progress bar's total).
 
     Args:
         jobs: Artifacts validated at once, each in its own worker process (default 1: in this
-            process). Reports come back in the order of the artifacts either way.
+            process). Reports come back in the order of the artifacts either way. An artifact
+            whose worker process dies (killed, crashed) gets a failed report saying so.
         shard: ``(k, n)``: validate only the k-th of n stable shards (1-based), chosen by a hash
             of each folder's name, so a CI matrix of n machines covers every artifact once.
 
@@ -636,6 +696,7 @@ def validate_paths(
     if on_plan is not None:
         on_plan(sum(plans))
     options = dict(runtimes=runtimes, tolerance=tolerance, cases=cases, trusted=trusted, max_memory=max_memory,
+                   manifest_tolerance=manifest_tolerance,
                    skip_unsupported=True)
     if not parallel:
         return [validate_artifact(a, on_step=on_step, **options) for a in artifacts]
@@ -651,9 +712,18 @@ def validate_paths(
             on_step(artifacts[index].name, "*", "done")
 
     reports = map_in_processes(_validate_in_worker, [(artifacts[i], options) for i in order], jobs, on_done=done,
-                               preload=preload)
+                               preload=preload, label=lambda item: item[0].name)
     by_index = dict(zip(order, reports))
-    return [by_index[i] for i in range(len(artifacts))]
+    return [_died_report(artifacts[i], by_index[i]) if isinstance(by_index[i], WorkerDied) else by_index[i]
+            for i in range(len(artifacts))]
+
+
+def _died_report(artifact: Artifact, died: WorkerDied) -> ArtifactReport:
+    """The report of an artifact whose worker died: failed, with nothing run, and one error
+    saying how it ended, so that the summary counts it and the exit code is 1."""
+    return ArtifactReport(artifact=artifact.name, path=str(artifact.path), runtimes=[], skipped={}, cases=[],
+                          errors=[RunError(artifact.name, "*", "*", died.reason)],
+                          golden_versions=dict(artifact.manifest.get("versions", {})), current_versions=versions())
 
 
 def validate_imports(runtimes: list[str] | None = None) -> list[str]:
@@ -672,13 +742,22 @@ def select_shard(folders: list[Path], k: int, n: int) -> list[Path]:
     `n`. Stable: adding or removing an artifact moves no other one to another shard.
 
     Raises:
-        UsageError: unless ``1 <= k <= n``.
+        UsageError: unless ``1 <= k <= n``; or the shard holds none of `folders`: a CI machine
+            that validates nothing must not pass.
     """
     import hashlib
 
     if not (isinstance(k, int) and isinstance(n, int) and 1 <= k <= n):
         raise UsageError(f"shard {k}/{n}: expected K/N with 1 <= K <= N")
-    return [f for f in folders if int(hashlib.sha256(Path(f).name.encode()).hexdigest(), 16) % n == k - 1]
+    shards = {f: int(hashlib.sha256(Path(f).name.encode()).hexdigest(), 16) % n + 1 for f in folders}
+    chosen = [f for f in folders if shards[f] == k]
+    if folders and not chosen:
+        held = sorted(set(shards.values()))
+        roots = ", ".join(dict.fromkeys(str(Path(f).parent) for f in folders))
+        raise UsageError(f"shard {k}/{n} selects none of the {len(folders)} artifacts under {roots} (shard K of N "
+                         f"holds the folders whose name's sha256 is K-1 modulo N); the shards of {n} that hold one: "
+                         f"{', '.join(map(str, held[:10]))}{', ...' if len(held) > 10 else ''}; or use fewer shards")
+    return chosen
 
 
 def _validate_in_worker(item: tuple[Artifact, dict[str, Any]]) -> ArtifactReport:

@@ -113,9 +113,15 @@ def _tree_digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
+def _artifact_folder(folder: Path) -> None:
+    """The least a folder needs to count as an artifact rnnexport may replace."""
+    folder.mkdir()
+    (folder / MANIFEST).write_text('{"schema_version": 1, "files": {}}')
+
+
 def test_staged_folder_keeps_previous_on_error(tmp_path: Path):
     final = tmp_path / "art"
-    final.mkdir()
+    _artifact_folder(final)
     (final / "f").write_text("old")
     with pytest.raises(KeyboardInterrupt), staged_folder(final) as stage:
         (stage / "f").write_text("new, half written")
@@ -128,6 +134,7 @@ def test_staged_folder_replaces_and_recovers(tmp_path: Path):
     final = tmp_path / "art"
     with staged_folder(final) as stage:
         (stage / "f").write_text("one")
+        (stage / MANIFEST).write_text('{"schema_version": 1, "files": {}}')
     assert (final / "f").read_text() == "one" and oct(final.stat().st_mode & 0o777) != "0o700"
     # A death between the two renames leaves the old folder aside; the next export restores it.
     os.rename(final, tmp_path / ".art.previous")

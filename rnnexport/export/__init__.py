@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +17,14 @@ from rnnexport.artifacts import (
     DEFAULT_LOCK_TIMEOUT,
     MANIFEST,
     file_entry,
+    keep_rejected,
     resolve_output,
     staged_folder,
     write_json,
     write_npz,
 )
 from rnnexport.compare import Tolerance
-from rnnexport.errors import RNNExportError, UsageError, ValidationFailed
+from rnnexport.errors import RNNExportError, UsageError, ValidationFailed, WorkerDied
 from rnnexport.inputs import golden_cases, make_inputs
 from rnnexport.spec import RNNSpec
 
@@ -113,7 +113,7 @@ def export_spec(
     module = build_module(spec)
     with staged_folder(final, lock_timeout=lock_timeout) as stage:
         files, warnings, onnx_refused = _write_models(module, spec, stage, exporter, opset, torchscript_method, notes)
-        _write_golden(module, spec, stage)
+        warnings["golden"] = _write_golden(module, spec, stage)
         manifest = _manifest(spec, stage, files, exporter, opset, torchscript_method, warnings, onnx_refused, tolerance)
         if validate:
             result.report = _validate_staged(spec, stage, final, target, manifest, runtimes, tolerance, max_memory)
@@ -129,12 +129,13 @@ def export_model(module, **options: Any):
 
 def export_specs(
     specs: list[RNNSpec], out_dir: str | Path = "models", *, jobs: int = 1, **options: Any
-) -> list[ExportResult | ValidationFailed]:
+) -> list[ExportResult | ValidationFailed | WorkerDied]:
     """Export several specs like `export_spec` (same `options`), `jobs` at once.
 
     With ``jobs > 1`` each spec is exported in a worker process (``spawn``). Returns, in the
     order of `specs`, each `ExportResult`, or the `ValidationFailed` of a spec whose artifact
-    did not match PyTorch (it was not installed); any other error is raised.
+    did not match PyTorch (it was not installed), or the `WorkerDied` of a spec whose worker
+    process died (killed, crashed) before it returned; any other error is raised.
 
     Raises:
         UsageError: bad `jobs`, and whatever `export_spec` raises other than ValidationFailed.
@@ -152,7 +153,8 @@ def export_specs(
     from rnnexport.export.torchscript import fork_compile_server
 
     preload = export_imports(options.get("runtimes"), validate=options.get("validate", True))
-    return map_in_processes(_export_or_failure, work, jobs, preload=preload, initializer=fork_compile_server)
+    return map_in_processes(_export_or_failure, work, jobs, preload=preload, initializer=fork_compile_server,
+                            label=lambda item: item[0].name)
 
 
 def export_imports(runtimes: list[str] | None = None, *, validate: bool = True) -> list[str]:
@@ -198,14 +200,17 @@ def _check_exporter(exporter: str | None, opset: int, notes: list[str]) -> str:
 
 def _check_memory(spec, validate: bool, max_memory: int | None) -> None:
     """Refuse, before building anything, a spec whose weights (RNN specs: computed from the
-    spec) or cases exceed the memory limit."""
+    spec) or cases exceed the memory limit, or a case over `rnnexport.limits.MAX_CASE_STEPS`
+    (its validation would refuse it). A model spec's outputs are checked once the module ran
+    (`rnnexport.export.model`)."""
     from rnnexport.inputs import default_sweep
-    from rnnexport.limits import check_memory, weight_bytes
+    from rnnexport.limits import check_memory, check_steps, weight_bytes
 
     if spec.kind == "rnn":
         check_memory(f"{spec.name}: the weights", weight_bytes(spec), max_memory)
     for case in dict.fromkeys([*golden_cases(spec), *(default_sweep(spec) if validate else [])]):
         check_memory(f"{spec.name}: case {case.id}", spec.case_bytes(case), max_memory)
+        check_steps(f"{spec.name}: case {case.id}", case.steps)
 
 
 def _write_models(
@@ -251,19 +256,24 @@ def _write_models(
     return files, warnings, onnx_refused
 
 
-def _write_golden(module, spec: RNNSpec, stage: Path) -> None:
-    """golden.npz: the golden cases' inputs and the eager reference's (`module`'s) outputs."""
+def _write_golden(module, spec: RNNSpec, stage: Path) -> list[str]:
+    """golden.npz: the golden cases' inputs and the eager reference's (`module`'s) outputs.
+    Returns what torch warned meanwhile (e.g. "LSTM with projections is not supported with
+    oneDNN"), for the manifest: it is not the user's to read on stderr."""
     from rnnexport.builder import call_model, wrap
+    from rnnexport.export._capture import captured_messages
 
     reference = wrap(module, spec)
     golden = {}
-    for case in golden_cases(spec):
-        feeds = make_inputs(spec, case)
-        golden.update({f"{case.id}/{n}": v for n, v in feeds.items()})
-        golden.update({f"{case.id}/{n}": v for n, v in call_model(reference, spec, feeds).items()})
+    with captured_messages() as messages:
+        for case in golden_cases(spec):
+            feeds = make_inputs(spec, case)
+            golden.update({f"{case.id}/{n}": v for n, v in feeds.items()})
+            golden.update({f"{case.id}/{n}": v for n, v in call_model(reference, spec, feeds).items()})
     estimate = sum(spec.case_bytes(c) for c in golden_cases(spec))
     with writing(stage, "golden.npz", estimate) as path:
         write_npz(path, golden)
+    return messages
 
 
 def _manifest(
@@ -296,20 +306,20 @@ def _validate_staged(
     from rnnexport.validate import validate_artifact
 
     options = {"torch": {"module": reference}} if reference is not None else None
-    report = validate_artifact(stage, runtimes=runtimes, tolerance=tolerance, max_memory=max_memory,
+    # The manifest was written just now from the user's spec and options: its tolerance is theirs.
+    report = validate_artifact(stage, runtimes=runtimes, manifest_tolerance=True, max_memory=max_memory,
                                runner_options=options)
     report.artifact, report.path = spec.name, str(final)
     manifest["validation"] = manifest_summary(report)
     with writing(stage, MANIFEST, 1 << 20) as path:
         write_json(path, manifest)
     if not report.passed:
-        rejected = target.parent / f".{target.name}.rejected"
-        shutil.rmtree(rejected, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            shutil.copytree(stage, rejected)
+        rejected = keep_rejected(stage, target)
+        kept = f"kept for inspection in {rejected}" if rejected else (
+            f"not kept: {target.parent / f'.{target.name}.rejected'} is not rnnexport's")
         raise ValidationFailed(
             f"{spec.name}: the exported artifact does not match PyTorch; it was not installed "
-            f"(kept for inspection in {rejected}); {final} is unchanged",
+            f"({kept}); {final} is unchanged",
             report,
         )
     return report
@@ -326,6 +336,8 @@ def writing(stage: Path, name: str, estimate: int | None) -> Iterator[Path]:
     Raises:
         UsageError: "no space left on device while writing <name>", or another OS error.
     """
+    from safetensors import SafetensorError
+
     from rnnexport.limits import check_free_space, nearly_full, no_space
 
     if estimate is not None:
@@ -336,8 +348,8 @@ def writing(stage: Path, name: str, estimate: int | None) -> Iterator[Path]:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise UsageError(no_space(stage, name)) from None
         raise UsageError(f"cannot write {stage / name}: {exc.strerror or exc}") from None
-    except (RuntimeError, RNNExportError) as exc:
-        # torch's writers and the TorchScript process report a full disk in their own words.
+    except (RuntimeError, RNNExportError, SafetensorError) as exc:
+        # torch's writers, safetensors and the TorchScript process report a full disk in their own words.
         if not isinstance(exc, UsageError) and nearly_full(stage):
             raise UsageError(no_space(stage, name)) from None
         raise

@@ -14,8 +14,11 @@ The steps, as `export_model_spec` runs them in a staging folder::
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from rnnexport.artifacts import DEFAULT_LOCK_TIMEOUT, MANIFEST, file_entry, implied_files, resolve_output, \
     staged_folder, write_json, write_npz
@@ -57,7 +60,7 @@ def export_model_spec(
         ExportError, UsageError, ValidationFailed: as `export_spec`.
     """
     from rnnexport.export import ExportResult, _check_exporter, _check_memory, _validate_staged
-    from rnnexport.usermodel import build_user_module, recurrent_layers
+    from rnnexport.usermodel import build_user_module, check_state_dict, recurrent_layers
 
     notes: list[str] = []
     exporter = _check_exporter(exporter, opset, notes)
@@ -67,25 +70,28 @@ def export_model_spec(
     _check_memory(spec, validate, max_memory)
     rebuildable = module is None
     module = build_user_module(spec) if module is None else module.eval()
-    _check_outputs(spec, module)
+    if not rebuildable:  # a module from memory: its weights are checked as a file's are
+        check_state_dict(spec.name, module, module.state_dict(), "of the module")
+    documented = _check_outputs(spec, module)
+    output_axes = _output_axes(spec, module)
+    _check_output_memory(spec, documented, output_axes, validate, runtimes, max_memory)
     final = Path(out_dir) / spec.name
     result = ExportResult(path=final, exporter=exporter, notes=notes)
     target = resolve_output(final)
     layers = recurrent_layers(module)
     with staged_folder(final, lock_timeout=lock_timeout) as stage:
         warnings: dict[str, list[str]] = {}
-        _write_weights(module, stage)
-        compiler = _start_torchscript(spec, stage, method) if rebuildable else None
+        size = 2 * _write_weights(module, stage)  # a model file: the weights and its graph (as for RNN specs)
+        compiler = _start_torchscript(spec, stage, method, size) if rebuildable else None
         with compiler or contextlib.nullcontext():  # it compiles while this process exports the rest
             program, warnings["torch.export"] = _export_program(spec, module)
-            with writing(stage, "model.pt2", None) as path:
+            with writing(stage, "model.pt2", size) as path:
                 import torch
 
                 torch.export.save(program, str(path))
-            with writing(stage, "model.onnx", None) as path:
+            with writing(stage, "model.onnx", size) as path:
                 warnings["onnx"] = _write_onnx(spec, module, program, path, exporter, opset)
-            method, warnings["torchscript"] = _finish_torchscript(spec, module, stage, method, compiler, notes)
-        output_axes = _output_axes(spec, module)
+            method, warnings["torchscript"] = _finish_torchscript(spec, module, stage, method, compiler, notes, size)
         _name_output_dims(stage, output_axes)
         ops = recurrent_ops(stage / "model.onnx")
         _check_native_ops(spec, layers, ops, exporter)
@@ -98,13 +104,13 @@ def export_model_spec(
     return result
 
 
-def _check_outputs(spec: ModelSpec, module) -> None:
+def _check_outputs(spec: ModelSpec, module) -> dict[str, np.ndarray]:
     """Run the module once on the documented example: it must accept the inputs (dtypes) and
-    return as many tensors as ``[outputs] names``."""
+    return as many tensors as ``[outputs] names``. Returns the outputs by name."""
     from rnnexport.usermodel import call_user_model
 
     try:
-        call_user_model(module, spec, spec.make_inputs(spec.case(spec.documented)))
+        return call_user_model(module, spec, spec.make_inputs(spec.case(spec.documented)))
     except SpecError:
         raise
     except Exception as exc:
@@ -113,31 +119,60 @@ def _check_outputs(spec: ModelSpec, module) -> None:
                         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
 
 
-def _write_weights(module, stage: Path) -> None:
+def _check_output_memory(spec: ModelSpec, documented: dict[str, np.ndarray], output_axes: dict[str, dict[int, str]],
+                         validate: bool, runtimes: list[str] | None, max_memory: int | None) -> None:
+    """Refuse, before golden data and validation, a case whose outputs would exceed the memory
+    limit: each output as on the `documented` example, its axes that follow a dim
+    (`output_axes`) sized for the case, held by every runtime that validates it at once (a
+    module may return far more than it takes: ``[batch, seq, 100000]`` from token ids)."""
+    from rnnexport.inputs import default_sweep
+    from rnnexport.limits import check_memory
+    from rnnexport.modelspec import TensorSpec
+    from rnnexport.runtimes import resolve_runtimes
+
+    outputs = tuple(TensorSpec(name, str(value.dtype), tuple(output_axes[name].get(axis, size)
+                                                             for axis, size in enumerate(value.shape)))
+                    for name, value in documented.items())
+    runs = len(resolve_runtimes(runtimes)[0]) if validate else 1
+    for case in dict.fromkeys([*spec.golden_cases(), *(default_sweep(spec) if validate else [])]):
+        check_memory(f"{spec.name}: case {case.id}", spec.case_bytes(case, outputs, runs), max_memory)
+
+
+def _write_weights(module, stage: Path) -> int:
+    """``weights.safetensors``, with the mode of the other files (``save_file`` makes it 0600);
+    returns its bytes."""
     from safetensors.torch import save_file
 
+    from rnnexport.artifacts import umask
+
     state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
-    with writing(stage, "weights.safetensors", None) as path:
+    size = sum(v.numel() * v.element_size() for v in state.values())
+    with writing(stage, "weights.safetensors", size) as path:
         save_file(state, str(path))
+        os.chmod(path, 0o666 & ~umask())
+    return size
 
 
-def _start_torchscript(spec: ModelSpec, stage: Path, method: str | None):
-    """Start compiling ``model.pt`` from ``weights.safetensors`` in the compile server."""
+def _start_torchscript(spec: ModelSpec, stage: Path, method: str | None, estimate: int):
+    """Start compiling ``model.pt`` (about `estimate` bytes) from ``weights.safetensors`` in
+    the compile server."""
     from rnnexport.export.torchscript import start_compile
 
     request = {"kind": "model", "spec": spec.to_dict(), "weights": str(stage / "weights.safetensors"),
                "path": str(stage / "model.pt"), "method": method}
-    return start_compile(request, spec.name)
+    with writing(stage, "model.pt", estimate):
+        return start_compile(request, spec.name)
 
 
 def _finish_torchscript(spec: ModelSpec, module, stage: Path, method: str | None, compiler,
-                        notes: list[str]) -> tuple[str, list[str]]:
-    """``model.pt``: the started `compiler`'s result, or (a module in memory, which may not be
-    rebuildable elsewhere) compiled here. Script, or `method`; trace where scripting fails and
-    no method was asked for. Returns the method used and torch's warnings."""
+                        notes: list[str], estimate: int) -> tuple[str, list[str]]:
+    """``model.pt`` (about `estimate` bytes): the started `compiler`'s result, or (a module in
+    memory, which may not be rebuildable elsewhere) compiled here. Script, or `method`; trace
+    where scripting fails and no method was asked for. Returns the method used and torch's
+    warnings."""
     from rnnexport.export.torchscript import compile_model_spec
 
-    with writing(stage, "model.pt", None) as path:
+    with writing(stage, "model.pt", None if compiler else estimate) as path:  # started: checked then
         if compiler is None:
             outcome = compile_model_spec(module, spec, path, method)
         else:
@@ -250,7 +285,7 @@ def _name_output_dims(stage: Path, output_axes: dict[str, dict[int, str]]) -> No
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param in renames:
                 dim.dim_param = renames[dim.dim_param]
-    with writing(stage, "model.onnx", None) as target:
+    with writing(stage, "model.onnx", (stage / "model.onnx").stat().st_size) as target:
         onnx.save(model, str(target))
 
 
@@ -301,16 +336,21 @@ def _manifest(spec: ModelSpec, stage: Path, exporter: str, opset: int, method: s
               golden: dict[str, dict[str, Any]], rebuildable: bool, tolerance: Tolerance | None,
               output_axes: dict[str, dict[int, str]]) -> dict[str, Any]:
     """The manifest (`rnnexport.artifacts.model_manifest`), written to ``stage/manifest.json``."""
+    from safetensors.numpy import load_file
+
     from rnnexport.artifacts import model_manifest
-    from rnnexport.usermodel import module_sha256
+    from rnnexport.usermodel import module_source
+    from rnnexport.weightcheck import weights_record
 
     manifest = model_manifest(
         spec, {name: file_entry(stage / name) for name in implied_files(spec)}, exporter=exporter, opset=opset,
         torchscript_method=method, warnings=warnings, recurrent_ops=ops,
         recurrent_layers=[{"name": name, "module": type(m).__name__, "num_layers": m.num_layers,
                            "bidirectional": m.bidirectional, "batch_first": m.batch_first} for name, m in layers],
-        golden=golden, module_source={"module": spec.module, "sha256": module_sha256(spec), "rebuildable": rebuildable},
+        golden=golden, module_source=module_source(spec, stage, rebuildable=rebuildable),
         tolerance=tolerance, output_axes=output_axes)
+    # What --untrusted (no module imported) can check of weights.safetensors later.
+    manifest["weights_check"] = weights_record(load_file(stage / "weights.safetensors"), stage / "model.onnx")
     with writing(stage, MANIFEST, 1 << 20) as path:
         write_json(path, manifest)
     return manifest

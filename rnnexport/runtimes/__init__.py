@@ -88,7 +88,7 @@ RUNTIMES: dict[str, RuntimeInfo] = {
                     imports=("rnnexport.runtimes.onnx_runners", "onnx.reference")),
         RuntimeInfo("openvino", _build("rnnexport.runtimes.onnx_runners", "OpenVinoRunner"),
                     _module_missing("openvino"), "model.onnx", "OpenVINO CPU, f32 inference precision",
-                    imports=("rnnexport.runtimes.onnx_runners", "openvino")),
+                    imports=("rnnexport.runtimes.onnx_runners", "rnnexport.runtimes._openvino")),
         RuntimeInfo("libtorch-cpp", _build("rnnexport.runtimes.clients", "LibTorchCppRunner"),
                     _deferred("rnnexport.runtimes.clients", "libtorch_status"), "model.pt", "C++ program on LibTorch (built with CMake on first use)",
                     loads_code=True, imports=("rnnexport.runtimes.clients",)),
@@ -128,6 +128,9 @@ def resolve_runtimes(requested: list[str] | None, *, trusted: bool = True) -> tu
             elif reason := unavailable_reason(name):
                 skipped[name] = reason
         return [name for name in RUNTIMES if name not in skipped], skipped
+    if not requested:  # an empty selection would check torch against the golden data and pass
+        raise UsageError(f"no runtime given; valid runtimes: {', '.join(known)} (comma-separated), or leave "
+                         "--runtimes out for every available one")
     unknown = [name for name in requested if name not in known]
     if unknown:
         raise UsageError(f"unknown runtime {unknown[0]!r}; valid runtimes: {', '.join(known)}")

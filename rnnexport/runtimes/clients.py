@@ -261,7 +261,7 @@ class _ClientRunner(Runner):
         self._client = _take_client(self.name, self._client_command, env)
         self._tmp = tempfile.TemporaryDirectory(prefix=f"rnnexport-{self.name}-")
         try:
-            self._client.request(f"LOAD {os.path.abspath(self.artifact.path / self.requires)}")
+            self._client.request(f"LOAD {os.path.abspath(self.artifact.file(self.requires))}")
         except RuntimeError as exc:
             self.close()
             message = str(exc).removeprefix(f"{self.name} client: ")

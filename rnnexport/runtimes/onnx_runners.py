@@ -85,7 +85,7 @@ class OnnxRuntimeRunner(Runner):
         options.intra_op_num_threads = self.threads
         options.log_severity_level = 3
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=[self.provider])
+            self._session = ort.InferenceSession(str(self.artifact.file("model.onnx")), options, providers=[self.provider])
         except Exception as exc:
             raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({type(exc).__name__}: {exc})") from None
         used = self._session.get_providers()[0]
@@ -155,7 +155,7 @@ class OnnxReferenceRunner(Runner):
 
         path = self.artifact.path / "model.onnx"
         try:
-            self._evaluator = ReferenceEvaluator(onnx.load(str(path)))
+            self._evaluator = ReferenceEvaluator(onnx.load(str(self.artifact.file("model.onnx"))))
         except Exception as exc:
             raise ArtifactError(f"{path}: the ONNX reference evaluator cannot load it ({exc})") from None
 
@@ -194,7 +194,7 @@ class OpenVinoRunner(Runner):
         self._used_precision = "?"
 
     def _load(self) -> None:
-        import openvino as ov
+        from rnnexport.runtimes._openvino import ov  # not `import openvino`: see there
 
         path = self.artifact.path / "model.onnx"
         config = {"INFERENCE_PRECISION_HINT": self.precision}
@@ -202,7 +202,7 @@ class OpenVinoRunner(Runner):
             config["INFERENCE_NUM_THREADS"] = self.threads
         try:
             core = ov.Core()
-            self._compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+            self._compiled = core.compile_model(core.read_model(str(self.artifact.file("model.onnx"))), "CPU", config)
         except Exception as exc:
             raise ArtifactError(f"{path}: OpenVINO cannot compile it ({type(exc).__name__}: {exc})") from None
         self._inputs = self._port_names(self._compiled.inputs)

@@ -64,6 +64,7 @@ class TorchEagerRunner(_ModuleRunner):
     def __init__(self, artifact, runtime: str, threads: int = 0, module=None) -> None:
         super().__init__(artifact, runtime, threads)
         self._given = module
+        self._child = None
         if artifact.spec.kind == "model":
             self.requires = "weights.safetensors"
 
@@ -73,11 +74,28 @@ class TorchEagerRunner(_ModuleRunner):
         spec = self.artifact.spec
         if spec.kind == "model":
             from rnnexport.errors import SpecError
-            from rnnexport.usermodel import build_user_module
+            from rnnexport.usermodel import build_user_module, recorded_module
 
+            if self._given is not None:
+                self._module = self._given
+                return
+            source = self.artifact.manifest.get("module_source")
+            resolved, reason = recorded_module(spec, source, self.artifact.path)
+            if resolved is None:
+                raise ArtifactError(f"{self.artifact.path}: the eager reference cannot be rebuilt: {reason}")
+            if resolved.module_file is not None or resolved.module.split(".")[0] != "rnnexport":
+                # The user's code (not rnnexport's own examples): imported and run in a child
+                # process, where it can neither end nor patch this one (`rnnexport.runtimes.isolated`).
+                import dataclasses
+
+                from rnnexport.runtimes.isolated import IsolatedReference
+
+                self._child = IsolatedReference(dataclasses.replace(self.artifact, spec=resolved),
+                                                source.get("sha256"), self.threads)
+                self._child.load()
+                return
             try:
-                self._module = self._given if self._given is not None else build_user_module(
-                    spec, self.artifact.state_dict())
+                self._module = build_user_module(resolved, self.artifact.state_dict())
             except SpecError as exc:
                 raise ArtifactError(f"{self.artifact.path}: the eager reference cannot be rebuilt: {exc}") from None
             return
@@ -85,6 +103,15 @@ class TorchEagerRunner(_ModuleRunner):
             self._module = wrap(module_from_state_dict(spec, self.artifact.state_dict()), spec)
         except (RuntimeError, KeyError) as exc:
             raise ArtifactError(f"{self.artifact.path}: weights.pt does not fit the spec ({exc})") from None
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._child.infer(feeds) if self._child is not None else super()._infer(feeds)
+
+    def _close(self) -> None:
+        if self._child is not None:
+            self._child.close()
+            self._child = None
+        super()._close()
 
 
 class TorchScriptRunner(_ModuleRunner):
@@ -98,7 +125,7 @@ class TorchScriptRunner(_ModuleRunner):
             with warnings.catch_warnings():
                 # "torch.jit.load is deprecated" (torch 2.13): loading is what we test here.
                 warnings.simplefilter("ignore", DeprecationWarning)
-                self._module = torch.jit.load(str(path), map_location="cpu").eval()
+                self._module = torch.jit.load(str(self.artifact.file("model.pt")), map_location="cpu").eval()
         except Exception as exc:  # torch raises RuntimeError or ValueError for a bad archive
             raise ArtifactError(f"{path}: cannot load TorchScript ({type(exc).__name__}: {exc})") from None
 
@@ -118,9 +145,10 @@ class TorchExportRunner(_ModuleRunner):
         from rnnexport.artifacts import check_program_archive, weights_only_loading
 
         path = self.artifact.path / "model.pt2"
-        check_program_archive(path)  # also checked when the artifact was opened; files can change
+        verified = self.artifact.file("model.pt2")
+        check_program_archive(verified)  # checked when the artifact was opened (a no-op for the same file)
         try:
             with weights_only_loading():
-                self._module = torch.export.load(str(path)).module()
+                self._module = torch.export.load(str(verified)).module()
         except Exception as exc:
             raise ArtifactError(f"{path}: cannot load torch.export program ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,101 @@
+"""The eager reference of a user's module, run in a child process.
+
+Importing a user's module runs its code. Validation does it in a child process (forked from the
+fork server of `rnnexport._workers`, which imported torch once), so that the module can neither
+end the validating process (``os._exit(0)`` at import would read as a clean exit) nor patch it
+(rnnexport's comparisons, numpy). The child sends back data only: outputs as ``.npz`` bytes read
+with ``allow_pickle=False``, errors as text; nothing it sends is unpickled here.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+import numpy as np
+
+from rnnexport.errors import ArtifactError
+
+__all__ = ["IsolatedReference"]
+
+_PRELOAD = ("torch", "rnnexport.runtimes.torch_runners", "rnnexport.usermodel", "rnnexport.builder")
+
+
+class IsolatedReference:
+    """A `TorchEagerRunner` of `artifact` living in a child process: `load` imports the module
+    (its file checked against `sha256` as it is read) and builds it, `infer` runs it.
+
+    A child that ends (killed, ``os._exit``) or fails is an `ArtifactError` naming the
+    artifact, never a result.
+    """
+
+    def __init__(self, artifact, sha256: str | None, threads: int) -> None:
+        from rnnexport._workers import start_workers
+
+        self.label = f"{artifact.path}: the eager reference (module {artifact.spec.module})"
+        context = start_workers(_PRELOAD)
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, artifact, sha256, threads), daemon=True,
+                                        name="rnnexport-reference")
+        self._process.start()
+        child.close()
+
+    def load(self) -> None:
+        self._call("load")
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        data = self._call("infer", feeds)
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+                return {name: arrays[name] for name in arrays.files}
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{self.label}: unreadable outputs from its process ({exc})") from None
+
+    def close(self) -> None:
+        if self._process.is_alive():
+            self._process.kill()
+        self._process.join(5)
+        self._conn.close()
+
+    def _call(self, command: str, payload: Any = None) -> bytes:
+        try:
+            self._conn.send((command, payload))
+            reply = self._conn.recv_bytes()
+        except (EOFError, OSError):
+            from rnnexport._workers import describe_death
+
+            self._process.join(5)
+            raise ArtifactError(f"{self.label}: its process ended ({describe_death(self._process.exitcode)}) while "
+                                f"running {command!r}; the module ends the process it runs in") from None
+        if reply[:1] == b"E":
+            raise ArtifactError(f"{self.label}: {reply[1:].decode('utf-8', 'replace')}")
+        return reply[1:]
+
+
+def _serve(conn, artifact, sha256: str | None, threads: int) -> None:
+    """In the child: load on ``load``, run on ``infer``; end when the parent is gone."""
+    from rnnexport.runtimes.torch_runners import TorchEagerRunner
+    from rnnexport.usermodel import build_user_module, import_module
+
+    runner = None
+    while True:
+        try:
+            command, payload = conn.recv()
+        except (EOFError, OSError):
+            os._exit(0)
+        try:
+            if command == "load":
+                import_module(artifact.spec, sha256)
+                module = build_user_module(artifact.spec, artifact.state_dict())
+                runner = TorchEagerRunner(artifact, "torch", threads=threads, module=module)
+                runner.load()
+                reply = b"O"
+            else:
+                buffer = io.BytesIO()
+                np.savez(buffer, **runner.infer(payload))
+                reply = b"O" + buffer.getvalue()
+        except BaseException as exc:  # one line back, whatever the module raised
+            lines = str(exc).strip().splitlines() or [""]
+            reply = b"E" + f"{type(exc).__name__}: {lines[0][:500]}".encode()
+        conn.send_bytes(reply)
