@@ -14,7 +14,7 @@ Layout of ``DIR/<name>/``::
 
 A model spec's artifact (manifest ``"kind": "model"``) holds ``model.onnx``, ``model.pt``,
 ``model.pt2``, ``weights.safetensors`` and ``golden.npz``, named by the spec's inputs and outputs
-(DESIGN.md, "Your own model").
+(docs/specs.md, "Model spec").
 
 Every file listed in the manifest is checked against its sha256 before anything is loaded.
 """
@@ -181,7 +181,7 @@ def _versions() -> dict[str, str]:
 def rnn_manifest(spec: RNNSpec, files: dict[str, dict[str, Any]], *, exporter: str, opset: int,
                  torchscript_method: str, warnings: dict[str, list[str]], onnx_refused: str | None,
                  tolerance) -> dict[str, Any]:
-    """The manifest of an RNN spec's artifact (DESIGN.md, "Artifact contract"); `files` maps
+    """The manifest of an RNN spec's artifact (docs/artifacts.md); `files` maps
     each file name to its `file_entry`."""
     from rnnexport.inputs import golden_cases
 
@@ -215,7 +215,8 @@ def model_manifest(spec: ModelSpec, files: dict[str, dict[str, Any]], *, exporte
                    module_source: dict[str, Any], tolerance, output_axes: dict[str, dict[int, str]]) -> dict[str, Any]:
     """The manifest of a model spec's artifact (``"kind": "model"``): the spec (weights by file
     name: paths differ per machine), where the module came from, the I/O with each output's
-    documented shape, dtype and named axes, the recurrent layers of the module and the native
+    shape (dim names where an axis follows a dim, else the documented size), dtype and named
+    axes, the recurrent layers of the module and the native
     recurrent ops of the graph, each golden array's shape and dtype, and the tolerances."""
     from rnnexport.compare import Tolerance
 
@@ -235,7 +236,10 @@ def model_manifest(spec: ModelSpec, files: dict[str, dict[str, Any]], *, exporte
         "io": {
             "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
                         "dynamic_axes": {str(a): d for a, d in spec.dynamic_axes()[t.name].items()}} for t in spec.inputs],
-            "outputs": [{"name": n, **golden[f"{documented.id}/{n}"],
+            # An output's shape as the inputs': the axes that follow a dim by its name, others by size.
+            "outputs": [{"name": n, "dtype": golden[f"{documented.id}/{n}"]["dtype"],
+                         "shape": [output_axes[n].get(a, size)
+                                   for a, size in enumerate(golden[f"{documented.id}/{n}"]["shape"])],
                          "dynamic_axes": {str(a): d for a, d in output_axes[n].items()}} for n in spec.output_names],
         },
         "recurrent_layers": recurrent_layers,
@@ -632,7 +636,7 @@ def open_artifact(path: str | Path, *, max_memory: int | None = None) -> Artifac
         )
     try:
         if kind == "model":
-            spec = model_spec_from_dict(spec_data, source=f"{manifest_path} spec")
+            spec = model_spec_from_dict(spec_data, source=f"{manifest_path} spec", recorded=True)
         else:
             spec = spec_from_dict(spec_data, source=f"{manifest_path} spec")
         cases = [spec.parse_case(case_id) for case_id in manifest["golden"]["cases"]]

@@ -3,7 +3,7 @@
 The weights depend on the spec's seed alone (not on the global RNG state or on what ran
 before), so the same spec always gives the same module.
 
-`wrap` puts the module behind the artifact calling contract (DESIGN.md, "Artifact contract")::
+`wrap` puts the module behind the artifact calling contract (docs/artifacts.md)::
 
     RNN, GRU:  m(input, h_0[, lengths]) -> (output, h_n)
     LSTM:      m(input, (h_0, c_0)[, lengths]) -> (output, (h_n, c_n))

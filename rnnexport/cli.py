@@ -22,6 +22,25 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's own usage errors: exit 2, one message
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
+    def parse_args(self, args=None, namespace=None):  # argparse's own, with a did-you-mean for unknown options
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            commands = next((a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), {})
+            command = commands.get(getattr(parsed, "command", None), self)
+            command.error(f"unrecognized arguments: {' '.join(extras)}{command._option_hint(extras)}")
+        return parsed
+
+    def _option_hint(self, extras: list[str]) -> str:
+        """`` (did you mean '--hidden-size'?)`` for the first unknown option close to one of
+        this parser's own (``--hidden_size``: argparse offers nothing)."""
+        from rnnexport.modelspec import did_you_mean
+
+        options = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+        for extra in extras:
+            if extra.startswith("--") and (hint := did_you_mean(extra.split("=", 1)[0], options)):
+                return hint
+        return ""
+
 
 def _runtime_list(text: str) -> list[str]:
     from rnnexport.options import comma_list

@@ -1,4 +1,4 @@
-"""ModelSpec: a user's own module as data (DESIGN.md, "Your own model (model specs)").
+"""ModelSpec: a user's own module as data (docs/specs.md, "Model spec").
 
 A model spec names a module (``FILE.py:ATTR`` or ``package.module:ATTR``), its arguments and
 weights, and its I/O signature: one table per ``forward()`` argument (dtype, shape over named
@@ -26,16 +26,17 @@ import numpy as np
 
 from rnnexport.errors import SpecError, UsageError
 
-__all__ = ["DTYPES", "DimSpec", "ModelSpec", "ShapeCase", "TensorSpec", "is_model_spec_data", "load_model_spec",
-           "model_spec_from_dict"]
+__all__ = ["DTYPES", "RANDOM_WEIGHTS", "DimSpec", "ModelSpec", "ShapeCase", "TensorSpec", "did_you_mean",
+           "is_model_spec_data", "load_model_spec", "model_spec_from_dict"]
 
 DTYPES = ("float32", "float16", "int64", "int32", "bool")
 INITIAL_STATES = ("zero", "random")
+RANDOM_WEIGHTS = "random"  # `weights = "random"`: the module's seeded initialization, on purpose
 _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _MODULE_RE = re.compile(r"(?P<target>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_.]*)")
-_TOP_KEYS = ("name", "module", "module_args", "weights", "seed", "inputs", "dims", "outputs", "tolerance",
-             "torchscript")
+_TOP_KEYS = ("name", "module", "module_args", "weights", "weights_key", "seed", "inputs", "dims", "outputs",
+             "tolerance", "torchscript")
 _INPUT_KEYS = ("dtype", "shape", "range")
 _DIM_KEYS = ("size", "sweep")
 _OUTPUT_KEYS = ("names", "state", "stream_dim")
@@ -67,15 +68,22 @@ class TensorSpec:
 
 @dataclass(frozen=True, order=True)
 class ShapeCase:
-    """One input case of a model spec: a size per dim, and how state inputs are filled."""
+    """One input case of a model spec: a size per dim, and how state inputs are filled.
+
+    `state_in_id` is False for a spec without state inputs (there is no state to name: the id
+    is ``batch=3,seq=17``). Artifacts exported before wrote ``state=random`` for those too: a
+    parsed id keeps its spelling (it keys the golden data), and equals the case spelled either way.
+    """
 
     sizes: tuple[tuple[str, int], ...]
     initial_state: str = "random"
+    state_in_id: bool = dataclasses.field(default=True, compare=False)
 
     @property
     def id(self) -> str:
-        """Readable id, e.g. ``batch=3,seq=17,state=zero``."""
-        return ",".join([*(f"{k}={v}" for k, v in self.sizes), f"state={self.initial_state}"])
+        """Readable id, e.g. ``batch=3,seq=17,state=zero``, or ``batch=3,seq=17`` without state."""
+        return ",".join([*(f"{k}={v}" for k, v in self.sizes),
+                         *([f"state={self.initial_state}"] if self.state_in_id else [])])
 
     @property
     def steps(self) -> int:
@@ -89,15 +97,15 @@ class ShapeCase:
     def parse(cls, text: str) -> ShapeCase:
         try:
             parts = dict(part.split("=", 1) for part in text.split(","))
-            state = parts.pop("state")
-            if state not in INITIAL_STATES or not parts:
+            state = parts.pop("state", None)
+            if state not in (*INITIAL_STATES, None) or not parts:
                 raise ValueError(state)
             sizes = tuple((k, int(v)) for k, v in parts.items())
             if any(not _IDENT_RE.fullmatch(k) or v < 1 for k, v in sizes):
                 raise ValueError(text)
-            return cls(sizes, state)
+            return cls(sizes, state or "random", state is not None)
         except (ValueError, KeyError) as exc:
-            raise ValueError(f"bad case {text!r}: expected dim=N,...,state=zero|random ({exc})") from None
+            raise ValueError(f"bad case {text!r}: expected dim=N,...[,state=zero|random] ({exc})") from None
 
 
 def _freeze(value: Any) -> Any:
@@ -117,9 +125,12 @@ class ModelSpec:
         name: Artifact folder name.
         module: ``FILE.py:ATTR`` (absolute path once loaded) or ``package.module:ATTR``.
         module_args: Keyword arguments of ATTR.
-        weights: Absolute path of a ``.safetensors`` file or a ``torch.save`` state dict, or None
-            (weights drawn from `seed`).
-        seed: Seed of generated inputs (and weights when there is no `weights`).
+        weights: Absolute path of a ``.safetensors`` file or a ``torch.save`` state dict;
+            ``"random"``: the module's initialization under `seed`, on purpose; None: not given
+            (the same initialization, which an export of the spec points out in a note).
+        weights_key: Where the state dict is inside a ``torch.save`` training checkpoint
+            (``"model"``; dotted for nesting, ``"state.model"``); None: the file is the state dict.
+        seed: Seed of generated inputs (and of the initialization without `weights`).
         inputs: ``forward()``'s arguments, in order.
         dims: Every dim name used in a shape or a range.
         outputs: ``forward()``'s outputs, flattened in order.
@@ -136,6 +147,7 @@ class ModelSpec:
     outputs: tuple[str, ...]
     module_args: dict[str, Any] = dataclasses.field(default_factory=dict)
     weights: str | None = None
+    weights_key: str | None = None
     seed: int = 0
     state: tuple[tuple[str, str], ...] = ()
     stream_dim: str | None = None
@@ -145,8 +157,8 @@ class ModelSpec:
     kind = "model"
 
     def __hash__(self) -> int:
-        return hash((self.name, self.module, _freeze(self.module_args), self.weights, self.seed, self.inputs,
-                     self.dims, self.outputs, self.state, self.stream_dim))
+        return hash((self.name, self.module, _freeze(self.module_args), self.weights, self.weights_key, self.seed,
+                     self.inputs, self.dims, self.outputs, self.state, self.stream_dim))
 
     # The signature, as the pipeline reads it (the same names as RNNSpec's).
     @property
@@ -184,12 +196,17 @@ class ModelSpec:
         return {t.name: {axis: d for axis, d in enumerate(t.shape) if isinstance(d, str)} for t in self.inputs}
 
     def case(self, sizes: dict[str, int], initial_state: str = "random") -> ShapeCase:
-        return ShapeCase(tuple((d.name, sizes[d.name]) for d in self.dims), initial_state)
+        return ShapeCase(tuple((d.name, sizes[d.name]) for d in self.dims), initial_state, bool(self.state))
 
     def parse_case(self, text: str) -> ShapeCase:
+        """A case id of this spec: ``batch=3,seq=17,state=zero``; without state inputs
+        ``batch=3,seq=17``, or ``batch=3,seq=17,state=random`` as older manifests spell it."""
         case = ShapeCase.parse(text)
         if [k for k, _ in case.sizes] != [d.name for d in self.dims]:
             raise ValueError(f"bad case {text!r}: dims must be {', '.join(d.name for d in self.dims)}")
+        if case.initial_state not in self._states() or (self.state and not case.state_in_id):
+            raise ValueError(f"bad case {text!r}: " + ("the spec has state inputs: end with state=zero|random"
+                                                       if self.state else "the spec has no state inputs"))
         return case
 
     def _states(self) -> tuple[str, ...]:
@@ -204,7 +221,7 @@ class ModelSpec:
             shapes += [{**documented, dim.name: value} for value in dim.sweep]
         shapes.append({d.name: max((d.size, *d.sweep)) for d in self.dims})
         unique = list(dict.fromkeys(tuple(s.items()) for s in shapes))
-        return [ShapeCase(sizes, state) for sizes in unique for state in self._states()]
+        return [ShapeCase(sizes, state, bool(self.state)) for sizes in unique for state in self._states()]
 
     def golden_cases(self) -> list[ShapeCase]:
         """Stored with the artifact: the documented sizes (random state) and the smallest
@@ -284,9 +301,10 @@ class ModelSpec:
         return 64 * inputs + (runs + 1) * held + 64 * max(elements, default=0)
 
     def output_tensors(self, io: Any) -> tuple[TensorSpec, ...]:
-        """The outputs as a manifest's ``io`` records them (the documented shape, the dtype and
-        the axes that follow a dim), each such axis named after its dim: `case_bytes` sizes
-        them for any case before anything runs.
+        """The outputs as a manifest's ``io`` records them (the shape, the dtype and the axes that
+        follow a dim), each such axis named after its dim: `case_bytes` sizes them for any case
+        before anything runs. The shape gives an axis that follows a dim by the dim's name, as the
+        inputs' do, or (manifests written before) by its documented size.
 
         Raises:
             ValueError: an output without a well-formed entry.
@@ -298,8 +316,10 @@ class ModelSpec:
         for name in self.output_names:
             entry = found.get(name, {})
             shape, axes = entry.get("shape"), entry.get("dynamic_axes")
-            if (not isinstance(shape, list) or not all(type(d) is int and 0 <= d < 2**31 for d in shape)
-                    or entry.get("dtype") not in (*DTYPES, "float64") or not isinstance(axes, dict)
+            if (not isinstance(shape, list) or not isinstance(axes, dict)
+                    or not all(type(d) is int and 0 <= d < 2**31 or isinstance(d, str) and axes.get(str(i)) == d
+                               for i, d in enumerate(shape))
+                    or entry.get("dtype") not in (*DTYPES, "float64")
                     or not all(d in declared and a.isdigit() and int(a) < len(shape) for a, d in axes.items())):
                 raise ValueError(f"io.outputs lacks a valid entry for {name!r} ({{\"shape\": [...], \"dtype\": ..., "
                                  "\"dynamic_axes\": {axis: dim}})")
@@ -330,6 +350,8 @@ class ModelSpec:
                                 "seed": self.seed}
         if self.weights:
             data["weights"] = self.weights
+        if self.weights_key:
+            data["weights_key"] = self.weights_key
         # Lists of named tables: JSON writers sort keys, and the order of inputs is forward()'s.
         data["inputs"] = [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
                            **({"range": list(t.range)} if t.range is not None else {})} for t in self.inputs]
@@ -377,12 +399,17 @@ def is_model_spec_data(data: Any) -> bool:
     return isinstance(data, dict) and "module" in data
 
 
+def did_you_mean(name: str, valid) -> str:
+    """`` (did you mean 'x'?)`` for the closest of `valid` to `name`, or ``""``."""
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _unknown(keys, valid, where: str) -> None:
     unknown = [k for k in keys if k not in valid]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], list(valid), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise SpecError(f"{where}: unknown key {unknown[0]!r}{hint}; valid keys: {', '.join(valid)}")
+        raise SpecError(f"{where}: unknown key {unknown[0]!r}{did_you_mean(unknown[0], valid)}; valid keys: "
+                        f"{', '.join(valid)}")
 
 
 def _int(value: Any, where: str, low: int = 1, high: int = MAX_DIM) -> int:
@@ -391,9 +418,12 @@ def _int(value: Any, where: str, low: int = 1, high: int = MAX_DIM) -> int:
     return value
 
 
-def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", base: Path | None = None) -> ModelSpec:
-    """Validate the keys of a model spec (DESIGN.md) and build a `ModelSpec`; relative paths
-    (`module` ``FILE.py``, `weights`) resolve against `base` (the TOML's folder).
+def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", base: Path | None = None,
+                         recorded: bool = False) -> ModelSpec:
+    """Validate the keys of a model spec (docs/specs.md) and build a `ModelSpec`; relative paths
+    (`module` ``FILE.py``, `weights`) resolve against `base` (the TOML's folder). `recorded`: a
+    manifest's spec, exported already: the rules for new specs only (an integer input needs a
+    range) are not applied, so an artifact made before them still opens.
 
     Raises:
         SpecError: one line naming the key, the value and what is valid.
@@ -420,11 +450,13 @@ def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", ba
     if not isinstance(module_args, dict):
         raise SpecError(f"{source}: 'module_args' must be a table of keyword arguments, got {module_args!r}")
     weights = data.get("weights")
-    if weights is not None:
+    if weights is not None and weights != RANDOM_WEIGHTS:
         if not isinstance(weights, str) or not weights:
-            raise SpecError(f"{source}: 'weights' must be a file path, got {weights!r}")
+            raise SpecError(f"{source}: 'weights' must be a file path or \"{RANDOM_WEIGHTS}\" (the module's seeded "
+                            f"initialization), got {weights!r}")
         path = Path(weights)
         weights = str((base / path).resolve() if base is not None and not path.is_absolute() else path)
+    weights_key = _weights_key(data.get("weights_key"), weights, source)
     seed = data.get("seed", 0)
     if type(seed) is not int or not 0 <= seed < 2**63:
         raise SpecError(f"{source}: invalid value for 'seed': {seed!r}; valid: an integer in [0, 2**63)")
@@ -475,6 +507,12 @@ def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", ba
             else:
                 _int(d, f"{where} shape entry")
         value_range = entry.get("range")
+        if value_range is None and dtype in ("int64", "int32") and not recorded:
+            # Integer inputs index or slice inside the module (embeddings, lengths): values drawn
+            # from a default range fail there with an error that names neither input nor fix.
+            ends = [d.name for d in dims if d.name not in shape] or ["seq"]
+            raise SpecError(f"{where}: an integer input needs 'range' (inclusive): the values the module accepts; "
+                            f"e.g. range = [1, \"{ends[0]}\"] for lengths, range = [0, VOCAB-1] for token ids")
         if value_range is not None:
             value_range = _check_range(value_range, dtype, declared, where)
             used.update(v for v in value_range if isinstance(v, str))
@@ -522,8 +560,8 @@ def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", ba
     if torchscript not in (None, "script", "trace"):
         raise SpecError(f"{source}: invalid value for 'torchscript': {torchscript!r}; valid: 'script' | 'trace'")
     return ModelSpec(name=name, module=module, inputs=tuple(inputs), dims=tuple(dims), outputs=tuple(names),
-                     module_args=dict(module_args), weights=weights, seed=seed, state=tuple(state),
-                     stream_dim=stream_dim, tolerance=tolerance, torchscript=torchscript)
+                     module_args=dict(module_args), weights=weights, weights_key=weights_key, seed=seed,
+                     state=tuple(state), stream_dim=stream_dim, tolerance=tolerance, torchscript=torchscript)
 
 
 def _named_tables(value: Any, key: str, source: str) -> Any:
@@ -537,6 +575,23 @@ def _named_tables(value: Any, key: str, source: str) -> Any:
             raise SpecError(f"{source}: [[{key}]] entries must be tables with a distinct 'name', got {entry!r:.80}")
         tables[entry["name"]] = {k: v for k, v in entry.items() if k != "name"}
     return tables
+
+
+def _weights_key(key: Any, weights: str | None, source: str) -> str | None:
+    """`weights_key` (``"model"``, dotted ``"state.model"``): only with a ``torch.save`` file."""
+    if key is None:
+        return None
+    if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
+        raise SpecError(f"{source}: invalid value for 'weights_key': {key!r}; valid: the key of the state dict inside "
+                        "a training checkpoint, dotted for nesting (e.g. \"model\" or \"state.model\")")
+    if weights is None or weights == RANDOM_WEIGHTS:
+        raise SpecError(f"{source}: 'weights_key' = {key!r} needs 'weights' = \"FILE\" (the checkpoint it points "
+                        f"into); 'weights' is {'not given' if weights is None else repr(weights)}")
+    if weights.endswith(".safetensors"):
+        raise SpecError(f"{source}: 'weights_key' = {key!r} applies to a torch.save checkpoint; "
+                        f"{Path(weights).name!r} is a .safetensors file, which holds one flat state dict: drop "
+                        "weights_key")
+    return key
 
 
 def _check_range(value_range: Any, dtype: str, declared: set[str], where: str) -> tuple[Any, Any]:

@@ -2,7 +2,7 @@
 
 Why: the torch.export-based ONNX exporter decomposes ``aten.rnn_tanh``/``lstm``/``gru`` into a
 per-time-step loop while tracing, which pins the sequence length to the example's and unrolls
-it into MatMul/Tanh nodes (DESIGN.md, "Facts measured here"). A ``torch.library.custom_op`` with
+it into MatMul/Tanh nodes (README, "How the dynamo path works"). A ``torch.library.custom_op`` with
 a shape-only fake keeps the recurrence one node with symbolic batch and seq; `onnx_translation`
 then emits one native ONNX ``RNN``/``GRU``/``LSTM`` op per layer.
 

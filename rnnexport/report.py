@@ -87,7 +87,30 @@ def _grid(report: ArtifactReport) -> dict[tuple[str, str], _Cell]:
         state = "error" if errors else ("fail" if any(not passed(c) for c in records) else "ok")
         cells[(runtime, case)] = _Cell(state, max(values) if values else None,
                                        min((c.atol for c in records), default=1e-5))
+    # The eager reference has records only where something checks it (golden data; an RNN's
+    # invariants); wherever another runtime was compared with it, it ran as the reference: "ref".
+    if "torch" in report.runtimes:
+        for case in report.cases:
+            if ("torch", case) not in cells and any(c.case == case and c.against == "torch" for c in report.comparisons):
+                cells[("torch", case)] = _Cell("ok", None, 1e-5)
     return cells
+
+
+def _unchecked(report: ArtifactReport, cells: dict[tuple[str, str], _Cell]) -> list[str]:
+    """A note per runtime whose column shows '-' where no left-out reason or error says why."""
+    notes = []
+    for runtime in report.runtimes:
+        left_out = {x["case"] for x in report.left_out if x["runtime"] == runtime}
+        missing = [case for case in report.cases if (runtime, case) not in cells and case not in left_out]
+        if not missing:
+            continue
+        if runtime == "torch":
+            why = ("the eager reference is checked against the golden data, stored for the golden cases only, "
+                   "and no other runtime ran these cases against it")
+        else:
+            why = "no reference output and no golden data for these cases: nothing to compare with"
+        notes.append(f"{runtime}: {len(missing)} case(s) not checked ('-'): {why}")
+    return notes
 
 
 def render(renderable, *, color: bool = False) -> str:
@@ -159,17 +182,26 @@ def format_table(reports: Sequence[ArtifactReport], *, color: bool = False) -> s
     total = len(reports)
     bad = sum(not r.passed for r in reports)
     lines.append(f"{total - bad} of {total} artifact(s) passed" + (f", {bad} failed" if bad else "")
-                 + " (cells: worst max abs error against torch, golden data and chunked streaming)")
+                 + f" (cells: worst max abs error against {_checked_against(reports)})")
     return "\n".join(lines)
+
+
+def _checked_against(reports: Sequence[ArtifactReport]) -> str:
+    """What the cells' errors were measured against: streaming only where a streaming check ran."""
+    if any(c.against == "streaming" for report in reports for c in report.comparisons):
+        return "torch, golden data and chunked streaming"
+    return "torch and golden data"
 
 
 def _notes(report: ArtifactReport) -> list[str]:
     """What the grid cannot show: the report's notes (e.g. no eager reference), skipped runtimes,
-    left-out cases ('-'), errors, failures and where they start, one line each, in that order."""
+    left-out and unchecked cases ('-'), errors, failures and where they start, one line each, in
+    that order."""
     notes = [*report.notes, *(f"skipped {runtime}: {reason}" for runtime, reason in report.skipped.items())]
     for runtime in dict.fromkeys(x["runtime"] for x in report.left_out):
         mine = [x for x in report.left_out if x["runtime"] == runtime]
         notes.append(f"{runtime}: {len(mine)} case(s) left out ('-'): {mine[0]['reason']}")
+    notes += _unchecked(report, _grid(report))
     notes += [f"ERROR {e.artifact} | {e.runtime} | {e.case or 'load'}: {e.message}" for e in report.errors]
     notes += [f"FAIL {describe_failure(c)}" for c in report.failures]
     notes += [f"LOCATED {describe_localization(report.artifact, loc)}" for loc in report.localizations]
@@ -232,7 +264,11 @@ _HTML_STYLE = (
 # A passing error up to this fraction of the tolerance is "well within it" (green); above it,
 # up to the tolerance, "close" (yellow); at or above the tolerance the check fails (red).
 _NEAR = 0.1
-_PLOT_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
+# The error-per-step plot: the atol line is red; no runtime's line is (nor pink), and each also
+# has its own dash pattern, so lines that run together stay apart.
+_ATOL_COLOR = "#b00"
+_PLOT_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#7f7f7f", "#bcbd22")
+_PLOT_DASHES = ("", "8 3", "2 3", "10 3 2 3", "4 4", "1 3", "12 4", "6 2 2 2")
 
 
 def _html_cell(cell: _Cell | None) -> str:
@@ -249,18 +285,41 @@ def _html_cell(cell: _Cell | None) -> str:
     return f"<td class='{css}' title='{cell.worst / cell.atol:.2g} x atol'>{cell.worst:.1e}</td>"
 
 
+def _plot_groups(series: dict[str, list[float]]) -> list[tuple[list[str], list[float]]]:
+    """Runtimes whose errors are equal at every step, as one line: (names, errors), in order."""
+    groups: list[tuple[list[str], list[float]]] = []
+    for name, errors in series.items():
+        same = next((names for names, other in groups if other == errors), None)
+        if same is None:
+            groups.append(([name], errors))
+        else:
+            same.append(name)
+    return groups
+
+
+def _plot_label(names: list[str], errors: list[float]) -> str:
+    if not any(errors):
+        return f"{', '.join(names)}: 0 at every step (identical to torch)"
+    return names[0] + (f" (identical: {', '.join(names[1:])})" if names[1:] else "")
+
+
 def _svg_error_over_time(report: ArtifactReport, atol: float) -> str:
     """Inline SVG: max abs error of ``output`` against torch at each time step of the longest
-    case, one line per runtime, log scale, with atol drawn for scale. Exact steps sit on the
-    floor line (1e-9)."""
+    case, log scale, with atol drawn for scale; exact steps sit on the floor (1e-9). Runtimes
+    with the same error at every step share one line and one legend entry, which says so; each
+    line has its own colour (none the atol line's red) and dash pattern. The legend sits below
+    the plot and the atol label alone in the right margin, so no text overlaps another."""
     series = {name: entry["errors"] for name, entry in report.error_over_time.items() if entry.get("errors")}
     if not series:
         return ""
     case = next(iter(report.error_over_time.values()))["case"]
-    width, height, left, right, top, bottom = 720, 260, 60, 150, 20, 36
+    groups = _plot_groups(series)
+    width, left, right, top, plot_height = 720, 78, 96, 16, 200
+    bottom = top + plot_height  # the x axis
+    height = bottom + 58 + 16 * len(groups)
     floor = 1e-9
     steps = max(len(v) for v in series.values())
-    top_value = max([atol, *(max(v) for v in series.values())])
+    top_value = max([atol, 10 * floor, *(e for v in series.values() for e in v if math.isfinite(e))])
     low, high = math.log10(floor), math.ceil(math.log10(top_value))
 
     def x(i: int) -> float:
@@ -268,26 +327,38 @@ def _svg_error_over_time(report: ArtifactReport, atol: float) -> str:
 
     def y(value: float) -> float:
         value = min(max(value, floor), 10 ** high) if math.isfinite(value) else 10 ** high
-        return top + (height - top - bottom) * (high - math.log10(value)) / (high - low)
+        return top + plot_height * (high - math.log10(value)) / (high - low)
 
     esc = html.escape
     parts = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
-             f"aria-label='max abs error per time step, {esc(case)}'>"]
-    for exponent in range(int(low), int(high) + 1, 2):
+             f"aria-label='max abs error vs torch per time step, {esc(case)}'>"]
+    every = 1 if high - low <= 6 else 2  # a labelled line per decade, or per two: the top one and the floor
+    for exponent in sorted({*range(int(high), int(low), -every), int(low)}):
+        label = "\u22641e-9" if exponent == low else f"1e{exponent}"  # exact steps are drawn at the floor
         parts.append(f"<line x1='{left}' x2='{width - right}' y1='{y(10 ** exponent):.1f}' y2='{y(10 ** exponent):.1f}' "
                      "stroke='#eee'/>")
-        parts.append(f"<text x='{left - 6}' y='{y(10 ** exponent) + 4:.1f}' text-anchor='end'>1e{exponent}</text>")
-    parts.append(f"<line x1='{left}' x2='{width - right}' y1='{y(atol):.1f}' y2='{y(atol):.1f}' stroke='#b00' "
-                 f"stroke-dasharray='4 3'/><text x='{width - right + 4}' y='{y(atol) + 4:.1f}' fill='#b00'>atol</text>")
+        parts.append(f"<text x='{left - 6}' y='{y(10 ** exponent) + 4:.1f}' text-anchor='end'>{label}</text>")
+    parts.append(f"<text transform='rotate(-90)' x='{-(top + plot_height / 2):.1f}' y='14' text-anchor='middle'>"
+                 "max abs error vs torch</text>")
+    parts.append(f"<line x1='{left}' x2='{width - right}' y1='{bottom}' y2='{bottom}' stroke='#999'/>")
+    for t, anchor in {0: "start", steps - 1: "end"}.items():  # inside the plot's width: clear of the atol label
+        parts.append(f"<text x='{x(t):.1f}' y='{bottom + 14}' text-anchor='{anchor}'>{t}</text>")
     window = max(1, math.ceil(steps / 240))  # at most 240 points a line: each the max of its window
-    for i, (name, errors) in enumerate(series.items()):
-        color = _PLOT_COLORS[i % len(_PLOT_COLORS)]
-        points = " ".join(f"{x(t):.1f},{y(max(errors[t:t + window])):.1f}" for t in range(0, len(errors), window))
-        parts.append(f"<polyline fill='none' stroke='{color}' stroke-width='1.5' points='{points}'/>")
-        parts.append(f"<text x='{width - right + 4}' y='{top + 16 + 14 * i}' fill='{color}'>{esc(name)}</text>")
     binned = f", max over every {window} steps" if window > 1 else ""
-    parts.append(f"<text x='{(left + width - right) / 2}' y='{height - 8}' text-anchor='middle'>time step "
-                 f"(0..{steps - 1}) of {esc(case)}{binned}</text></svg>")
+    parts.append(f"<text x='{(left + width - right) / 2}' y='{bottom + 30}' text-anchor='middle'>time step "
+                 f"(0..{steps - 1}) of {esc(case)}{binned}</text>")
+    parts.append(f"<line x1='{left}' x2='{width - right}' y1='{y(atol):.1f}' y2='{y(atol):.1f}' stroke='{_ATOL_COLOR}' "
+                 f"stroke-dasharray='4 3'/><text x='{width - right + 4}' y='{y(atol) + 4:.1f}' "
+                 f"fill='{_ATOL_COLOR}'>atol {atol:g}</text>")
+    for i, (names, errors) in enumerate(groups):
+        color, dash = _PLOT_COLORS[i % len(_PLOT_COLORS)], _PLOT_DASHES[i % len(_PLOT_DASHES)]
+        style = f"fill='none' stroke='{color}' stroke-width='2'" + (f" stroke-dasharray='{dash}'" if dash else "")
+        points = " ".join(f"{x(t):.1f},{y(max(errors[t:t + window])):.1f}" for t in range(0, len(errors), window))
+        parts.append(f"<polyline {style} points='{points}'><title>{esc(', '.join(names))}</title></polyline>")
+        row = bottom + 54 + 16 * i
+        parts.append(f"<line {style} x1='{left}' x2='{left + 28}' y1='{row - 4}' y2='{row - 4}'/>"
+                     f"<text x='{left + 36}' y='{row}' class='series'>{esc(_plot_label(names, errors))}</text>")
+    parts.append("</svg>")
     return "".join(parts)
 
 
@@ -302,8 +373,8 @@ def write_html(reports: Sequence[ArtifactReport], path: str | Path) -> None:
     total_bad = sum(not r.passed for r in reports)
     verdict = "<span class='pass'>all passed</span>" if not total_bad else f"<span class='fail'>{total_bad} failed</span>"
     parts.append(f"<p>{len(reports)} artifact(s): {verdict}</p>")
-    parts.append("<p class='legend'>Cells: worst max abs error of the runtime on the case, against torch, the golden "
-                 f"data and chunked streaming. <span class='ok'>within {_NEAR:g} x atol</span>"
+    parts.append("<p class='legend'>Cells: worst max abs error of the runtime on the case, against "
+                 f"{esc(_checked_against(reports))}. <span class='ok'>within {_NEAR:g} x atol</span>"
                  "<span class='near'>close to atol</span><span class='bad'>FAIL: outside the tolerance</span>"
                  "<span class='err'>ERROR</span><span class='ref'>ref: the reference</span>"
                  "<span class='skip'>- left out (see notes)</span></p>")

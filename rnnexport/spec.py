@@ -261,7 +261,7 @@ def spec_from_dict(data: dict[str, Any], *, source: str = "spec") -> RNNSpec:
 
 def load_spec(path: str | Path):
     """Load and validate a spec from a TOML file: an `RNNSpec`, or a `ModelSpec` when the file
-    has a ``module`` key (DESIGN.md, "Your own model").
+    has a ``module`` key (docs/specs.md, "Model spec").
 
     Raises:
         SpecError: the file is unreadable, is not TOML, or holds an invalid spec.
@@ -319,6 +319,8 @@ def get_spec(name_or_path: str) -> RNNSpec:
         return specs[name_or_path]
     close = difflib.get_close_matches(name_or_path, list(specs), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
+    if Path(f"{name_or_path}.toml").is_file():  # `export sentiment` for ./sentiment.toml
+        hint = f" Did you mean {name_or_path + '.toml'!r} (a spec file in this folder)?"
     raise UsageError(
         f"unknown configuration {name_or_path!r}.{hint} Valid names: {', '.join(specs)}; "
         "or pass a path to a spec .toml file."

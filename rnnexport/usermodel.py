@@ -14,7 +14,9 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import json
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -25,7 +27,7 @@ import torch
 from torch import Tensor
 
 from rnnexport.errors import SpecError
-from rnnexport.modelspec import ModelSpec
+from rnnexport.modelspec import RANDOM_WEIGHTS, ModelSpec
 from rnnexport.ops import RECURRENT_MODULES
 
 __all__ = ["build_user_module", "call_user_model", "check_state_dict", "example_args", "flatten_outputs",
@@ -208,12 +210,19 @@ def recorded_module(spec: ModelSpec, source: Any, folder: Path) -> tuple[ModelSp
     return dataclasses.replace(spec, module=resolved), None
 
 
-def load_weights(path: str | Path) -> dict[str, Tensor]:
+def load_weights(path: str | Path, key: str | None = None) -> dict[str, Tensor]:
     """A state dict from ``.safetensors`` or a ``torch.save`` file (``weights_only=True``).
 
+    Args:
+        path: The file.
+        key: Where the state dict is inside a training checkpoint (``"model"``; dotted for
+            nesting, ``"state.model"``: a dotted key of the checkpoint itself is found first).
+            Default None: the file is the state dict.
+
     Raises:
-        SpecError: unreadable, not a state dict (e.g. a training checkpoint around one), or
-            refused by ``weights_only`` (it would need unpickling code).
+        SpecError: unreadable, refused by ``weights_only`` (it would need unpickling code), no
+            such `key`, or not a state dict (a training checkpoint without `key`: the message
+            names the keys that hold state dicts).
     """
     path = Path(path)
     if not path.is_file():
@@ -229,18 +238,60 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
             with weights_only_loading():
                 state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        import re
-
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         why = (f"weights_only refused it: it would unpickle {found[1]}" if found
                else f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}")
         raise SpecError(f"cannot load weights {str(path)!r} as data ({why}); use .safetensors or a "
                         "torch.save(state_dict) file") from None
+    checkpoint = state
+    if key is not None:
+        state = _checkpoint_entry(checkpoint, key, path)
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         keys = list(state)[:5] if isinstance(state, Mapping) else type(state).__name__
-        raise SpecError(f"weights {str(path)!r} are not a state dict of tensors (found {keys}); save "
-                        "module.state_dict(), or the state dict inside a training checkpoint")
+        where = f" at weights_key {key!r}" if key is not None else ""
+        found = _state_dict_keys(checkpoint)
+        if found:
+            hint = (f"; the state dict{'s are' if len(found) > 1 else ' is'} at {', '.join(map(repr, found))}: try "
+                    f"weights_key = {found[0]!r} in the spec")
+        else:
+            hint = "; save module.state_dict(), or name the state dict inside a training checkpoint with weights_key"
+        raise SpecError(f"weights {str(path)!r}{where} are not a state dict of tensors (found {keys}){hint}")
     return dict(state)
+
+
+def _is_state_dict(value: Any) -> bool:
+    return isinstance(value, Mapping) and bool(value) and all(isinstance(v, Tensor) for v in value.values())
+
+
+def _checkpoint_entry(checkpoint: Any, key: str, path: Path) -> Any:
+    """``checkpoint[key]``, dotted `key` walking nested dicts (the longest key found at each
+    level first: a checkpoint's own keys may hold dots)."""
+    value, rest, walked = checkpoint, key.split("."), []
+    while rest:
+        if not isinstance(value, Mapping):
+            raise SpecError(f"weights {str(path)!r}: weights_key {key!r}: {'.'.join(walked) or 'the file'} is "
+                            f"{type(value).__name__}, not a dict")
+        n = next((n for n in range(len(rest), 0, -1) if ".".join(rest[:n]) in value), 0)
+        if not n:
+            found = _state_dict_keys(checkpoint)
+            hint = f"; the state dicts are at {', '.join(map(repr, found))}" if found else ""
+            raise SpecError(f"weights {str(path)!r}: no key {rest[0]!r} for weights_key {key!r} in "
+                            f"{'.'.join(walked) or 'the file'} (its keys: {', '.join(map(str, list(value)[:8]))}){hint}")
+        value, walked, rest = value[".".join(rest[:n])], [*walked, ".".join(rest[:n])], rest[n:]
+    return value
+
+
+def _state_dict_keys(value: Any, prefix: str = "", depth: int = 3) -> list[str]:
+    """The (dotted) keys of the state dicts nested in a checkpoint, up to `depth` levels:
+    ``['model']`` for ``{'model': ..., 'optimizer': ..., 'epoch': 3}`` (an optimizer's
+    per-parameter states sit under integer keys and are left out)."""
+    if not isinstance(value, Mapping) or depth == 0 or _is_state_dict(value):
+        return []
+    found = []
+    for k, v in value.items():
+        if isinstance(k, str):
+            found += [f"{prefix}{k}"] if _is_state_dict(v) else _state_dict_keys(v, f"{prefix}{k}.", depth - 1)
+    return found
 
 
 def check_state_dict(name: str, module: torch.nn.Module, state: Mapping[str, Tensor], source: str) -> None:
@@ -274,7 +325,8 @@ def check_state_dict(name: str, module: torch.nn.Module, state: Mapping[str, Ten
 
 def build_user_module(spec: ModelSpec, state: Mapping[str, Tensor] | None = None) -> torch.nn.Module:
     """The module of `spec` in eval mode: built from ``module``/``module_args`` under a forked
-    RNG seeded with ``spec.seed``, then loaded with `state` (default: ``spec.weights``), strict.
+    RNG seeded with ``spec.seed``, then loaded with `state` (default: ``spec.weights`` at
+    ``spec.weights_key``; none where ``spec.weights`` is None or ``"random"``), strict.
 
     Raises:
         SpecError: the module does not import, ATTR is missing or does not give an nn.Module,
@@ -291,8 +343,8 @@ def build_user_module(spec: ModelSpec, state: Mapping[str, Tensor] | None = None
                             f"{type(exc).__name__}: {exc}") from None
     if not isinstance(module, torch.nn.Module):
         raise SpecError(f"{spec.name}: {spec.module} returned {type(module).__name__}, not an nn.Module")
-    if state is None and spec.weights:
-        state = load_weights(spec.weights)
+    if state is None and spec.weights and spec.weights != RANDOM_WEIGHTS:
+        state = load_weights(spec.weights, spec.weights_key)
         source = repr(spec.weights)
     else:
         source = "stored in the artifact"
@@ -329,22 +381,49 @@ def user_args(spec: ModelSpec, feeds: Mapping[str, np.ndarray | Tensor]) -> tupl
 
 
 def flatten_outputs(value: Any) -> list[Tensor]:
-    """Tensors of a forward() result in order: tuples and lists flatten, depth first."""
+    """Tensors of a forward() result in order: tuples, lists and dicts (a dict's values in its
+    own order) flatten, depth first."""
     if isinstance(value, Tensor):
         return [value]
     if isinstance(value, (tuple, list)):
         return [t for item in value for t in flatten_outputs(item)]
-    raise SpecError(f"forward() returned a {type(value).__name__}; outputs must be tensors or (nested) tuples of them")
+    if isinstance(value, Mapping):
+        return [t for item in value.values() for t in flatten_outputs(item)]
+    raise SpecError(f"forward() returned a {type(value).__name__}; outputs must be tensors or (nested) tuples, lists "
+                    "or dicts of them")
+
+
+def _output_names(value: Any, prefix: str = "") -> list[str]:
+    """Names for the tensors of a forward() result in `flatten_outputs`'s order: a dict's keys,
+    nested ones joined by ``_`` (``state_h``), a tuple's items by position (``state_0``)."""
+    if isinstance(value, Mapping):
+        items = [(re.sub(r"\W", "_", str(k)), v) for k, v in value.items()]
+    elif isinstance(value, (tuple, list)):
+        items = [(str(i), v) for i, v in enumerate(value)]
+    else:
+        return [prefix or "output"]
+    return [n for k, v in items for n in _output_names(v, f"{prefix}_{k}" if prefix else k)]
 
 
 def call_user_model(model, spec: ModelSpec, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Call `model` (eager, TorchScript or torch.export) on named feeds; outputs by name.
 
     Raises:
-        SpecError: the number of outputs differs from ``[outputs] names``.
+        SpecError: the number of outputs differs from ``[outputs] names`` (for a dict, the
+            message lists its keys as the names to write), or the names are a dict's keys in
+            another order (outputs are named by position).
     """
     with torch.no_grad():
-        tensors = flatten_outputs(model(*user_args(spec, feeds)))
+        result = model(*user_args(spec, feeds))
+    tensors = flatten_outputs(result)
+    if isinstance(result, Mapping):
+        keys, names = _output_names(result), list(spec.output_names)
+        if len(tensors) != len(names):
+            raise SpecError(f"{spec.name}: forward() returns a dict of {len(tensors)} tensors, [outputs] names lists "
+                            f"{len(names)}: {names}; name them in the dict's order: names = {json.dumps(keys)}")
+        if sorted(keys) == sorted(names) and keys != names:
+            raise SpecError(f"{spec.name}: [outputs] names {names} are forward()'s dict keys in another order; outputs "
+                            f"are named by position in the dict's order: names = {json.dumps(keys)}")
     if len(tensors) != len(spec.output_names):
         raise SpecError(f"{spec.name}: forward() returns {len(tensors)} tensors, [outputs] names lists "
                         f"{len(spec.output_names)}: {list(spec.output_names)}")

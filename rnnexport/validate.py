@@ -243,7 +243,7 @@ def validate_artifact(
         on_step: Called with (artifact, runtime, case id) before each case runs (progress).
         trusted: False loads only data formats (ONNX, weights-only state dicts, npz): the
             runtimes that load ``model.pt``/``model.pt2`` are skipped with that reason.
-            Default True (your own artifacts; see DESIGN.md, "Trust").
+            Default True (your own artifacts; see docs/validation.md, "Trust").
         max_memory: Bytes one case may need (`rnnexport.limits`); default half of the
             memory available now.
         skip_unsupported: A runtime named in `runtimes` that cannot run this artifact (no
@@ -344,6 +344,8 @@ def _new_report(artifact: Artifact, plan: _Plan, *, given_cases: bool) -> Artifa
     report.notes.extend(plan.tolerance_notes)
     if given_cases and spec.kind == "model":
         report.notes.append("the given cases (BxS) apply to RNN specs; this model spec ran its own dims' sweep")
+    if spec.kind == "model" and spec.weights == "random":
+        report.notes.append(f"weights: the module's seeded initialization (seed {spec.seed}), not trained weights")
     if plan.missing_reference:
         report.notes.append(f"eager reference unavailable ({plan.missing_reference}): every runtime was checked "
                             "against the stored golden data only, on its cases")

@@ -49,6 +49,17 @@ def _seconds(command: list[str], cwd: Path, repeat: int, envs: list[dict[str, st
     return [statistics.median(t) for t in times]
 
 
+def speed_change(before: float, after: float) -> str:
+    """`after` seconds against `before`, in words: ``1.39x faster`` when it took less time,
+    ``1.14x slower`` when it took more (never a ratio below 1 called faster), ``as fast``
+    within half a percent."""
+    if not (before > 0 and after > 0):
+        raise ValueError(f"times must be > 0 seconds, got {before!r} and {after!r}")
+    if abs(before / after - 1) < 0.005:
+        return "as fast"
+    return f"{before / after:.2f}x faster" if after < before else f"{after / before:.2f}x slower"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -106,7 +117,7 @@ def main() -> int:
                 line += f"{base[0]:>8.2f} s{base[0] / floor:>8.1f}x{base[0] / seconds:>14.2f}x"
             print(line)
     one, two = rows[-2][1][0], rows[-1][1][0]
-    print(f"  --jobs 2 vs --jobs 1 on 16 artifacts: {one / two:.2f}x faster")
+    print(f"  --jobs 2 vs --jobs 1 on 16 artifacts: {speed_change(one, two)} ({two:.2f} s vs {one:.2f} s)")
     return 0
 
 

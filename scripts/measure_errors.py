@@ -6,6 +6,7 @@ default validation sweep, with the machine it was measured on. The README quotes
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 from pathlib import Path
@@ -24,11 +25,24 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
+def _vector_isa() -> str:
+    """The widest x86 vector extension the CPU has: the last bits of torch's CPU kernels differ
+    between AVX2 and AVX-512, and so do these figures."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+
+
 def main(paths: list[str]) -> int:
     reports = validate_paths(paths or ["models"])
     runtimes = list(dict.fromkeys(r for report in reports for r in report.runtimes if r != "torch"))
     found = versions()
-    print(f"machine: {_cpu()}, {platform.machine()}, python {found['python']}, torch {found['torch']}, "
+    isa = f", {_vector_isa()}" if platform.machine() in ("x86_64", "AMD64") else ""
+    print(f"machine: {_cpu()}, {platform.machine()}{isa}, {os.cpu_count()} core(s), python {found['python']}, "
+          f"torch {found['torch']}, "
           f"onnxruntime {found.get('onnxruntime')}, onnx {found.get('onnx')}")
     print(f"{'artifact':<22}" + "".join(f"{name:>18}" for name in runtimes) + "   worst case")
     worst_overall: dict[str, float] = {}

@@ -34,7 +34,7 @@ from tests.usermodels import TWO_RECURRENT
 from tests.usermodels.features import TwoRecurrent
 
 USERMODELS = Path(__file__).resolve().parent / "usermodels"
-DOCUMENTED = "batch=8,seq=24,state=random"  # text_classifier's documented golden case
+DOCUMENTED = "batch=8,seq=24"  # text_classifier's documented golden case
 
 
 def _artifact(tmp_path: Path, change=None) -> Path:
@@ -186,7 +186,7 @@ def test_manifest_sweep_is_bounded(tmp_path: Path) -> None:
     folder = _artifact(tmp_path, long_sweep)
     start = time.monotonic()
     line = one_line_error(run_process("validate", folder, "--runtimes", "onnxruntime-cpu"))
-    assert "text_classifier: case batch=8,seq=1048576,state=random has 8,388,608 elements" in line
+    assert "text_classifier: case batch=8,seq=1048576 has 8,388,608 elements" in line
     assert f"over the {MAX_CASE_STEPS:,} rnnexport runs in one case" in line
     assert time.monotonic() - start < 60
 
@@ -195,7 +195,7 @@ def test_spec_sweep_is_bounded_before_export(tmp_path: Path, cli) -> None:
     spec = _spec_file(tmp_path, TWO_RECURRENT.replace("sweep = [1, 25]", "sweep = [1, 1048576]"), name="two")
     code, _, err = cli("export", spec, "--out", tmp_path / "D", "--runtimes", "onnxruntime-cpu")
     assert code == 2 and err.count("\n") == 1, err
-    assert "two: case batch=4,seq=1048576,state=random has 4,194,304 elements" in err
+    assert "two: case batch=4,seq=1048576 has 4,194,304 elements" in err
     assert not (tmp_path / "D").exists()
 
 

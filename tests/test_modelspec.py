@@ -50,7 +50,8 @@ MODULE_ERRORS = [
     ("forward-arg-without-table", lambda t: t.replace("TwoRecurrent", "StatefulLSTM").replace('shape = ["batch", "seq", 3]', 'shape = ["seq", "batch", 4]'),
      r"forward\(\) argument 'h_0' has no \[inputs.h_0\] table"),
     ("output-count", lambda t: t.replace('names = ["z"]', 'names = ["z", "extra"]'), r"forward\(\) returns 1 tensors, \[outputs\] names lists 2"),
-    ("dtype-rejected", lambda t: t.replace('[inputs.x]', '[inputs.x]\ndtype = "int64"'), r"the module rejects the spec's example inputs"),
+    ("dtype-rejected", lambda t: t.replace('[inputs.x]', '[inputs.x]\ndtype = "int64"\nrange = [0, 3]'),
+     r"the module rejects the spec's example inputs"),
     ("weights-missing-keys", lambda t: 'weights = "w.safetensors"\n' + t, r"missing keys \['first.weight_ih_l0'"),
     ("weights-shape", lambda t: 'weights = "shape.safetensors"\n' + t, r"'first.weight_ih_l0' has shape \[15, 2\], the module's is \[15, 3\]"),
     ("weights-pickle", lambda t: 'weights = "evil.pt"\n' + t, r"cannot load weights .* as data"),
@@ -139,3 +140,101 @@ def test_huge_dims_are_refused_before_anything_runs(tmp_path: Path, cli) -> None
     code, _, err = cli("export", str(spec), "--out", str(tmp_path / "out"))
     assert code == 2 and "would need" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_case_ids_name_the_state_only_where_the_spec_has_state_inputs(tmp_path: Path) -> None:
+    """Issue 20, item 7b: ``batch=2,seq=7``, not ``...,state=random``, for a spec without state
+    inputs; ids as artifacts exported before spell them still parse, and equal the new ones."""
+    import json
+
+    from tests.conftest import MODELS
+
+    spec = load_model_spec(_write(tmp_path, BASE))  # no state inputs
+    assert [c.id for c in spec.golden_cases()] == ["batch=2,seq=7", "batch=1,seq=1"]
+    assert not [c.id for c in spec.sweep() if "state" in c.id]
+    old = spec.parse_case("batch=2,seq=7,state=random")
+    assert old == spec.golden_cases()[0] and hash(old) == hash(spec.golden_cases()[0])
+    assert old.id == "batch=2,seq=7,state=random"  # the spelling keys the old golden data
+    assert spec.parse_case("batch=2,seq=7").id == "batch=2,seq=7"
+    with pytest.raises(ValueError, match="the spec has no state inputs"):
+        spec.parse_case("batch=2,seq=7,state=zero")
+
+    manifest = json.loads((MODELS / "keyword_spotter" / "manifest.json").read_text())
+    stateful = model_spec_from_dict(manifest["spec"])
+    assert [c.id for c in stateful.golden_cases()] == ["batch=2,time=50,state=random", "batch=1,time=1,state=zero"]
+    assert ShapeCase.parse("batch=2,time=50").id == "batch=2,time=50"
+    with pytest.raises(ValueError, match=r"state inputs: end with state=zero\|random"):
+        stateful.parse_case("batch=2,time=50")
+
+
+def _old_case_ids(folder: Path) -> None:
+    """Rewrite a model-spec artifact as exported before ids left out the state: every case id
+    of a spec without state inputs ends in ``state=random`` (golden keys, manifest, validation)."""
+    import json
+    import zipfile
+
+    from rnnexport.artifacts import MANIFEST, write_json
+    from tests.conftest import restamp
+
+    def old(case_id: str) -> str:
+        return case_id if "state=" in case_id else f"{case_id},state=random"
+
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["golden"]["cases"] = [old(c) for c in manifest["golden"]["cases"]]
+    manifest["golden"]["arrays"] = {f"{old(k.split('/')[0])}/{k.split('/')[1]}": v
+                                    for k, v in manifest["golden"]["arrays"].items()}
+    manifest["validation"]["cases"] = [old(c) for c in manifest["validation"]["cases"]]
+    write_json(folder / MANIFEST, manifest)
+    with zipfile.ZipFile(folder / "golden.npz") as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    with zipfile.ZipFile(folder / "golden.npz", "w") as archive:
+        for name, data in members.items():
+            archive.writestr(f"{old(name.split('/')[0])}/{name.split('/')[1]}", data)
+    restamp(folder, "golden.npz")
+
+
+@pytest.mark.parametrize("name", ["text_classifier", "seq2seq_decoder"])
+def test_artifacts_with_case_ids_that_end_in_state_random_still_validate(tmp_path: Path, name: str) -> None:
+    """Manifests committed before item 7b (``batch=8,seq=24,state=random`` for a spec without
+    state) open and validate: their golden cases are found and compared, and the documented case
+    runs once, not once per spelling."""
+    from rnnexport.artifacts import open_artifact
+    from rnnexport.validate import validate_artifact
+    from tests.conftest import MODELS
+
+    folder = tmp_path / name
+    shutil.copytree(MODELS / name, folder)
+    _old_case_ids(folder)
+    artifact = open_artifact(folder)
+    assert not artifact.spec.state and all(c.id.endswith(",state=random") for c in artifact.golden_cases())
+    report = validate_artifact(folder, runtimes=["onnxruntime-cpu"])
+    assert report.passed, report.failures or report.errors
+    golden = {(c.runtime, c.case) for c in report.comparisons if c.against == "golden"}
+    assert {runtime for runtime, _ in golden} == {"torch", "onnxruntime-cpu"} and len(golden) == 4
+    documented = artifact.spec.golden_cases()[0].id
+    assert documented in report.cases and f"{documented},state=random" not in report.cases
+
+
+def test_output_shapes_name_the_dims_they_follow_and_sizes_still_read() -> None:
+    """Issue 20, item 7d: a manifest's io.outputs shape names the dims its axes follow, as
+    io.inputs does (``["batch", "time", 4]``); the documented sizes that manifests written before
+    hold (``[2, 50, 4]``) read the same, and a name that contradicts dynamic_axes is refused."""
+    import json
+
+    from tests.conftest import MODELS
+
+    manifest = json.loads((MODELS / "keyword_spotter" / "manifest.json").read_text())
+    spec, io = model_spec_from_dict(manifest["spec"]), manifest["io"]
+    assert [e["shape"] for e in io["outputs"]] == [["batch", "time", 4], [1, "batch", 24]]
+    named = spec.output_tensors(io)
+    assert [t.shape for t in named] == [("batch", "time", 4), (1, "batch", 24)]
+    sizes = spec.documented
+    numbers = {"outputs": [{**e, "shape": [sizes[d] if isinstance(d, str) else d for d in e["shape"]]}
+                           for e in io["outputs"]]}
+    assert numbers["outputs"][0]["shape"] == [2, 50, 4] and spec.output_tensors(numbers) == named
+    case = spec.case({"batch": 3, "time": 9})
+    assert spec.case_bytes(case, named) == spec.case_bytes(case, spec.output_tensors(numbers))
+    for shape in (["time", "batch", 4], ["batch", "time", "four"]):
+        wrong = {"outputs": [{**io["outputs"][0], "shape": shape}, io["outputs"][1]]}
+        with pytest.raises(ValueError, match="io.outputs lacks a valid entry for 'logits'"):
+            spec.output_tensors(wrong)

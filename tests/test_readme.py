@@ -63,3 +63,18 @@ def test_your_own_model_walkthrough_runs_as_written(tmp_path, cli, monkeypatch):
 def _write(path, text):
     path.write_text(text)
     return path
+
+
+def test_your_own_model_state_example_runs_as_written(tmp_path, monkeypatch):
+    """README "Your own model": the stateful export_model example, with its streaming check."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Your own model"):text.index("## How the dynamo path works")]
+    block = next(b for b in re.findall(r"```python\n(.*?)```", section, re.S) if "stream_dim" in b)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(block.replace('out="models",', 'out="models", runtimes=["onnxruntime-cpu"],'), "README", "exec"),
+         namespace)
+    report = namespace["result"].report
+    assert report.passed and report.streaming.get("cases"), report.streaming

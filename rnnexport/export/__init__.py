@@ -120,13 +120,6 @@ def export_spec(
     return result
 
 
-def export_model(module, **options: Any):
-    """Export an ``nn.Module`` in memory; see `rnnexport.export.model.export_model`."""
-    from rnnexport.export.model import export_model as _export_model
-
-    return _export_model(module, **options)
-
-
 def export_specs(
     specs: list[RNNSpec], out_dir: str | Path = "models", *, jobs: int = 1, **options: Any
 ) -> list[ExportResult | ValidationFailed | WorkerDied]:
@@ -365,3 +358,7 @@ def _check_onnx(path: Path) -> None:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:
         raise ExportError(f"{path.name}: exported ONNX fails onnx.checker: {exc}") from None
+
+
+# Last: rnnexport.export.model imports names defined above. Re-exported with its full signature.
+from rnnexport.export.model import export_model  # noqa: E402

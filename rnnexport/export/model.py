@@ -3,7 +3,7 @@
 
 The steps, as `export_model_spec` runs them in a staging folder::
 
-    build the module (weights from the spec)  ->  weights.safetensors
+    build the module (weights from the spec; none there: a note)  ->  weights.safetensors
     TorchScript (script, else trace), compiled in the compile server while the rest exports  ->  model.pt
     torch.export on a copy with native recurrent ops  ->  model.pt2
     ONNX (legacy: torch.onnx.export of the module; dynamo: that same program translated)  ->  model.onnx
@@ -14,6 +14,7 @@ The steps, as `export_model_spec` runs them in a staging folder::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from rnnexport.artifacts import DEFAULT_LOCK_TIMEOUT, MANIFEST, file_entry, impl
 from rnnexport.compare import Tolerance
 from rnnexport.errors import ExportError, ExportRejected, SpecError, UsageError
 from rnnexport.export import writing
-from rnnexport.modelspec import ModelSpec, model_spec_from_dict
+from rnnexport.modelspec import RANDOM_WEIGHTS, ModelSpec, model_spec_from_dict
 
 __all__ = ["export_model", "export_model_spec", "recurrent_ops"]
 
@@ -59,8 +60,8 @@ def export_model_spec(
         ExportRejected: a recurrent layer lost its native op, or a packed sequence cannot be kept.
         ExportError, UsageError, ValidationFailed: as `export_spec`.
     """
-    from rnnexport.export import ExportResult, _check_exporter, _check_memory, _validate_staged
-    from rnnexport.usermodel import build_user_module, check_state_dict, recurrent_layers
+    from rnnexport.export import _check_exporter, _check_memory
+    from rnnexport.usermodel import build_user_module
 
     notes: list[str] = []
     exporter = _check_exporter(exporter, opset, notes)
@@ -69,7 +70,44 @@ def export_model_spec(
         raise UsageError(f"unknown TorchScript method {method!r}; valid: script, trace")
     _check_memory(spec, validate, max_memory)
     rebuildable = module is None
-    module = build_user_module(spec) if module is None else module.eval()
+    if module is None:
+        spec = _weights_chosen(spec, notes)
+        module = build_user_module(spec)
+    with _in_eval_mode(module):
+        return _export_module(spec, module, out_dir, rebuildable, notes, exporter, opset, method, validate, runtimes,
+                              tolerance, max_memory, lock_timeout)
+
+
+def _weights_chosen(spec: ModelSpec, notes: list[str]) -> ModelSpec:
+    """A spec without ``weights`` exports the module's seeded initialization, as ``weights =
+    "random"`` does, but says so in a note: a forgotten line would otherwise ship untrained
+    weights that pass every check. The manifest records ``"random"`` either way."""
+    if spec.weights is not None:
+        return spec
+    notes.append(f"{spec.name}: no weights in the spec: the module's seeded initialization (seed {spec.seed}) was "
+                 f"exported; add weights = \"FILE\" (or weights = \"{RANDOM_WEIGHTS}\" to say this is intended)")
+    return dataclasses.replace(spec, weights=RANDOM_WEIGHTS)
+
+
+@contextlib.contextmanager
+def _in_eval_mode(module):
+    """`module` in eval mode within the block; every submodule's own mode restored after
+    (``train(mode)`` would set a whole subtree): an export never changes the user's module."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _export_module(spec: ModelSpec, module, out_dir, rebuildable: bool, notes: list[str], exporter: str, opset: int,
+                   method: str | None, validate: bool, runtimes, tolerance, max_memory, lock_timeout):
+    """The steps of `export_model_spec` (see the module docstring) on a module in eval mode."""
+    from rnnexport.export import ExportResult, _validate_staged
+    from rnnexport.usermodel import check_state_dict, recurrent_layers
+
     if not rebuildable:  # a module from memory: its weights are checked as a file's are
         check_state_dict(spec.name, module, module.state_dict(), "of the module")
     documented = _check_outputs(spec, module)
@@ -367,11 +405,18 @@ def export_model(
     module_args: dict[str, Any] | None = None,
     seed: int = 0,
     tolerance: dict[str, Any] | None = None,
-    **options: Any,
+    exporter: str | None = None,
+    opset: int = 18,
+    torchscript_method: str | None = None,
+    validate: bool = True,
+    runtimes: list[str] | None = None,
+    max_memory: int | None = None,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
 ):
-    """Export an ``nn.Module`` in memory (trained or not), no TOML needed.
+    """Export an ``nn.Module`` in memory (trained or not), no TOML needed. The module is left
+    as it was: its weights, and each submodule's train/eval mode (the export runs in eval mode).
 
-    The keys are those of a model spec (DESIGN.md)::
+    The keys are those of a model spec (docs/model-spec.md)::
 
         export_model(model, name="tagger", out="models",
                      inputs={"tokens": {"dtype": "int64", "shape": ["batch", "seq"], "range": [0, 99]}},
@@ -384,11 +429,22 @@ def export_model(
     state dict fits, later ``rnnexport validate`` runs also use it as the eager reference;
     otherwise they check every runtime against the golden data and say why.
 
+    Args:
+        module: The ``nn.Module`` to export.
+        inputs, dims, outputs, name, module_args, seed, tolerance: The model spec's keys
+            (``[inputs.NAME]`` tables, ``[dims.NAME]`` tables, the ``[outputs]`` table or the
+            list of output names, ...).
+        out: Parent folder of the artifact folder (``out/<name>/``). Default ``models``.
+        exporter, opset, torchscript_method, validate, runtimes, max_memory, lock_timeout: As
+            `rnnexport.export.export_spec` (default exporter legacy where torch has it, opset 18,
+            TorchScript script falling back to trace, validated on every available runtime).
+
     Returns:
-        The `ExportResult` of `export_model_spec`. Other keyword `options` go there too.
+        The `ExportResult` of `export_model_spec`.
 
     Raises:
         SpecError: a key is invalid, or the module does not fit the spec.
+        ExportError, ExportRejected, UsageError, ValidationFailed: as `export_model_spec`.
     """
     import inspect
 
@@ -411,4 +467,6 @@ def export_model(
     from rnnexport.usermodel import _check_forward
 
     _check_forward(spec, module)
-    return export_model_spec(spec, out, module=module, **options)
+    return export_model_spec(spec, out, module=module, exporter=exporter, opset=opset,
+                             torchscript_method=torchscript_method, validate=validate, runtimes=runtimes,
+                             max_memory=max_memory, lock_timeout=lock_timeout)

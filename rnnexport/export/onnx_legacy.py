@@ -2,7 +2,7 @@
 
 Emits one native ONNX ``RNN``, ``GRU`` or ``LSTM`` op per layer. Batch and sequence axes are declared dynamic, and
 ``h_0`` is always a graph input: without both, the exporter bakes the example batch into an
-``Expand`` (DESIGN.md, "Facts measured here").
+``Expand`` (measured with torch 2.13).
 """
 
 from __future__ import annotations

@@ -83,7 +83,9 @@ def compile_model_spec(module: torch.nn.Module, spec, path: Path, method: str | 
                 script_error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
         if compiled is None:
             with torch.no_grad():
-                compiled = torch.jit.trace(module, example_args(spec), check_trace=False)
+                # strict=False: a dict output (common in user code) is refused otherwise; its keys
+                # are fixed for a module, and every call is checked against ``[outputs] names``.
+                compiled = torch.jit.trace(module, example_args(spec), check_trace=False, strict=False)
         torch.jit.save(compiled, str(path))
     strip_torchscript_debug_info(path)
     return {"method": "trace" if script_error or method == "trace" else "script",

@@ -1,4 +1,4 @@
-"""Runtime registry: every backend by its contract name (DESIGN.md, "CLI contract").
+"""Runtime registry: every backend by its contract name (README, "CLI").
 
 `RUNTIMES` maps a name to how to build its runner and how to tell whether it can run here.
 """
@@ -46,7 +46,7 @@ def _build(module: str, cls: str, **kwargs) -> Callable[..., Runner]:
 class RuntimeInfo:
     """A registered runtime: its factory, its availability check, the file it needs, and
     whether loading that file can run code (TorchScript and torch.export programs can; ONNX,
-    weights-only state dicts and npz are data; see DESIGN.md, "Trust"), and the modules its
+    weights-only state dicts and npz are data; see docs/validation.md, "Trust"), and the modules its
     runner imports (imported once by the fork server of ``--jobs`` workers)."""
 
     name: str

@@ -70,6 +70,10 @@ std::vector<torch::jit::IValue> read_inputs(const std::string& dir) {
 void flatten(const torch::jit::IValue& value, std::vector<torch::Tensor>& out) {
   if (value.isTuple()) {
     for (const auto& element : value.toTuple()->elements()) flatten(element, out);
+  } else if (value.isList()) {
+    for (const auto& element : value.toListRef()) flatten(element, out);
+  } else if (value.isGenericDict()) {  // a dict output: its values in insertion order, as Python's
+    for (const auto& item : value.toGenericDict()) flatten(item.value(), out);
   } else {
     out.push_back(value.toTensor());
   }
