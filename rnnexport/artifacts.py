@@ -798,8 +798,10 @@ _ARTIFACT_FILES = frozenset({MANIFEST, "model.onnx", "model.pt", "model.pt2", "w
 
 
 def is_artifact_folder(path: Path) -> bool:
-    """Whether `path` is a folder rnnexport made: it holds a ``manifest.json`` (a regular file)
-    that reads as an rnnexport manifest (a JSON object with ``schema_version`` and ``files``)."""
+    """Whether `path` is a folder rnnexport made and nothing else: it holds a ``manifest.json``
+    (a regular file) that reads as an rnnexport manifest (a JSON object with ``schema_version``
+    and ``files``), and no entry but the manifest and regular files it lists (a file of yours
+    put in an artifact folder keeps it from being replaced)."""
     manifest = path / MANIFEST
     try:
         info = os.lstat(manifest)
@@ -807,9 +809,12 @@ def is_artifact_folder(path: Path) -> bool:
             return False
         with open(os.open(manifest, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), encoding="utf-8") as f:
             data = json.load(f)
+        entries = list(os.scandir(path))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return False
-    return isinstance(data, dict) and type(data.get("schema_version")) is int and isinstance(data.get("files"), dict)
+    if not (isinstance(data, dict) and type(data.get("schema_version")) is int and isinstance(data.get("files"), dict)):
+        return False
+    return all(e.name == MANIFEST or (e.name in data["files"] and e.is_file(follow_symlinks=False)) for e in entries)
 
 
 def _owned(path: Path, *, staging: bool = False) -> bool:
@@ -851,8 +856,13 @@ def check_replaceable(final: Path) -> None:
         UsageError: naming the folder and what to do.
     """
     if final.exists() and final.is_dir() and not _owned(final):
-        raise UsageError(f"{final} exists and is not an rnnexport artifact (no readable {MANIFEST}); rnnexport "
-                         "replaces only its own artifact folders: move it away or choose another --out")
+        raise UsageError(f"{final} exists and is not an rnnexport artifact (a readable {MANIFEST} and only the files "
+                         "it lists); rnnexport replaces only its own artifact folders: move it (or the files you put "
+                         "in it) away, or choose another --out")
+    backup = _backup_name(final)
+    if final.exists() and (backup.exists() or backup.is_symlink()) and not _owned(backup):
+        raise UsageError(f"{backup} is in the way: replacing {final.name} moves the old artifact there first, and "
+                         "it is not rnnexport's: move it away")
 
 
 def resolve_output(final: Path) -> Path:

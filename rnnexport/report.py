@@ -227,6 +227,10 @@ def write_junit(reports: Sequence[ArtifactReport], path: str | Path) -> None:
     for report in reports:
         rows = _rows(report)
         suite = ET.SubElement(suites, "testsuite", name=report.artifact, tests=str(len(rows) + len(report.skipped)))
+        properties = ET.SubElement(suite, "properties")  # what was applied, and where it came from
+        ET.SubElement(properties, "property", name="tolerance", value=json.dumps(report.tolerance, sort_keys=True))
+        for note in (n for n in report.notes if n.startswith(("tolerance ", "the manifest asks"))):
+            ET.SubElement(properties, "property", name="tolerance_note", value=note)
         failed = errored = skipped = 0
         for runtime, case, records, errors in rows:
             testcase = ET.SubElement(suite, "testcase", classname=f"rnnexport.{report.artifact}.{runtime}", name=case)

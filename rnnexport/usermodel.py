@@ -30,8 +30,8 @@ from rnnexport.errors import SpecError
 from rnnexport.modelspec import RANDOM_WEIGHTS, ModelSpec
 from rnnexport.ops import RECURRENT_MODULES
 
-__all__ = ["build_user_module", "call_user_model", "check_state_dict", "example_args", "flatten_outputs",
-           "import_module", "load_weights", "module_source", "recorded_module", "recurrent_layers", "user_args"]
+__all__ = ["build_user_module", "call_user_model", "check_state_dict", "example_args", "exits_refused",
+           "flatten_outputs", "import_module", "load_weights", "module_source", "recorded_module", "recurrent_layers", "user_args"]
 
 
 def import_module(spec: ModelSpec, sha256: str | None) -> None:
@@ -60,7 +60,7 @@ def _import_target(spec: ModelSpec, sha256: str | None = None):
         module = _import_file(spec, Path(target), sha256)
     else:
         try:
-            with _exit_refused():
+            with exits_refused():
                 module = importlib.import_module(target)
         except BaseException as exc:
             raise SpecError(f"{spec.name}: cannot import module {target!r}: {type(exc).__name__}: {exc}") from None
@@ -80,20 +80,26 @@ def _import_target(spec: ModelSpec, sha256: str | None = None):
 
 
 @contextlib.contextmanager
-def _exit_refused() -> Iterator[None]:
-    """While a user's module is imported, ``os._exit`` raises `SystemExit` instead of ending
-    the process on the spot: an export would otherwise exit 0 having written nothing.
-    (Validation imports in a child process, `rnnexport.runtimes.isolated`, which catches any
-    way out.)"""
-    def refuse(code: int) -> None:
-        raise SystemExit(f"the module called os._exit({code}) while it was imported")
+def exits_refused() -> Iterator[None]:
+    """While a user's module runs in this process (imported, built, exported), ``os._exit``
+    called from the main thread raises `SpecError` instead of ending the process on the spot:
+    an export would otherwise exit 0 having written nothing. Other threads (rnnexport's own
+    watchers) still exit. Validation runs the module in a child process instead
+    (`rnnexport.runtimes.isolated`), which catches any way out."""
+    import threading
 
-    saved = os._exit
+    real = os._exit
+
+    def refuse(code: int) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            real(code)
+        raise SpecError(f"the module called os._exit({code})")
+
     os._exit = refuse
     try:
         yield
     finally:
-        os._exit = saved
+        os._exit = real
 
 
 def _standard_library(target: str) -> bool:
@@ -119,7 +125,7 @@ def _import_file(spec: ModelSpec, path: Path, sha256: str | None):
     sys.modules[name] = module  # TorchScript finds source through sys.modules
     sys.path.insert(0, str(path.parent))  # the file may import its neighbours
     try:
-        with _exit_refused():
+        with exits_refused():
             exec(compile(source, str(path), "exec"), module.__dict__)  # noqa: S102 (the user's module, checked)
     except BaseException as exc:
         del sys.modules[name]
@@ -174,15 +180,13 @@ def recorded_module(spec: ModelSpec, source: Any, folder: Path) -> tuple[ModelSp
     the recorded one, never a standard-library module: a manifest is easy to edit, and
     importing runs code. A ``FILE.py`` module is looked for relative to the artifact folder
     first (recorded so at export: the project may have moved), then at its absolute path; a
-    relative path is never resolved against the current folder. rnnexport's own examples
-    (``rnnexport.*``) are part of the running program and need no record.
+    relative path is never resolved against the current folder. rnnexport's own examples go
+    the same way: a manifest naming another of rnnexport's functions must not get it called.
     """
     target, attr = spec.module.rsplit(":", 1)
     if target == "__main__":
         return None, (f"{attr} was defined in a script (__main__) when it was exported; importing the script again "
                       "would run it, so it is not rebuilt")
-    if target.split(".")[0] == "rnnexport" and not target.endswith(".py"):
-        return spec, None
     if _standard_library(target):
         return None, f"the manifest names {spec.module!r}, a standard-library module, not a model module; not imported"
     if not isinstance(source, dict) or source.get("module") != spec.module:

@@ -128,19 +128,34 @@ def reference_unavailable(artifact: Artifact, trusted: bool) -> str | None:
 
 
 def manifest_tolerance(artifact: Artifact) -> Tolerance:
-    """The tolerance stored in the manifest (model and per output), defaults where absent."""
-    stored, default = artifact.manifest.get("tolerance"), Tolerance()
-    if not isinstance(stored, dict):
-        return default
-    try:
-        atol, rtol = float(stored.get("atol", default.atol)), float(stored.get("rtol", default.rtol))
-        per_output = {name: (float(t.get("atol", atol)), float(t.get("rtol", rtol)))
-                      for name, t in (stored.get("outputs") or {}).items()}
-        return Tolerance(atol=atol, rtol=rtol, per_output=per_output)
-    except (TypeError, ValueError, AttributeError) as exc:
-        from rnnexport.errors import ArtifactError
+    """The tolerance stored in the manifest (model and per output), defaults where absent.
 
-        raise ArtifactError(f"{artifact.path}: manifest 'tolerance' is malformed ({exc})") from None
+    Raises:
+        ArtifactError: a value that is not a finite number >= 0 (NaN would pass everything),
+            or an entry that is not a table.
+    """
+    from rnnexport.errors import ArtifactError
+
+    stored, default = artifact.manifest.get("tolerance"), Tolerance()
+    if stored is None:
+        return default
+
+    def value(table: Any, key: str, fallback: float, where: str) -> float:
+        if not isinstance(table, dict):
+            raise ArtifactError(f"{artifact.path}: manifest 'tolerance{where}' must be a table, got {table!r:.60}")
+        found = table.get(key, fallback)
+        if type(found) not in (int, float) or not np.isfinite(found) or found < 0:
+            raise ArtifactError(f"{artifact.path}: manifest 'tolerance{where}.{key}' is {found!r:.40}; valid: a finite "
+                                "number >= 0")
+        return float(found)
+
+    atol, rtol = value(stored, "atol", default.atol, ""), value(stored, "rtol", default.rtol, "")
+    outputs = stored.get("outputs") or {}
+    if not isinstance(outputs, dict):
+        raise ArtifactError(f"{artifact.path}: manifest 'tolerance.outputs' must be a table, got {outputs!r:.60}")
+    per_output = {name: (value(t, "atol", atol, f".outputs.{name}"), value(t, "rtol", rtol, f".outputs.{name}"))
+                  for name, t in outputs.items()}
+    return Tolerance(atol=atol, rtol=rtol, per_output=per_output)
 
 
 def applied_tolerance(artifact: Artifact, given: Tolerance | None, *, use_manifest: bool = False
@@ -351,7 +366,8 @@ def _new_report(artifact: Artifact, plan: _Plan, *, given_cases: bool) -> Artifa
                             "against the stored golden data only, on its cases")
     report.streaming = (
         {"cases": [c.id for c, _ in plan.stream_cases], "chunks": {c.id: list(ch) for c, ch in plan.stream_cases}}
-        if plan.stream_cases else {"not_applicable": streaming_not_applicable(spec)}
+        if plan.stream_cases else {"not_applicable": streaming_not_applicable(spec) or (
+            "it runs new cases, which need the eager reference (unavailable)")}
     )
     return report
 

@@ -71,17 +71,25 @@ def check_stored_weights(artifact) -> tuple[list[str], list[str]]:
         expected, unchecked = set(weights), set()
     floats, unique, counts = _onnx_floats(onnx_file)
     missing = sorted((expected | unchecked) - set(weights))
-    changed = sorted(n for n in expected & set(weights) if not _found(n, weights[n], floats, unique, counts))
+    layout = recorded.get("tensors") if isinstance(recorded, dict) and isinstance(recorded.get("tensors"), dict) else {}
+    relaid = sorted(n for n, t in weights.items() if n in layout and layout[n] != _layout(t))
+    changed = sorted(n for n in expected & set(weights)
+                     if n not in relaid and not _found(n, weights[n], floats, unique, counts))
     extra = sorted(set(weights) - expected - unchecked)
     problems = []
     if missing:
         problems.append(f"weights.safetensors lacks {', '.join(missing[:5])}, which the export wrote")
+    if relaid:
+        name = relaid[0]
+        problems.append(f"weights.safetensors: {', '.join(relaid[:5])} changed dtype or shape since the export "
+                        f"({layout[name]['dtype']}{layout[name]['shape']} then, {_layout(weights[name])['dtype']}"
+                        f"{_layout(weights[name])['shape']} now)")
     if changed:
         problems.append(f"weights.safetensors: {', '.join(changed[:5])} differ from model.onnx's initializers: "
                         "the weights are not the ones model.onnx was exported with")
     if extra:
         problems.append(f"weights.safetensors holds tensors the export did not write: {', '.join(extra[:5])}")
-    checked = len(expected & set(weights)) - len(changed)
+    checked = len(expected & set(weights)) - len(changed) - len(set(relaid) & expected)
     notes = [f"weights.safetensors checked as data (no eager reference ran): {checked} of {len(weights)} tensors "
              "equal model.onnx's initializers" + (f"; not checked (not in model.onnx at export): "
                                                   f"{', '.join(sorted(unchecked)[:5])}" if unchecked else "")]
@@ -90,8 +98,15 @@ def check_stored_weights(artifact) -> tuple[list[str], list[str]]:
 
 def weights_record(weights: dict[str, np.ndarray], onnx_path: Path) -> dict[str, list[str]]:
     """The manifest's ``weights_check``: which tensors of ``weights.safetensors`` the export
-    found in ``model.onnx`` (checked later), and which not (a tensor the graph does not use,
-    or folds into another constant: listed, not checked)."""
+    found in ``model.onnx`` (checked later), which not (a tensor the graph does not use, or
+    folds into another constant: listed, not checked), and each tensor's dtype and shape."""
     floats, unique, counts = _onnx_floats(onnx_path)
     found = sorted(name for name, tensor in weights.items() if _found(name, tensor, floats, unique, counts))
-    return {"in_onnx": found, "not_in_onnx": sorted(set(weights) - set(found))}
+    return {"in_onnx": found, "not_in_onnx": sorted(set(weights) - set(found)),
+            "tensors": {name: _layout(tensor) for name, tensor in sorted(weights.items())}}
+
+
+def _layout(tensor: np.ndarray) -> dict[str, object]:
+    """A tensor's dtype and shape as the manifest records them (values alone would let a
+    float64 copy of the weights pass)."""
+    return {"dtype": str(tensor.dtype), "shape": list(tensor.shape)}

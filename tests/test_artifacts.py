@@ -116,7 +116,7 @@ def _tree_digest(folder: Path) -> dict[str, str]:
 def _artifact_folder(folder: Path) -> None:
     """The least a folder needs to count as an artifact rnnexport may replace."""
     folder.mkdir()
-    (folder / MANIFEST).write_text('{"schema_version": 1, "files": {}}')
+    (folder / MANIFEST).write_text('{"schema_version": 1, "files": {"f": {}}}')
 
 
 def test_staged_folder_keeps_previous_on_error(tmp_path: Path):
@@ -134,7 +134,7 @@ def test_staged_folder_replaces_and_recovers(tmp_path: Path):
     final = tmp_path / "art"
     with staged_folder(final) as stage:
         (stage / "f").write_text("one")
-        (stage / MANIFEST).write_text('{"schema_version": 1, "files": {}}')
+        (stage / MANIFEST).write_text('{"schema_version": 1, "files": {"f": {}}}')
     assert (final / "f").read_text() == "one" and oct(final.stat().st_mode & 0o777) != "0o700"
     # A death between the two renames leaves the old folder aside; the next export restores it.
     os.rename(final, tmp_path / ".art.previous")

@@ -88,12 +88,12 @@ def test_users_hidden_folders_beside_an_artifact_are_never_removed(tmp_path, cli
     """Stale staging, backup and rejected folders are cleared only when rnnexport made them."""
     out = tmp_path / "OUT"
     shutil.copytree(MODELS / "deep", out / "deep")
-    for name in (".deep.staging-abcdefgh", ".deep.previous", ".deep.rejected"):
+    for name in (".deep.staging-abcdefgh", ".deep.rejected"):  # .deep.previous: the next test
         _users_folder(out / name)
     ours = out / ".deep.staging-zzzzzzzz"
     ours.mkdir()
     (ours / "model.onnx").write_bytes(b"half")  # what a killed export leaves
-    users = {name: tree(out / name) for name in (".deep.staging-abcdefgh", ".deep.previous", ".deep.rejected")}
+    users = {name: tree(out / name) for name in (".deep.staging-abcdefgh", ".deep.rejected")}
     # A failing validation would keep its artifact in .deep.rejected: here it must not.
     code, _, err = cli("export", "deep", "--out", out, "--runtimes", "onnxruntime-cpu", "--atol", "0", "--rtol", "0")
     assert code == 1 and "not kept" in err, err
@@ -371,6 +371,8 @@ BAD_WEIGHTS = {
     "extra tensor": (lambda f: _edit_safetensors(f, lambda w: w.update(extra=np.full((3,), 7.25, np.float32))),
                      "extra"),
     "changed weight": (lambda f: _edit_safetensors(f, _scaled), "gru.weight_hh_l0 differ from model.onnx"),
+    "float64 copy": (lambda f: _edit_safetensors(f, lambda w: w.update({k: v.astype(np.float64) for k, v in w.items()})),
+                     "changed dtype or shape since the export (float32["),
 }
 
 
@@ -394,12 +396,22 @@ def test_the_export_records_which_weights_untrusted_validation_can_check(tmp_pat
     assert code == 1 and "tensors the export did not write: extra" in out
 
 
-def test_an_export_whose_module_ends_the_process_is_an_error_not_exit_0(tmp_path):
+@pytest.mark.parametrize("where", ["import", "__init__", "forward"])
+def test_an_export_whose_module_ends_the_process_is_an_error_not_exit_0(tmp_path, where):
     from tests.conftest import run_process
     from tests.usermodels import TWO_RECURRENT
 
-    source = Path(__file__).parent / "usermodels" / "features.py"
-    (tmp_path / "features.py").write_text(source.read_text() + "\nimport os\nos._exit(0)\n")
+    source = (Path(__file__).parent / "usermodels" / "features.py").read_text()
+    if where == "import":
+        source += "\nimport os\nos._exit(0)\n"
+    else:  # at the top of TwoRecurrent's __init__ or forward
+        head = "class TwoRecurrent(nn.Module):"
+        cls = source[source.index(head):]
+        method = cls.index(f"def {where}(")
+        body = cls.index("\n", cls.index(":", cls.index(")", method))) + 1
+        cls = cls[:body] + "        __import__('os')._exit(0)\n" + cls[body:]
+        source = source[:source.index(head)] + cls
+    (tmp_path / "features.py").write_text(source)
     (tmp_path / "two.toml").write_text(TWO_RECURRENT)
     done = run_process("export", tmp_path / "two.toml", "--out", tmp_path / "out")
     assert done.returncode == 2 and "called os._exit(0)" in one_line(done.stderr)
@@ -420,3 +432,122 @@ def test_weights_of_a_manifest_without_the_record_are_all_checked(artifact_copy,
     _edit_safetensors(folder, _scaled)
     code, out, _ = cli("validate", folder, "--untrusted", "--runtimes", "onnxruntime-cpu")
     assert code == 1 and "gru.weight_hh_l0 differ from model.onnx" in out
+
+
+def test_files_of_yours_inside_an_artifact_folder_keep_it_from_being_replaced(tmp_path, cli):
+    out = tmp_path / "OUT"
+    shutil.copytree(MODELS / "deep", out / "deep")
+    (out / "deep" / "notes.txt").write_text("mine\n")
+    (out / "deep" / "sub").mkdir()
+    before = tree(out)
+    code, _, err = cli("export", "deep", "--out", out, "--no-validate")
+    assert code == 2 and "only the files it lists" in one_line(err)
+    assert tree(out) == before
+
+
+def test_a_users_folder_where_the_backup_goes_is_named(tmp_path, cli):
+    out = tmp_path / "OUT"
+    shutil.copytree(MODELS / "deep", out / "deep")
+    _users_folder(out / ".deep.previous")
+    before = tree(out)
+    code, _, err = cli("export", "deep", "--out", out, "--no-validate")
+    assert code == 2 and ".deep.previous is in the way" in one_line(err)
+    assert tree(out) == before
+
+
+def test_a_killed_compile_server_is_that_artifacts_failure_and_the_next_export_goes_on(tmp_path):
+    import os
+    import signal
+
+    from rnnexport.errors import WorkerDied
+    from rnnexport.export import export_specs
+    from rnnexport.export import torchscript
+    from rnnexport.spec import get_spec
+
+    spec = get_spec("single_layer")
+    weights = tmp_path / "weights.pt"
+    import torch
+
+    from rnnexport.builder import build_module
+
+    torch.save(build_module(spec).state_dict(), weights)
+    job = torchscript.start_torchscript(spec, weights, tmp_path / "model.pt")
+    os.kill(torchscript._SERVER.process.pid, signal.SIGKILL)
+    with pytest.raises(WorkerDied, match=r"single_layer: its TorchScript compile (server|ing process) died \(killed"):
+        with job:
+            job.result()
+    results = export_specs([get_spec("deep")], tmp_path / "out", validate=False)
+    assert results[0].path == tmp_path / "out" / "deep"
+
+
+@pytest.mark.parametrize("tolerance", [
+    {"atol": 1e-5, "rtol": 1e-4, "outputs": {"output": {"atol": float("nan")}}},
+    {"atol": 1e-5, "rtol": 1e-4, "outputs": {"h_n": {"rtol": float("-inf")}}},
+    {"atol": "1e9"},
+    {"atol": True},
+    {"outputs": ["output"]},
+], ids=["nan", "minus-inf", "string", "bool", "not-a-table"])
+def test_a_malformed_manifest_tolerance_is_refused_even_when_applied(artifact_copy, cli, tolerance):
+    folder = artifact_copy("deep")
+    _rewrite_manifest(folder, lambda manifest: manifest.update(tolerance=tolerance))
+    for flags in ([], ["--manifest-tolerance"]):
+        code, _, err = cli("validate", folder, *QUICK, *flags)
+        assert code == 2 and "manifest 'tolerance" in one_line(err), err
+
+
+def test_the_junit_report_states_the_tolerance_applied(artifact_copy, cli, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    folder = artifact_copy("deep")
+    _rewrite_manifest(folder, lambda manifest: manifest.update(tolerance={"atol": 1e9, "rtol": 1e9}))
+    code, _, _ = cli("validate", folder, *QUICK, "--manifest-tolerance", "--junit", tmp_path / "r.xml")
+    properties = {p.get("name"): p.get("value") for p in ET.parse(tmp_path / "r.xml").getroot().iter("property")}
+    assert code == 0 and json.loads(properties["tolerance"])["atol"] == 1e9
+    assert "(the manifest's)" in properties["tolerance_note"]
+
+
+SAVE_ON_A_FULL_DISK = """
+import sys
+from pathlib import Path
+
+from rnnexport.builder import build_module
+from rnnexport.export.onnx_dynamo import export_program, save_program
+from rnnexport.spec import get_spec
+
+spec = get_spec("single_layer")
+program, _ = export_program(build_module(spec), spec)
+target = Path(sys.argv[1])
+with open(target.parent / "filler", "wb", buffering=0) as f:  # fill the disk, as another process would
+    try:
+        while True:
+            f.write(b"\\0" * 4096)
+    except OSError:
+        pass
+try:
+    save_program(program, target)
+except OSError as exc:
+    print(f"OSError {exc.errno}")
+    sys.exit(3)
+"""
+
+
+def test_a_disk_filled_by_another_process_is_an_oserror_not_an_abort(tmp_path):
+    """torch's C++ zip writer aborts the process (exit 134) when the disk fills under it; the
+    program is serialized in memory and written by Python instead."""
+    import os
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        run = subprocess.run([sys.executable, "-c", SAVE_ON_A_FULL_DISK, str(mount / "model.pt2")],
+                             capture_output=True, text=True, timeout=300)
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+    assert run.returncode == 3 and "OSError 28" in run.stdout, (run.returncode, run.stderr[-500:])

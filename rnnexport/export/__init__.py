@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,7 +166,7 @@ def _export_or_failure(item: tuple[RNNSpec, str, dict[str, Any]]) -> ExportResul
     spec, out_dir, options = item
     try:
         return export_spec(spec, out_dir, **options)
-    except ValidationFailed as exc:
+    except (ValidationFailed, WorkerDied) as exc:  # this artifact's failure; the others go on
         return exc
 
 
@@ -221,7 +222,9 @@ def _write_models(
     size = weight_bytes(spec)
     warnings: dict[str, list[str]] = {}
     with writing(stage, "weights.pt", size) as path:
-        torch.save(module.state_dict(), path)
+        buffer = io.BytesIO()  # written by Python: torch's C++ writer aborts the process on a full disk
+        torch.save(module.state_dict(), buffer)
+        path.write_bytes(buffer.getbuffer())
     with writing(stage, "model.pt", 2 * size) as path:
         # Compiles in its own process (mostly importing torch) while this one exports the rest.
         compiler = start_torchscript(spec, stage / "weights.pt", path, method=torchscript_method)

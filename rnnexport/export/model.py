@@ -61,7 +61,7 @@ def export_model_spec(
         ExportError, UsageError, ValidationFailed: as `export_spec`.
     """
     from rnnexport.export import _check_exporter, _check_memory
-    from rnnexport.usermodel import build_user_module
+    from rnnexport.usermodel import build_user_module, exits_refused
 
     notes: list[str] = []
     exporter = _check_exporter(exporter, opset, notes)
@@ -70,12 +70,13 @@ def export_model_spec(
         raise UsageError(f"unknown TorchScript method {method!r}; valid: script, trace")
     _check_memory(spec, validate, max_memory)
     rebuildable = module is None
-    if module is None:
-        spec = _weights_chosen(spec, notes)
-        module = build_user_module(spec)
-    with _in_eval_mode(module):
-        return _export_module(spec, module, out_dir, rebuildable, notes, exporter, opset, method, validate, runtimes,
-                              tolerance, max_memory, lock_timeout)
+    with exits_refused():  # the module's code runs here: an os._exit in it is an error, not exit 0
+        if module is None:
+            spec = _weights_chosen(spec, notes)
+            module = build_user_module(spec)
+        with _in_eval_mode(module):
+            return _export_module(spec, module, out_dir, rebuildable, notes, exporter, opset, method, validate,
+                                  runtimes, tolerance, max_memory, lock_timeout)
 
 
 def _weights_chosen(spec: ModelSpec, notes: list[str]) -> ModelSpec:
@@ -106,6 +107,7 @@ def _export_module(spec: ModelSpec, module, out_dir, rebuildable: bool, notes: l
                    method: str | None, validate: bool, runtimes, tolerance, max_memory, lock_timeout):
     """The steps of `export_model_spec` (see the module docstring) on a module in eval mode."""
     from rnnexport.export import ExportResult, _validate_staged
+    from rnnexport.export.onnx_dynamo import save_program
     from rnnexport.usermodel import check_state_dict, recurrent_layers
 
     if not rebuildable:  # a module from memory: its weights are checked as a file's are
@@ -124,9 +126,7 @@ def _export_module(spec: ModelSpec, module, out_dir, rebuildable: bool, notes: l
         with compiler or contextlib.nullcontext():  # it compiles while this process exports the rest
             program, warnings["torch.export"] = _export_program(spec, module)
             with writing(stage, "model.pt2", size) as path:
-                import torch
-
-                torch.export.save(program, str(path))
+                save_program(program, path)
             with writing(stage, "model.onnx", size) as path:
                 warnings["onnx"] = _write_onnx(spec, module, program, path, exporter, opset)
             method, warnings["torchscript"] = _finish_torchscript(spec, module, stage, method, compiler, notes, size)

@@ -79,10 +79,19 @@ def strip_source_locations(program: torch.export.ExportedProgram) -> None:
 
 
 def save_program(program: torch.export.ExportedProgram, path: Path) -> None:
-    """Write ``model.pt2``; reload with ``import rnnexport.ops`` then ``torch.export.load``."""
+    """Write ``model.pt2``; reload with ``import rnnexport.ops`` then ``torch.export.load``.
+
+    Serialized in memory, then written by Python: torch's C++ zip writer aborts the whole
+    process (SIGABRT, exit 134) when the disk fills up under it, which no free-space check made
+    beforehand can rule out (another process may fill the disk); Python's write raises OSError.
+    """
+    import io
+
     import torch
 
-    torch.export.save(program, str(path))
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    Path(path).write_bytes(buffer.getbuffer())
 
 
 def export_onnx_dynamo(program: torch.export.ExportedProgram, spec: RNNSpec, path: Path, *, opset: int) -> list[str]:

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rnnexport.errors import ExportError, UsageError
+from rnnexport.errors import ExportError, RNNExportError, UsageError, WorkerDied
 from rnnexport.export._capture import captured_messages
 from rnnexport.export._torch_internals import strip_torchscript_debug_info
 from rnnexport.spec import RNNSpec, spec_from_dict
@@ -128,14 +128,19 @@ class TorchScriptJob:
             ExportError: the compilation failed; its last error line is in the message.
         """
         reply = self._wait()
+        if "died" in reply:  # killed, not failed: this artifact's error, the others go on
+            raise WorkerDied(self.label, f"its TorchScript compiling process died ({reply['died']})")
         if "error" in reply:
             raise ExportError(f"{self.label}: TorchScript compilation failed: {reply['error']}")
         return reply["result"]
 
     def _wait(self) -> dict:
         if self._reply is None:
-            self._started()
-            self._reply = self._server.wait()
+            try:
+                self._started()
+                self._reply = self._server.wait()
+            except WorkerDied as exc:  # the server itself: the next export starts another
+                raise WorkerDied(self.label, f"its TorchScript compile server died ({exc.reason})") from None
         return self._reply
 
     def _started(self) -> int:
@@ -145,9 +150,9 @@ class TorchScriptJob:
 
     def close(self) -> None:
         if self._reply is None:
-            with contextlib.suppress(OSError, ExportError):
+            with contextlib.suppress(OSError, RNNExportError):
                 os.kill(self._started(), 9)
-            with contextlib.suppress(ExportError):
+            with contextlib.suppress(RNNExportError):
                 self._wait()
 
     def __enter__(self) -> TorchScriptJob:
@@ -178,10 +183,17 @@ class _CompileServer:
     def alive(self) -> bool:
         return self.owner == os.getpid() and self.process.poll() is None
 
+    def _died(self) -> WorkerDied:
+        from rnnexport._workers import describe_death
+
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+        return WorkerDied("the TorchScript compile server", describe_death(self.process.poll()))
+
     def _line(self) -> str:
         line = self.process.stdout.readline()
         if not line:
-            raise ExportError(f"the TorchScript compile server exited ({self.process.poll()})")
+            raise self._died()
         return line
 
     def submit(self, request: dict) -> None:
@@ -189,7 +201,7 @@ class _CompileServer:
             self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()
         except (BrokenPipeError, OSError):
-            raise ExportError(f"the TorchScript compile server exited ({self.process.poll()})") from None
+            raise self._died() from None
 
     def started(self) -> int:
         """The pid of the child compiling the request submitted last (waits for the server)."""
@@ -426,9 +438,10 @@ def _server() -> None:
         if data:
             print(data, flush=True)
         else:
-            signal_number = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-            why = f"killed by signal {signal_number}" if signal_number else f"exit status {os.WEXITSTATUS(status)}"
-            print(json.dumps({"error": f"the compiling process ended without a result ({why})"}), flush=True)
+            from rnnexport._workers import describe_death
+
+            why = describe_death(os.waitstatus_to_exitcode(status))
+            print(json.dumps({"died": why}), flush=True)
 
 
 if __name__ == "__main__":

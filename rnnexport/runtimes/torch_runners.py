@@ -73,8 +73,7 @@ class TorchEagerRunner(_ModuleRunner):
 
         spec = self.artifact.spec
         if spec.kind == "model":
-            from rnnexport.errors import SpecError
-            from rnnexport.usermodel import build_user_module, recorded_module
+            from rnnexport.usermodel import recorded_module
 
             if self._given is not None:
                 self._module = self._given
@@ -83,21 +82,15 @@ class TorchEagerRunner(_ModuleRunner):
             resolved, reason = recorded_module(spec, source, self.artifact.path)
             if resolved is None:
                 raise ArtifactError(f"{self.artifact.path}: the eager reference cannot be rebuilt: {reason}")
-            if resolved.module_file is not None or resolved.module.split(".")[0] != "rnnexport":
-                # The user's code (not rnnexport's own examples): imported and run in a child
-                # process, where it can neither end nor patch this one (`rnnexport.runtimes.isolated`).
-                import dataclasses
+            # The user's code: imported and run in a child process, where it can neither end
+            # nor patch this one (`rnnexport.runtimes.isolated`).
+            import dataclasses
 
-                from rnnexport.runtimes.isolated import IsolatedReference
+            from rnnexport.runtimes.isolated import IsolatedReference
 
-                self._child = IsolatedReference(dataclasses.replace(self.artifact, spec=resolved),
-                                                source.get("sha256"), self.threads)
-                self._child.load()
-                return
-            try:
-                self._module = build_user_module(resolved, self.artifact.state_dict())
-            except SpecError as exc:
-                raise ArtifactError(f"{self.artifact.path}: the eager reference cannot be rebuilt: {exc}") from None
+            self._child = IsolatedReference(dataclasses.replace(self.artifact, spec=resolved), source.get("sha256"),
+                                            self.threads)
+            self._child.load()
             return
         try:
             self._module = wrap(module_from_state_dict(spec, self.artifact.state_dict()), spec)
