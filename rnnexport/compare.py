@@ -36,6 +36,12 @@ class Tolerance:
         base = output.split("[")[0]
         return self.per_output.get(output, self.per_output.get(base, (self.atol, self.rtol)))
 
+    def to_json(self) -> dict[str, Any]:
+        """``{"atol", "rtol", "outputs": {name: {"atol", "rtol"}}}``, as manifests and reports
+        record it (`rnnexport.validate.manifest_tolerance` reads it back)."""
+        return {"atol": self.atol, "rtol": self.rtol,
+                "outputs": {name: {"atol": a, "rtol": r} for name, (a, r) in self.per_output.items()}}
+
 
 @dataclass(frozen=True)
 class Comparison:

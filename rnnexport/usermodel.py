@@ -31,7 +31,8 @@ from rnnexport.modelspec import RANDOM_WEIGHTS, ModelSpec
 from rnnexport.ops import RECURRENT_MODULES
 
 __all__ = ["build_user_module", "call_user_model", "check_state_dict", "example_args", "exits_refused",
-           "flatten_outputs", "import_module", "load_weights", "module_source", "recorded_module", "recurrent_layers", "user_args"]
+           "flatten_outputs", "import_module", "load_weights", "module_source", "recorded_module", "recurrent_layers",
+           "user_args"]
 
 
 def import_module(spec: ModelSpec, sha256: str | None) -> None:
@@ -51,8 +52,7 @@ def _import_target(spec: ModelSpec, sha256: str | None = None):
     """
     target, attr = spec.module.rsplit(":", 1)
     if target == "__main__":
-        raise SpecError(f"{spec.name}: {attr} was defined in a script (__main__) when it was exported; importing "
-                        "the script again would run it, so it is not rebuilt")
+        raise SpecError(f"{spec.name}: {_script_reason(attr)}")
     if _standard_library(target):
         raise SpecError(f"{spec.name}: module {target!r} is part of Python's standard library, not a model module "
                         "(module = 'FILE.py:ATTR' or 'package.module:ATTR')")
@@ -100,6 +100,11 @@ def exits_refused() -> Iterator[None]:
         yield
     finally:
         os._exit = real
+
+
+def _script_reason(attr: str) -> str:
+    return (f"{attr} was defined in a script (__main__) when it was exported; importing the script again would run "
+            "it, so it is not rebuilt")
 
 
 def _standard_library(target: str) -> bool:
@@ -185,8 +190,7 @@ def recorded_module(spec: ModelSpec, source: Any, folder: Path) -> tuple[ModelSp
     """
     target, attr = spec.module.rsplit(":", 1)
     if target == "__main__":
-        return None, (f"{attr} was defined in a script (__main__) when it was exported; importing the script again "
-                      "would run it, so it is not rebuilt")
+        return None, _script_reason(attr)
     if _standard_library(target):
         return None, f"the manifest names {spec.module!r}, a standard-library module, not a model module; not imported"
     if not isinstance(source, dict) or source.get("module") != spec.module:

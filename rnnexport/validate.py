@@ -20,10 +20,12 @@ from rnnexport.compare import Comparison, Tolerance, compare_arrays, failures
 from rnnexport.errors import RuntimeUnavailableError, UsageError, WorkerDied
 from rnnexport.inputs import Case, check_feeds, default_sweep, make_inputs
 from rnnexport.invariants import check_invariants
+from rnnexport.modelspec import RANDOM_WEIGHTS
 from rnnexport.runtimes import RUNTIMES, loaded_runners, make_runner, resolve_runtimes, runtime_imports
 from rnnexport.spec import RNNSpec
 
-__all__ = ["ArtifactReport", "RunError", "applied_tolerance", "describe_tolerance", "planned_steps", "select_shard", "validate_artifact", "validate_imports",
+__all__ = ["ArtifactReport", "RunError", "applied_tolerance", "describe_tolerance", "planned_steps", "select_shard",
+           "validate_artifact", "validate_imports",
            "validate_paths"]
 
 
@@ -315,7 +317,8 @@ class _Plan:
     longest: Any  # the case whose error per time step is plotted (RNN specs)
 
 
-def _plan(artifact: Artifact, runtimes, tolerance: tuple[Tolerance, list[str]], cases, options, trusted: bool, max_memory) -> _Plan:
+def _plan(artifact: Artifact, runtimes, tolerance: tuple[Tolerance, list[str]], cases, options, trusted: bool,
+          max_memory) -> _Plan:
     """Runtimes, cases, feeds (golden inputs where stored) and streaming cases, every case
     checked against the memory limit and every feed against the spec before anything runs."""
     from rnnexport.errors import ArtifactError
@@ -354,12 +357,12 @@ def _new_report(artifact: Artifact, plan: _Plan, *, given_cases: bool) -> Artifa
     report = ArtifactReport(
         artifact=artifact.name, path=str(artifact.path), runtimes=list(plan.runtimes), skipped=dict(plan.skipped),
         cases=[c.id for c in plan.cases], golden_versions=dict(artifact.manifest.get("versions", {})),
-        current_versions=versions(), tolerance=_tolerance_json(plan.tolerance),
+        current_versions=versions(), tolerance=plan.tolerance.to_json(),
     )
     report.notes.extend(plan.tolerance_notes)
     if given_cases and spec.kind == "model":
         report.notes.append("the given cases (BxS) apply to RNN specs; this model spec ran its own dims' sweep")
-    if spec.kind == "model" and spec.weights == "random":
+    if spec.kind == "model" and spec.weights == RANDOM_WEIGHTS:
         report.notes.append(f"weights: the module's seeded initialization (seed {spec.seed}), not trained weights")
     if plan.missing_reference:
         report.notes.append(f"eager reference unavailable ({plan.missing_reference}): every runtime was checked "
@@ -370,11 +373,6 @@ def _new_report(artifact: Artifact, plan: _Plan, *, given_cases: bool) -> Artifa
             "it runs new cases, which need the eager reference (unavailable)")}
     )
     return report
-
-
-def _tolerance_json(tolerance: Tolerance) -> dict[str, Any]:
-    return {"atol": tolerance.atol, "rtol": tolerance.rtol,
-            "outputs": {name: {"atol": a, "rtol": r} for name, (a, r) in tolerance.per_output.items()}}
 
 
 def _admit_runners(artifact, plan: _Plan, runners: dict, unsupported: dict[str, str], failed: dict[str, Exception],
