@@ -179,7 +179,7 @@ def _versions() -> dict[str, str]:
 
 
 def rnn_manifest(spec: RNNSpec, files: dict[str, dict[str, Any]], *, exporter: str, opset: int,
-                 torchscript_method: str, warnings: dict[str, list[str]], onnx_refused: str | None,
+                 torchscript_method: str, warnings: dict[str, list[str]], formats: dict[str, Any],
                  tolerance) -> dict[str, Any]:
     """The manifest of an RNN spec's artifact (docs/artifacts.md); `files` maps
     each file name to its `file_entry`."""
@@ -197,7 +197,7 @@ def rnn_manifest(spec: RNNSpec, files: dict[str, dict[str, Any]], *, exporter: s
         "spec": spec.to_dict(),
         "exporter": exporter,
         "opset": None if spec.proj_size else opset,
-        **({"onnx_refused": onnx_refused} if onnx_refused else {}),
+        **formats,
         "torchscript_method": torchscript_method,
         "files": files,
         "io": {"inputs": [entry(n) for n in spec.input_names], "outputs": [entry(n) for n in spec.output_names]},
@@ -212,7 +212,8 @@ def rnn_manifest(spec: RNNSpec, files: dict[str, dict[str, Any]], *, exporter: s
 def model_manifest(spec: ModelSpec, files: dict[str, dict[str, Any]], *, exporter: str, opset: int,
                    torchscript_method: str, warnings: dict[str, list[str]], recurrent_ops: list[dict[str, Any]],
                    recurrent_layers: list[dict[str, Any]], golden: dict[str, dict[str, Any]],
-                   module_source: dict[str, Any], tolerance, output_axes: dict[str, dict[int, str]]) -> dict[str, Any]:
+                   module_source: dict[str, Any], tolerance, output_axes: dict[str, dict[int, str]],
+                   formats: dict[str, Any]) -> dict[str, Any]:
     """The manifest of a model spec's artifact (``"kind": "model"``): the spec (weights by file
     name: paths differ per machine), where the module came from, the I/O with each output's
     shape (dim names where an axis follows a dim, else the documented size), dtype and named
@@ -231,6 +232,7 @@ def model_manifest(spec: ModelSpec, files: dict[str, dict[str, Any]], *, exporte
         "module_source": module_source,
         "exporter": exporter,
         "opset": opset,
+        **formats,
         "torchscript_method": torchscript_method,
         "files": files,
         "io": {
@@ -518,13 +520,14 @@ def _check_program_archive(path: Path) -> None:
         raise ArtifactError(f"{path}: not a readable torch.export archive ({type(exc).__name__}: {exc})") from None
 
 
-def implied_files(spec: RNNSpec | ModelSpec, golden_file: str = "golden.npz") -> list[str]:
-    """The files every artifact of `spec` holds: the models (``model.onnx`` unless ONNX was
-    refused for an LSTM projection), the weights and the golden data."""
-    if isinstance(spec, ModelSpec):
-        return ["model.onnx", "model.pt", "model.pt2", "weights.safetensors", golden_file]
-    onnx = [] if spec.proj_size else ["model.onnx"]
-    return [*onnx, "model.pt", "model.pt2", "weights.pt", golden_file]
+def implied_files(spec: RNNSpec | ModelSpec, manifest: dict[str, Any]) -> list[str]:
+    """The files the artifact of `spec` described by `manifest` holds: the model files of its
+    formats (`rnnexport.formats.format_files`), the weights and the golden data."""
+    from rnnexport.formats import format_files
+
+    weights = "weights.safetensors" if isinstance(spec, ModelSpec) else "weights.pt"
+    projection = bool(getattr(spec, "proj_size", 0))
+    return [*format_files(manifest, projection=projection), weights, manifest["golden"]["file"]]
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
@@ -560,6 +563,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
                 or not _SHA256_RE.fullmatch(entry["sha256"]) or type(entry.get("bytes")) is not int):
             raise ArtifactError(f"{manifest_path}: files entry {name!r} must be {{\"sha256\": 64 hex digits, "
                                 f"\"bytes\": an integer}}, got {entry!r:.80}")
+    _check_formats(manifest, manifest_path)
     found = manifest.get("versions", {})
     if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
         raise ArtifactError(f"{manifest_path}: 'versions' must be a table of package -> version string")
@@ -582,14 +586,27 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def _check_formats(manifest: dict[str, Any], manifest_path: Path) -> None:
+    """``formats`` (when present) names known formats; ``formats_missing`` maps them to reasons."""
+    from rnnexport.formats import FORMATS, parse_formats
+
+    if "formats" in manifest:
+        parse_formats(manifest["formats"], f"{manifest_path} 'formats'", ArtifactError)
+    missing = manifest.get("formats_missing", {})
+    if not isinstance(missing, dict) or not all(k in FORMATS and isinstance(v, str) for k, v in missing.items()):
+        raise ArtifactError(f"{manifest_path}: 'formats_missing' must be a table of format ({', '.join(FORMATS)}) -> "
+                            f"reason, got {missing!r:.80}")
+
+
 def _check_listing(path: Path, manifest: dict[str, Any], spec: RNNSpec) -> dict[str, int]:
     """Every entry of the folder is a listed regular file; every implied file is listed.
     Returns each listed file's size."""
     listed = manifest["files"]
-    missing = [name for name in implied_files(spec, manifest["golden"]["file"]) if name not in listed]
+    implied = implied_files(spec, manifest)
+    missing = [name for name in implied if name not in listed]
     if missing:
-        raise ArtifactError(f"{path / MANIFEST}: {missing[0]!r} is not listed in 'files'; every artifact of "
-                            f"{spec.name!r} ships {', '.join(implied_files(spec, manifest['golden']['file']))}")
+        raise ArtifactError(f"{path / MANIFEST}: {missing[0]!r} is not listed in 'files'; this artifact of "
+                            f"{spec.name!r} ships {', '.join(implied)}")
     try:
         entries = sorted(os.listdir(path))
     except OSError as exc:

@@ -118,6 +118,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="how model.pt is compiled (default: script; for a model spec its 'torchscript' key, else "
                         "script falling back to trace where scripting fails, recorded in the manifest)")
     p.add_argument("--no-validate", action="store_true", help="write without validating")
+    p.add_argument("--formats", default=None, metavar="F,...",
+                   help="formats to make, each required: onnx, torchscript, pt2 (default: all three; one that cannot "
+                        "be made is left out with its reason, the rest installed, and the export exits 1)")
     _add_jobs(p, "configurations exported at once, each in its own process")
     p.add_argument("--lock-timeout", type=_nonnegative_float, default=None, metavar="S",
                    help="seconds to wait while another export of the same name into the same folder runs "
@@ -284,6 +287,7 @@ def _check_unique_names(specs, sources: list[str]) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from rnnexport.errors import ValidationFailed, WorkerDied
     from rnnexport.export import DEFAULT_OPSET, export_specs
+    from rnnexport.formats import parse_formats
     from rnnexport.spec import catalog, get_spec
 
     if sum(map(bool, (args.all, args.configs, args.cell))) > 1:
@@ -298,6 +302,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.seed is not None:
         specs = [spec.replace(seed=args.seed) for spec in specs]
     tolerance = _tolerance(args)
+    formats = None if args.formats is None else parse_formats(args.formats, "--formats", UsageError)
     if args.no_validate:
         wanted = [flag for flag, value in (("--json", args.json_path), ("--junit", args.junit), ("--html", args.html),
                                            ("--runtimes", args.runtimes)) if value]
@@ -308,7 +313,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         specs, args.out, jobs=args.jobs, exporter=args.exporter,
         opset=DEFAULT_OPSET if args.opset is None else args.opset,
         torchscript_method=args.torchscript, validate=not args.no_validate,
-        runtimes=args.runtimes, tolerance=tolerance, max_memory=args.max_memory,
+        runtimes=args.runtimes, tolerance=tolerance, max_memory=args.max_memory, formats=formats,
         **({} if args.lock_timeout is None else {"lock_timeout": args.lock_timeout}),
     )
     for result in outcomes:
@@ -320,6 +325,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         for note in result.notes:
             print(f"note: {note}", file=sys.stderr)
         print(f"wrote {result.path} (exporter {result.exporter})", file=sys.stderr)
+        if result.missing:
+            failed.append(result.missing)
         if result.report is not None:
             reports.append(result.report)
     if failed:

@@ -54,6 +54,13 @@ class ExportRejected(ExportError):
     exit_code = 1
 
 
+class FormatFailed(ExportError):
+    """An exporter wrote a model file its own runtime cannot load (a defect of the exporter, not
+    of the user's input). Exit code 1; with the default formats the file is left out instead."""
+
+    exit_code = 1
+
+
 class ValidationFailed(RNNExportError):
     """A check ran and found a mismatch. Exit code 1. `report` holds what was found, if any."""
 

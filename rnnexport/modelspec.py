@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from rnnexport.dimexpr import DerivedDim, parse_derived
 from rnnexport.errors import SpecError, UsageError
+from rnnexport.formats import parse_formats
 
 __all__ = ["DTYPES", "RANDOM_WEIGHTS", "DimSpec", "ModelSpec", "ShapeCase", "TensorSpec", "did_you_mean",
            "is_model_spec_data", "load_model_spec", "model_spec_from_dict"]
@@ -36,9 +38,10 @@ _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _MODULE_RE = re.compile(r"(?P<target>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_.]*)")
 _TOP_KEYS = ("name", "module", "module_args", "weights", "weights_key", "seed", "inputs", "dims", "outputs",
-             "tolerance", "torchscript")
-_INPUT_KEYS = ("dtype", "shape", "range")
-_DIM_KEYS = ("size", "sweep")
+             "tolerance", "torchscript", "formats")
+_INPUT_KEYS = ("dtype", "shape", "range", "sorted", "reaches_max")
+ORDERS = ("descending", "ascending")  # `sorted`: e.g. lengths for pack_padded_sequence(enforce_sorted=True)
+_DIM_KEYS = ("size", "sweep", "min")
 _OUTPUT_KEYS = ("names", "state", "stream_dim")
 _TOLERANCE_KEYS = ("atol", "rtol", "outputs")
 MAX_DIM = 1 << 20
@@ -51,6 +54,7 @@ class DimSpec:
     name: str
     size: int
     sweep: tuple[int, ...] = ()
+    min: int = 1  # the smallest size the module accepts: the exported dim's lower bound
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ class TensorSpec:
     dtype: str
     shape: tuple[int | str, ...]
     range: tuple[Any, Any] | None = None
+    sorted: str | None = None
+    reaches_max: bool = False  # the range's upper end occurs in every case (batches padded to their longest)
 
     def resolve(self, sizes: dict[str, int]) -> tuple[int, ...]:
         return tuple(sizes[d] if isinstance(d, str) else d for d in self.shape)
@@ -138,6 +144,8 @@ class ModelSpec:
         stream_dim: The dim the streaming check chunks (required with `state`).
         tolerance: ``{"atol": x, "rtol": y, "outputs": {name: {"atol":..., "rtol":...}}}`` (all optional).
         torchscript: ``script`` or ``trace``; None: script, falling back to trace.
+        formats: The formats to make (`rnnexport.formats.FORMATS`), each required; None: all,
+            one that cannot be made left out with its reason.
     """
 
     name: str
@@ -153,12 +161,14 @@ class ModelSpec:
     stream_dim: str | None = None
     tolerance: dict[str, Any] = dataclasses.field(default_factory=dict)
     torchscript: str | None = None
+    formats: tuple[str, ...] | None = None
+    derived: tuple[DerivedDim, ...] = ()
 
     kind = "model"
 
     def __hash__(self) -> int:
         return hash((self.name, self.module, _freeze(self.module_args), self.weights, self.weights_key, self.seed,
-                     self.inputs, self.dims, self.outputs, self.state, self.stream_dim))
+                     self.inputs, self.dims, self.outputs, self.state, self.stream_dim, self.derived))
 
     # The signature, as the pipeline reads it (the same names as RNNSpec's).
     @property
@@ -187,8 +197,19 @@ class ModelSpec:
     def documented(self) -> dict[str, int]:
         return {d.name: d.size for d in self.dims}
 
+    def sizes_of(self, sizes: dict[str, int]) -> dict[str, int]:
+        """`sizes` (one per dim) with the derived dims' sizes added."""
+        return {**sizes, **{d.name: d.value(sizes[d.root]) for d in self.derived}}
+
+    def case_steps(self, case: ShapeCase) -> int:
+        """How much work a case is: the product of its dims, a derived dim standing for its root
+        (``samples`` for ``frames`` where samples = (frames - 4) * 275)."""
+        sizes = self.sizes_of(dict(case.sizes))
+        scale = math.prod(max(1, sizes[d.name] // max(1, sizes[d.root])) for d in self.derived)
+        return case.steps * scale
+
     def input_shapes(self, sizes: dict[str, int] | None = None) -> dict[str, tuple[int, ...]]:
-        sizes = self.documented if sizes is None else sizes
+        sizes = self.sizes_of(self.documented if sizes is None else sizes)
         return {t.name: t.resolve(sizes) for t in self.inputs}
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
@@ -280,6 +301,10 @@ class ModelSpec:
                 elif want != got:
                     raise UsageError(f"{self.name}: {spec.name!r} has shape {list(value.shape)}, expected "
                                      f"{list(spec.shape)}")
+        for d in self.derived:
+            if d.name in sizes and d.root in sizes and sizes[d.name] != d.value(sizes[d.root]):
+                raise UsageError(f"{self.name}: {d.name!r} = {sizes[d.name]}, but the spec gives {d.name} = {d.expr} = "
+                                 f"{d.value(sizes[d.root])} for {d.root} = {sizes[d.root]}")
         for spec in self.inputs:
             if spec.range is None or spec.dtype not in ("int64", "int32"):
                 continue
@@ -288,13 +313,20 @@ class ModelSpec:
             bad = value[(value < low) | (value > high)]
             if bad.size:
                 raise UsageError(f"{self.name}: {spec.name!r} must be in [{low}, {high}], got {bad[:5].tolist()}")
+            if spec.reaches_max and value.size and value.max() != high:
+                raise UsageError(f"{self.name}: {spec.name!r} must reach {high} (the spec says reaches_max: one "
+                                 f"sequence fills the padded length), got at most {value.max()}")
+            steps = np.diff(value.astype(np.int64)) if spec.sorted else np.zeros(0)
+            if (steps > 0).any() if spec.sorted == "descending" else (steps < 0).any():
+                raise UsageError(f"{self.name}: {spec.name!r} must be sorted {spec.sorted} (the spec says so), got "
+                                 f"{value[:8].tolist()}")
 
     def case_bytes(self, case: ShapeCase, outputs: tuple[TensorSpec, ...] = (), runs: int = 1) -> int:
         """Rough bytes one case needs: its inputs times 64 (the module's activations); its
         `outputs` (`output_tensors`), held at once by each of the `runs` runtimes and the golden
         data; and 64 bytes per element of the largest one while it is compared (float64 copies,
         differences and ratios in `rnnexport.compare`)."""
-        sizes = dict(case.sizes)
+        sizes = self.sizes_of(dict(case.sizes))
         elements = [math.prod(t.resolve(sizes)) for t in outputs]
         held = sum(n * np.dtype(t.dtype).itemsize for n, t in zip(elements, outputs))
         inputs = sum(math.prod(t.resolve(sizes)) * 4 for t in self.inputs)
@@ -311,7 +343,7 @@ class ModelSpec:
         """
         entries = io.get("outputs") if isinstance(io, dict) else None
         found = {e.get("name"): e for e in entries if isinstance(e, dict)} if isinstance(entries, list) else {}
-        declared = {d.name for d in self.dims}
+        declared = {d.name for d in self.dims} | {d.name for d in self.derived}
         tensors = []
         for name in self.output_names:
             entry = found.get(name, {})
@@ -354,8 +386,12 @@ class ModelSpec:
             data["weights_key"] = self.weights_key
         # Lists of named tables: JSON writers sort keys, and the order of inputs is forward()'s.
         data["inputs"] = [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
-                           **({"range": list(t.range)} if t.range is not None else {})} for t in self.inputs]
-        data["dims"] = [{"name": d.name, "size": d.size, "sweep": list(d.sweep)} for d in self.dims]
+                           **({"range": list(t.range)} if t.range is not None else {}),
+                           **({"sorted": t.sorted} if t.sorted else {}),
+                           **({"reaches_max": True} if t.reaches_max else {})} for t in self.inputs]
+        data["dims"] = [*({"name": d.name, "size": d.size, "sweep": list(d.sweep), **({"min": d.min} if d.min != 1 else {})}
+                          for d in self.dims),
+                        *({"name": d.name, "size": d.expr} for d in self.derived)]
         data["outputs"] = {"names": list(self.outputs)}
         if self.state:
             data["outputs"]["state"] = dict(self.state)
@@ -364,6 +400,8 @@ class ModelSpec:
             data["tolerance"] = json.loads(json.dumps(self.tolerance))
         if self.torchscript:
             data["torchscript"] = self.torchscript
+        if self.formats:
+            data["formats"] = list(self.formats)
         return data
 
     def replace(self, **changes: Any) -> ModelSpec:
@@ -372,7 +410,7 @@ class ModelSpec:
 
 @functools.lru_cache(maxsize=64)
 def _cached_inputs(spec: ModelSpec, case: ShapeCase) -> tuple[tuple[str, np.ndarray], ...]:
-    sizes = dict(case.sizes)
+    sizes = spec.sizes_of(dict(case.sizes))
     rng = np.random.default_rng([spec.seed, *sizes.values(), 0 if case.initial_state == "zero" else 1])
     arrays = []
     for t in spec.inputs:
@@ -384,6 +422,11 @@ def _cached_inputs(spec: ModelSpec, case: ShapeCase) -> tuple[tuple[str, np.ndar
         elif t.dtype in ("int64", "int32"):
             low, high = (0, 1 << 15) if t.range is None else (sizes[v] if isinstance(v, str) else v for v in t.range)
             value = rng.integers(low, high + 1, size=shape, dtype=t.dtype)
+            if t.sorted:
+                value = np.sort(value)[::-1] if t.sorted == "descending" else np.sort(value)
+            if t.reaches_max and value.size:
+                value = np.array(value)
+                value[{"descending": 0, "ascending": -1}.get(t.sorted, int(rng.integers(value.size)))] = high
         elif t.range is not None:
             value = rng.uniform(t.range[0], t.range[1], size=shape).astype(t.dtype)
         else:
@@ -464,7 +507,7 @@ def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", ba
     dims_data = data["dims"]
     if not isinstance(dims_data, dict) or not dims_data:
         raise SpecError(f"{source}: 'dims' must be a table with one [dims.NAME] table per dim name")
-    dims = []
+    dims, expressions = [], {}
     for dim_name, entry in dims_data.items():
         where = f"{source}: [dims.{dim_name}]"
         if not _IDENT_RE.fullmatch(dim_name):
@@ -474,12 +517,23 @@ def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", ba
         _unknown(entry, _DIM_KEYS, where)
         if "size" not in entry:
             raise SpecError(f"{where}: missing 'size' (the documented example size)")
+        if isinstance(entry["size"], str):
+            if "sweep" in entry:
+                raise SpecError(f"{where}: a dim given by an expression has no 'sweep' (its root's sweep sizes it)")
+            expressions[dim_name] = (entry["size"], where)
+            continue
         size = _int(entry["size"], f"{where} size")
         sweep = entry.get("sweep", [])
         if not isinstance(sweep, list):
             raise SpecError(f"{where} sweep: expected a list of integers >= 1, got {sweep!r}")
-        dims.append(DimSpec(dim_name, size, tuple(_int(v, f"{where} sweep value") for v in sweep)))
-    declared = {d.name for d in dims}
+        low = _int(entry.get("min", 1), f"{where} min")
+        values = tuple(_int(v, f"{where} sweep value") for v in sweep)
+        below = [v for v in (size, *values) if v < low]
+        if below:
+            raise SpecError(f"{where}: size and sweep must be at least min = {low}, got {below[0]}")
+        dims.append(DimSpec(dim_name, size, values, low))
+    derived = _derived_dims(expressions, dims)
+    declared = {d.name for d in dims} | set(expressions)
 
     inputs_data = data["inputs"]
     if not isinstance(inputs_data, dict) or not inputs_data:
@@ -516,7 +570,16 @@ def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", ba
         if value_range is not None:
             value_range = _check_range(value_range, dtype, declared, where)
             used.update(v for v in value_range if isinstance(v, str))
-        inputs.append(TensorSpec(input_name, dtype, tuple(shape), value_range))
+        order = entry.get("sorted")
+        if order is not None and (order not in ORDERS or dtype not in ("int64", "int32") or len(shape) != 1):
+            raise SpecError(f"{where}: 'sorted' = {order!r}: valid for a 1-D integer input only, as "
+                            f"{' | '.join(map(repr, ORDERS))} (e.g. lengths a module packs with enforce_sorted=True)")
+        reaches_max = entry.get("reaches_max", False)
+        if reaches_max is not False and (reaches_max is not True or value_range is None or len(shape) != 1
+                                         or not isinstance(value_range[1], str)):
+            raise SpecError(f"{where}: 'reaches_max' = {reaches_max!r}: valid: true, for a 1-D integer input whose "
+                            "range ends at a dim (range = [1, \"seq\"]): one sequence fills the padded length")
+        inputs.append(TensorSpec(input_name, dtype, tuple(shape), value_range, order, reaches_max))
     in_shapes = {d for t in inputs for d in t.shape if isinstance(d, str)}
     unused = sorted(declared - used)
     if unused:
@@ -553,6 +616,10 @@ def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", ba
     if stream_dim is not None and (not isinstance(stream_dim, str) or stream_dim not in declared):
         raise SpecError(f"{source}: [outputs] stream_dim {stream_dim!r} is not a declared dim; declared: "
                         f"{', '.join(sorted(declared))}")
+    tied = {n for d in derived for n in (d.name, d.root)}
+    if stream_dim in tied:
+        raise SpecError(f"{source}: [outputs] stream_dim {stream_dim!r} is tied to another dim by an expression; "
+                        "chunks along it would not line up")
 
     tolerance = data.get("tolerance", {})
     _check_tolerance(tolerance, names, source)
@@ -561,7 +628,25 @@ def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", ba
         raise SpecError(f"{source}: invalid value for 'torchscript': {torchscript!r}; valid: 'script' | 'trace'")
     return ModelSpec(name=name, module=module, inputs=tuple(inputs), dims=tuple(dims), outputs=tuple(names),
                      module_args=dict(module_args), weights=weights, weights_key=weights_key, seed=seed,
-                     state=tuple(state), stream_dim=stream_dim, tolerance=tolerance, torchscript=torchscript)
+                     state=tuple(state), stream_dim=stream_dim, tolerance=tolerance, torchscript=torchscript,
+                     formats=None if data.get("formats") is None else parse_formats(data["formats"], f"{source}: 'formats'",
+                                                                                    SpecError),
+                     derived=derived)
+
+
+def _derived_dims(expressions: dict[str, tuple[Any, str]], dims: list[DimSpec]) -> tuple[DerivedDim, ...]:
+    """The dims given by an expression of another dim, checked against that dim's sizes."""
+    free = {d.name: d for d in dims}
+    derived = []
+    for name, (expr, where) in expressions.items():
+        d = parse_derived(name, expr, set(free), where, SpecError)
+        root = free[d.root]
+        low = min((root.size, *root.sweep))
+        if low < d.min_root():
+            raise SpecError(f"{where}: {name} = {expr} is {d.value(low)} at {d.root} = {low}; every size of "
+                            f"{d.root!r} (size and sweep) must be at least {d.min_root()}")
+        derived.append(d)
+    return tuple(derived)
 
 
 def _named_tables(value: Any, key: str, source: str) -> Any:

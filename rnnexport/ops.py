@@ -12,15 +12,13 @@ so ``import rnnexport.ops`` must run before ``torch.export.load("model.pt2")`` i
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-__all__ = ["GATE_ORDER", "RECURRENT_MODULES", "NativeRNN", "NativeSubstitute", "PaddedBatch", "lstm",
-           "lstm_onnx_translation", "onnx_translation", "packed_as_padded", "rnn", "substitute_recurrent"]
+__all__ = ["GATE_ORDER", "NativeRNN", "flat_weight_names", "lstm", "lstm_onnx_translation", "onnx_translation", "rnn"]
 
 # For each ONNX gate position, the PyTorch gate it takes (weights are stacked gate by gate).
 # PyTorch LSTM: i, f, g, o; ONNX LSTM: i, o, f, c (c is PyTorch's g).
@@ -243,134 +241,3 @@ def lstm_onnx_translation(input, h_0, c_0, weights, hidden_size: int, proj_size:
         raise ValueError("ONNX LSTM has no projection (proj_size > 0)")
     return _translate("LSTM", input, [h_0, c_0], weights, hidden_size, num_layers, bidirectional, batch_first,
                       has_biases, lengths)
-
-
-# --- Recurrent layers inside a user's module (model specs) -------------------------------------
-
-
-RECURRENT_MODULES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
-
-
-class PaddedBatch:
-    """What `packed_as_padded`'s ``pack_padded_sequence`` returns while exporting: the padded
-    batch and its lengths, which the substituted recurrent layer turns into ``sequence_lens``."""
-
-    def __init__(self, data: Tensor, lengths: Tensor, batch_first: bool) -> None:
-        self.data, self.lengths, self.batch_first = data, lengths, batch_first
-
-
-class NativeSubstitute(torch.nn.Module):
-    """Stands in for an ``nn.RNN``/``nn.GRU``/``nn.LSTM`` inside a user's module during
-    ``torch.export``: the same call (``input[, hx]`` -> ``output, h_n`` or ``output, (h_n, c_n)``)
-    as one `rnn`/`lstm` op. A `PaddedBatch` input becomes the op's ``lengths``."""
-
-    def __init__(self, module: torch.nn.RNNBase, qualified_name: str) -> None:
-        super().__init__()
-        self.rnn = module
-        self.qualified_name = qualified_name
-
-    def forward(self, input, hx=None):
-        from rnnexport.errors import ExportRejected
-
-        m, lengths, batch_first = self.rnn, None, self.rnn.batch_first
-        if isinstance(input, PaddedBatch):
-            input, lengths, batch_first = input.data, input.lengths, input.batch_first
-        elif isinstance(input, PackedSequence):
-            raise ExportRejected(f"recurrent layer {self.qualified_name!r} gets a PackedSequence built in a way "
-                                 "rnnexport cannot follow (only pack_padded_sequence is supported)")
-        if input.dim() != 3:
-            raise ExportRejected(f"recurrent layer {self.qualified_name!r}: unbatched ({input.dim()}-D) input is not "
-                                 "supported; add a batch dim")
-        batch = input.shape[0] if batch_first else input.shape[1]
-        states = m.num_layers * (2 if m.bidirectional else 1)
-        weights = [getattr(m, name) for name in flat_weight_names(m)]
-        if m.mode == "LSTM":
-            out_size = m.proj_size or m.hidden_size
-            h_0, c_0 = hx if hx is not None else (input.new_zeros(states, batch, out_size),
-                                                  input.new_zeros(states, batch, m.hidden_size))
-            output, h_n, c_n = torch.ops.rnnexport.lstm(input, h_0, c_0, weights, m.hidden_size, m.proj_size,
-                                                        m.num_layers, m.bidirectional, batch_first, m.bias, lengths)
-            state = (h_n, c_n)
-        else:
-            h_0 = hx if hx is not None else input.new_zeros(states, batch, m.hidden_size)
-            mode = "gru" if m.mode == "GRU" else ("rnn_tanh" if m.nonlinearity == "tanh" else "rnn_relu")
-            output, state = torch.ops.rnnexport.rnn(input, h_0, weights, mode, m.hidden_size, m.num_layers,
-                                                    m.bidirectional, batch_first, m.bias, lengths)
-        if lengths is not None:
-            output = PaddedBatch(output, lengths, batch_first)
-        return output, state
-
-
-def substitute_recurrent(module: torch.nn.Module) -> tuple[torch.nn.Module, list[str]]:
-    """A deep copy of `module` whose every nn.RNN/LSTM/GRU (any depth) is a `NativeSubstitute`;
-    `module` itself is never changed. Returns the copy and the replaced layers' names."""
-    import copy
-
-    clone = copy.deepcopy(module)
-    replaced = []
-    for name, child in list(clone.named_modules()):
-        if isinstance(child, RECURRENT_MODULES) and name:
-            parent_name, _, attr = name.rpartition(".")
-            parent = clone.get_submodule(parent_name)
-            setattr(parent, attr, NativeSubstitute(child, name))
-            replaced.append(name)
-    if isinstance(clone, RECURRENT_MODULES):
-        clone, replaced = NativeSubstitute(clone, "(the module)"), ["(the module)"]
-    return clone.eval(), replaced
-
-
-def _pack_as_padded(input, lengths, batch_first=False, enforce_sorted=True):
-    return PaddedBatch(input, torch.as_tensor(lengths), batch_first)
-
-
-def _pad_from_padded(original):
-    def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_length=None):
-        from rnnexport.errors import ExportRejected
-
-        if not isinstance(sequence, PaddedBatch):
-            return original(sequence, batch_first, padding_value, total_length)
-        if total_length is None:
-            raise ExportRejected(
-                "pad_packed_sequence(...) without total_length: its output length is max(lengths), which depends "
-                "on the data and cannot be a dynamic ONNX/torch.export dim; pass total_length=<the input's "
-                "sequence length> (e.g. x.size(1))")
-        data = sequence.data
-        if sequence.batch_first != batch_first:
-            data = data.transpose(0, 1)
-        steps = torch.arange(data.shape[1] if batch_first else data.shape[0])
-        padding = steps[None, :] >= sequence.lengths[:, None]  # [B, S]
-        mask = padding[:, :, None] if batch_first else padding.transpose(0, 1)[:, :, None]
-        data = torch.where(mask, torch.full_like(data, padding_value), data)
-        return data, sequence.lengths
-    return pad_packed_sequence
-
-
-@contextlib.contextmanager
-def packed_as_padded(module: torch.nn.Module):
-    """While exporting, ``pack_padded_sequence``/``pad_packed_sequence`` (as ``torch.nn.utils.rnn``
-    and every module file of `module`'s classes bind them) pass the padded batch and lengths
-    through instead of packing: packing sorts by data-dependent lengths, which torch.export
-    cannot trace. The recurrent op then gets ``lengths`` (ONNX ``sequence_lens``), which has the
-    packed semantics: outputs past each length are 0 and ``h_n`` is taken at its last step."""
-    import sys
-
-    import torch.nn.utils.rnn as rnn_utils
-
-    pack, pad = rnn_utils.pack_padded_sequence, rnn_utils.pad_packed_sequence
-    replacements = {id(pack): _pack_as_padded, id(pad): _pad_from_padded(pad)}
-    namespaces = {id(rnn_utils.__dict__): rnn_utils.__dict__}
-    for child in module.modules():
-        owner = sys.modules.get(type(child).__module__)
-        if owner is not None:
-            namespaces[id(owner.__dict__)] = owner.__dict__
-    patched = []
-    for namespace in namespaces.values():
-        for key, value in list(namespace.items()):
-            if id(value) in replacements and value in (pack, pad):
-                patched.append((namespace, key, value))
-                namespace[key] = replacements[id(value)]
-    try:
-        yield
-    finally:
-        for namespace, key, value in patched:
-            namespace[key] = value

@@ -130,6 +130,10 @@ class RNNSpec:
         """Element type of a graph input or output: int64 for ``lengths``, else float32."""
         return "int64" if name == "lengths" else "float32"
 
+    def case_steps(self, case) -> int:
+        """How much work a case is: batch x seq recurrent steps."""
+        return case.steps
+
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         """Symbolic axes of every graph input and output: batch and sequence are dynamic."""
         seq_axes = {0: "batch", 1: "seq"} if self.batch_first else {0: "seq", 1: "batch"}

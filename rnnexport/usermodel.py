@@ -28,7 +28,7 @@ from torch import Tensor
 
 from rnnexport.errors import SpecError
 from rnnexport.modelspec import RANDOM_WEIGHTS, ModelSpec
-from rnnexport.ops import RECURRENT_MODULES
+from rnnexport.substitution import RECURRENT_MODULES
 
 __all__ = ["build_user_module", "call_user_model", "check_state_dict", "example_args", "exits_refused",
            "flatten_outputs", "import_module", "load_weights", "module_source", "recorded_module", "recurrent_layers",
@@ -359,11 +359,11 @@ def build_user_module(spec: ModelSpec, state: Mapping[str, Tensor] | None = None
     if state is not None:
         check_state_dict(spec.name, module, state, source)
         module.load_state_dict(dict(state), strict=True)
-    _check_forward(spec, module)
+    check_forward(spec, module)
     return module.eval()
 
 
-def _check_forward(spec: ModelSpec, module: torch.nn.Module) -> None:
+def check_forward(spec: ModelSpec, module: torch.nn.Module) -> None:
     """forward()'s arguments are the spec's inputs, in order; trailing ones with a default
     may be left out (they keep their default in every export)."""
     params = [p for p in inspect.signature(module.forward).parameters.values()

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnexport.formats import FORMATS, missing_formats
 from rnnexport.artifacts import Artifact, discover_artifacts, open_artifact, versions
 from rnnexport.compare import Comparison, Tolerance, compare_arrays, failures
 from rnnexport.errors import RuntimeUnavailableError, UsageError, WorkerDied
@@ -338,7 +339,7 @@ def _plan(artifact: Artifact, runtimes, tolerance: tuple[Tolerance, list[str]], 
         raise ArtifactError(f"{artifact.path}: manifest {exc}") from None
     for case in case_list:
         check_memory(f"{artifact.name}: case {case.id}", spec.case_bytes(case, outputs, len(chosen)), max_memory)
-        check_steps(f"{artifact.name}: case {case.id}", case.steps)
+        check_steps(f"{artifact.name}: case {case.id}", spec.case_steps(case))
     golden = artifact.golden()
     feeds = {case: ({n: golden[case][n] for n in spec.input_names} if case in golden else make_inputs(spec, case))
              for case in case_list}
@@ -360,6 +361,8 @@ def _new_report(artifact: Artifact, plan: _Plan, *, given_cases: bool) -> Artifa
         current_versions=versions(), tolerance=plan.tolerance.to_json(),
     )
     report.notes.extend(plan.tolerance_notes)
+    report.notes.extend(f"not in this artifact: {FORMATS[fmt]} ({fmt}), which its export could not make: {reason}"
+                        for fmt, reason in missing_formats(artifact.manifest).items())
     if given_cases and spec.kind == "model":
         report.notes.append("the given cases (BxS) apply to RNN specs; this model spec ran its own dims' sweep")
     if spec.kind == "model" and spec.weights == RANDOM_WEIGHTS:

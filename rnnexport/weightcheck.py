@@ -96,12 +96,15 @@ def check_stored_weights(artifact) -> tuple[list[str], list[str]]:
     return problems, notes
 
 
-def weights_record(weights: dict[str, np.ndarray], onnx_path: Path) -> dict[str, list[str]]:
+def weights_record(weights: dict[str, np.ndarray], onnx_path: Path | None) -> dict[str, list[str]]:
     """The manifest's ``weights_check``: which tensors of ``weights.safetensors`` the export
     found in ``model.onnx`` (checked later), which not (a tensor the graph does not use, or
-    folds into another constant: listed, not checked), and each tensor's dtype and shape."""
-    floats, unique, counts = _onnx_floats(onnx_path)
-    found = sorted(name for name, tensor in weights.items() if _found(name, tensor, floats, unique, counts))
+    folds into another constant: listed, not checked), and each tensor's dtype and shape.
+    Without a ``model.onnx`` (`onnx_path` None) none is found."""
+    found = []
+    if onnx_path is not None:
+        floats, unique, counts = _onnx_floats(onnx_path)
+        found = sorted(name for name, tensor in weights.items() if _found(name, tensor, floats, unique, counts))
     return {"in_onnx": found, "not_in_onnx": sorted(set(weights) - set(found)),
             "tensors": {name: _layout(tensor) for name, tensor in sorted(weights.items())}}
 

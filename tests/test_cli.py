@@ -271,11 +271,11 @@ def test_export_killed_midway_leaves_previous_folder_valid(tmp_path, cli):
     script = textwrap.dedent(f"""
         import os, signal, sys
         import rnnexport.export as ex
-        real = ex._check_onnx
-        def die(path):
-            real(path)
+        real = ex.check_onnx
+        def die(path, name):
+            real(path, name)
             os.kill(os.getpid(), signal.SIGKILL)
-        ex._check_onnx = die
+        ex.check_onnx = die
         from rnnexport.cli import main
         sys.exit(main(["export", "single_layer", "--seed", "5", "--out", {str(out)!r}]))
     """)

@@ -25,7 +25,9 @@ from rnnexport.artifacts import (
     write_npz,
 )
 from rnnexport.compare import Tolerance
-from rnnexport.errors import RNNExportError, UsageError, ValidationFailed, WorkerDied
+from rnnexport.errors import ExportError, RNNExportError, UsageError, ValidationFailed, WorkerDied
+from rnnexport.export.loadable import check_onnx
+from rnnexport.formats import FormatPlan
 from rnnexport.inputs import golden_cases, make_inputs
 from rnnexport.spec import RNNSpec
 
@@ -45,6 +47,12 @@ class ExportResult:
     exporter: str
     notes: list[str]
     report: Any = None
+    formats: FormatPlan | None = None
+
+    @property
+    def missing(self) -> str | None:
+        """One line naming the formats that could not be made (installed without them), or None."""
+        return self.formats.summary() if self.formats else None
 
 
 def default_exporter() -> tuple[str, str | None]:
@@ -70,6 +78,7 @@ def export_spec(
     tolerance: Tolerance | None = None,
     max_memory: int | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    formats: list[str] | str | None = None,
 ) -> ExportResult:
     """Export `spec` to ``out_dir/<spec.name>/`` and (by default) validate it before installing.
 
@@ -88,6 +97,9 @@ def export_spec(
         max_memory: Bytes the weights and each validation case may need; default half of the
             memory available now (`rnnexport.limits`).
         lock_timeout: Seconds to wait for another export of the same name into the same folder.
+        formats: Formats to make (``onnx``, ``torchscript``, ``pt2``); each must be made or
+            nothing is installed. Default (None): all three, and one that cannot be made is
+            left out with its reason (`ExportResult.missing`; `rnnexport.formats`).
 
     Raises:
         UsageError: bad exporter/opset, a spec or case over `max_memory`, an output folder that
@@ -101,23 +113,25 @@ def export_spec(
 
         return export_model_spec(spec, out_dir, exporter=exporter, opset=opset, torchscript_method=torchscript_method,
                                  validate=validate, runtimes=runtimes, tolerance=tolerance, max_memory=max_memory,
-                                 lock_timeout=lock_timeout)
+                                 lock_timeout=lock_timeout, formats=formats)
     torchscript_method = torchscript_method or "script"
     notes: list[str] = []
-    exporter = _check_exporter(exporter, opset, notes)
-    _check_memory(spec, validate, max_memory)
+    exporter = check_exporter(exporter, opset, notes)
+    check_memory_limits(spec, validate, max_memory)
     final = Path(out_dir) / spec.name
-    result = ExportResult(path=final, exporter=exporter, notes=notes)
+    plan = FormatPlan.of(spec.name, formats)
+    result = ExportResult(path=final, exporter=exporter, notes=notes, formats=plan)
     target = resolve_output(final)
     from rnnexport.builder import build_module
 
     module = build_module(spec)
     with staged_folder(final, lock_timeout=lock_timeout) as stage:
-        files, warnings, onnx_refused = _write_models(module, spec, stage, exporter, opset, torchscript_method, notes)
+        warnings = _write_models(module, spec, stage, exporter, opset, torchscript_method, plan, notes)
+        made_any(plan)
         warnings["golden"] = _write_golden(module, spec, stage)
-        manifest = _manifest(spec, stage, files, exporter, opset, torchscript_method, warnings, onnx_refused, tolerance)
+        manifest = _manifest(spec, stage, plan, exporter, opset, torchscript_method, warnings, tolerance)
         if validate:
-            result.report = _validate_staged(spec, stage, final, target, manifest, runtimes, tolerance, max_memory)
+            result.report = validate_staged(spec, stage, final, target, manifest, runtimes, tolerance, max_memory)
     return result
 
 
@@ -170,7 +184,7 @@ def _export_or_failure(item: tuple[RNNSpec, str, dict[str, Any]]) -> ExportResul
         return exc
 
 
-def _check_exporter(exporter: str | None, opset: int, notes: list[str]) -> str:
+def check_exporter(exporter: str | None, opset: int, notes: list[str]) -> str:
     """The exporter to use (the default one, with a note, when None); checked before anything is written."""
     if exporter is None:
         exporter, note = default_exporter()
@@ -192,7 +206,7 @@ def _check_exporter(exporter: str | None, opset: int, notes: list[str]) -> str:
     return exporter
 
 
-def _check_memory(spec, validate: bool, max_memory: int | None) -> None:
+def check_memory_limits(spec, validate: bool, max_memory: int | None) -> None:
     """Refuse, before building anything, a spec whose weights (RNN specs: computed from the
     spec) or cases exceed the memory limit, or a case over `rnnexport.limits.MAX_CASE_STEPS`
     (its validation would refuse it). A model spec's outputs are checked once the module ran
@@ -204,18 +218,18 @@ def _check_memory(spec, validate: bool, max_memory: int | None) -> None:
         check_memory(f"{spec.name}: the weights", weight_bytes(spec), max_memory)
     for case in dict.fromkeys([*golden_cases(spec), *(default_sweep(spec) if validate else [])]):
         check_memory(f"{spec.name}: case {case.id}", spec.case_bytes(case), max_memory)
-        check_steps(f"{spec.name}: case {case.id}", case.steps)
+        check_steps(f"{spec.name}: case {case.id}", spec.case_steps(case))
 
 
 def _write_models(
-    module, spec: RNNSpec, stage: Path, exporter: str, opset: int, torchscript_method: str, notes: list[str]
-) -> tuple[list[str], dict[str, list[str]], str | None]:
-    """weights.pt, model.pt, model.pt2 and (unless refused) model.onnx of `module`; returns the
-    file names, the warnings torch raised per format, and the ONNX refusal note, if any."""
+    module, spec: RNNSpec, stage: Path, exporter: str, opset: int, torchscript_method: str, plan: FormatPlan,
+    notes: list[str],
+) -> dict[str, list[str]]:
+    """weights.pt and the formats `plan` wants of `module` (model.pt, model.pt2, model.onnx);
+    a format that cannot be made is recorded in `plan`. Returns the warnings torch raised per format."""
     import torch
 
-    from rnnexport.export.onnx_dynamo import export_onnx_dynamo, export_program, save_program
-    from rnnexport.export.onnx_legacy import export_onnx_legacy
+    from rnnexport.export.onnx_dynamo import export_program, save_program
     from rnnexport.export.torchscript import start_torchscript
     from rnnexport.limits import weight_bytes
 
@@ -225,31 +239,44 @@ def _write_models(
         buffer = io.BytesIO()  # written by Python: torch's C++ writer aborts the process on a full disk
         torch.save(module.state_dict(), buffer)
         path.write_bytes(buffer.getbuffer())
-    with writing(stage, "model.pt", 2 * size) as path:
-        # Compiles in its own process (mostly importing torch) while this one exports the rest.
-        compiler = start_torchscript(spec, stage / "weights.pt", path, method=torchscript_method)
-    with compiler:
-        program, warnings["torch.export"] = export_program(module, spec)
-        with writing(stage, "model.pt2", 2 * size) as path:
-            save_program(program, path)
-        files = ["model.pt", "model.pt2", "weights.pt", "golden.npz"]
-        onnx_refused = None
+    compiler = None
+    if plan.wants("torchscript"):
+        with writing(stage, "model.pt", 2 * size) as path:
+            # Compiles in its own process (mostly importing torch) while this one exports the rest.
+            compiler = start_torchscript(spec, stage / "weights.pt", path, method=torchscript_method)
+    with compiler or contextlib.nullcontext():
+        program = None
+        if plan.wants("pt2") or (plan.wants("onnx") and exporter == "dynamo"):
+            program, warnings["torch.export"] = export_program(module, spec)
+        if plan.wants("pt2"):
+            with writing(stage, "model.pt2", 2 * size) as path:
+                save_program(program, path)
         if spec.proj_size:
             # Refused, never approximated: ONNX's LSTM has no projection.
-            onnx_refused = (f"{spec.name}: no model.onnx: the ONNX LSTM op has no projection (proj_size="
-                            f"{spec.proj_size}); model.pt and model.pt2 are written and validated")
-            notes.append(onnx_refused)
+            reason = (f"{spec.name}: no model.onnx: the ONNX LSTM op has no projection (proj_size={spec.proj_size}); "
+                      "model.pt and model.pt2 are written and validated")
+            plan.lose("onnx", reason, by_design=True)
+            notes.extend([reason] if "onnx" in plan.missing else [])
+        warnings["onnx"] = plan.attempt("onnx", lambda: _write_onnx(module, spec, program, stage, exporter, opset, size),
+                                        cleanup=lambda: (stage / "model.onnx").unlink(missing_ok=True)) or []
+        if compiler is not None:
+            with writing(stage, "model.pt", None):  # space was checked when it started
+                warnings["torchscript"] = plan.attempt("torchscript", compiler.result,
+                                                       cleanup=lambda: (stage / "model.pt").unlink(missing_ok=True))
+    return {k: v for k, v in warnings.items() if v is not None}
+
+
+def _write_onnx(module, spec: RNNSpec, program, stage: Path, exporter: str, opset: int, size: int) -> list[str]:
+    from rnnexport.export.onnx_dynamo import export_onnx_dynamo
+    from rnnexport.export.onnx_legacy import export_onnx_legacy
+
+    with writing(stage, "model.onnx", 2 * size) as path:
+        if exporter == "legacy":
+            messages = export_onnx_legacy(module, spec, path, opset=opset)
         else:
-            with writing(stage, "model.onnx", 2 * size) as path:
-                if exporter == "legacy":
-                    warnings["onnx"] = export_onnx_legacy(module, spec, path, opset=opset)
-                else:
-                    warnings["onnx"] = export_onnx_dynamo(program, spec, path, opset=opset)
-            _check_onnx(stage / "model.onnx")
-            files.insert(0, "model.onnx")
-        with writing(stage, "model.pt", None):  # space was checked when it started
-            warnings["torchscript"] = compiler.result()
-    return files, warnings, onnx_refused
+            messages = export_onnx_dynamo(program, spec, path, opset=opset)
+    check_onnx(path, spec.name)
+    return messages
 
 
 def _write_golden(module, spec: RNNSpec, stage: Path) -> list[str]:
@@ -273,22 +300,23 @@ def _write_golden(module, spec: RNNSpec, stage: Path) -> list[str]:
 
 
 def _manifest(
-    spec: RNNSpec, stage: Path, files: list[str], exporter: str, opset: int, torchscript_method: str,
-    warnings: dict[str, list[str]], onnx_refused: str | None, tolerance: Tolerance | None,
+    spec: RNNSpec, stage: Path, plan: FormatPlan, exporter: str, opset: int, torchscript_method: str,
+    warnings: dict[str, list[str]], tolerance: Tolerance | None,
 ) -> dict[str, Any]:
     """The manifest of the staged artifact (`rnnexport.artifacts.rnn_manifest`), written to
     ``stage/manifest.json`` and returned."""
     from rnnexport.artifacts import rnn_manifest
 
+    files = [*plan.files(), "weights.pt", "golden.npz"]
     manifest = rnn_manifest(spec, {name: file_entry(stage / name) for name in files}, exporter=exporter, opset=opset,
-                            torchscript_method=torchscript_method, warnings=warnings, onnx_refused=onnx_refused,
+                            torchscript_method=torchscript_method, warnings=warnings, formats=plan.manifest_fields(),
                             tolerance=tolerance or Tolerance())
     with writing(stage, MANIFEST, 1 << 16) as path:
         write_json(path, manifest)
     return manifest
 
 
-def _validate_staged(
+def validate_staged(
     spec: RNNSpec, stage: Path, final: Path, target: Path, manifest: dict[str, Any],
     runtimes: list[str] | None, tolerance: Tolerance | None, max_memory: int | None, reference=None,
 ):
@@ -321,6 +349,13 @@ def _validate_staged(
     return report
 
 
+def made_any(plan: FormatPlan) -> None:
+    """Raise when no model file could be made: there is nothing to install."""
+    if not plan.files():
+        raise ExportError(f"{plan.name}: no model format could be made: "
+                          + "; ".join(f"{f}: {reason}" for f, reason in plan.missing.items()))
+
+
 @contextlib.contextmanager
 def writing(stage: Path, name: str, estimate: int | None) -> Iterator[Path]:
     """Yield ``stage/name`` to write; a full disk becomes one clear error.
@@ -349,18 +384,6 @@ def writing(stage: Path, name: str, estimate: int | None) -> Iterator[Path]:
         if not isinstance(exc, UsageError) and nearly_full(stage):
             raise UsageError(no_space(stage, name)) from None
         raise
-
-
-def _check_onnx(path: Path) -> None:
-    """``onnx.checker`` (full check, with shape inference) on the written file."""
-    import onnx
-
-    from rnnexport.errors import ExportError
-
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except Exception as exc:
-        raise ExportError(f"{path.name}: exported ONNX fails onnx.checker: {exc}") from None
 
 
 # Last: rnnexport.export.model imports names defined above. Re-exported with its full signature.

@@ -16,16 +16,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rnnexport.artifacts import DEFAULT_LOCK_TIMEOUT, MANIFEST, file_entry, implied_files, resolve_output, \
-    staged_folder, write_json, write_npz
+from rnnexport.artifacts import DEFAULT_LOCK_TIMEOUT, MANIFEST, file_entry, resolve_output, staged_folder, \
+    write_json, write_npz
 from rnnexport.compare import Tolerance
 from rnnexport.errors import ExportError, ExportRejected, SpecError, UsageError
 from rnnexport.export import writing
+from rnnexport.export.loadable import check_onnx
+from rnnexport.formats import FormatPlan
 from rnnexport.modelspec import RANDOM_WEIGHTS, ModelSpec, model_spec_from_dict
 
 __all__ = ["export_model", "export_model_spec", "recurrent_ops"]
@@ -46,6 +49,7 @@ def export_model_spec(
     tolerance: Tolerance | None = None,
     max_memory: int | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    formats: list[str] | str | None = None,
 ):
     """Export a model spec to ``out_dir/<name>/`` like `rnnexport.export.export_spec`.
 
@@ -53,6 +57,8 @@ def export_model_spec(
         module: The module itself (`export_model`); default: built from the spec.
         torchscript_method: ``script`` or ``trace``; default the spec's ``torchscript`` key, else
             script with a fallback to trace (recorded in the manifest with the reason).
+        formats: Formats to make; default the spec's ``formats`` key, else all three with
+            missing ones recorded (`rnnexport.formats`).
         Others: as `rnnexport.export.export_spec`.
 
     Raises:
@@ -60,15 +66,15 @@ def export_model_spec(
         ExportRejected: a recurrent layer lost its native op, or a packed sequence cannot be kept.
         ExportError, UsageError, ValidationFailed: as `export_spec`.
     """
-    from rnnexport.export import _check_exporter, _check_memory
+    from rnnexport.export import check_exporter, check_memory_limits
     from rnnexport.usermodel import build_user_module, exits_refused
 
     notes: list[str] = []
-    exporter = _check_exporter(exporter, opset, notes)
+    exporter = check_exporter(exporter, opset, notes)
     method = torchscript_method or spec.torchscript
     if method not in (None, "script", "trace"):
         raise UsageError(f"unknown TorchScript method {method!r}; valid: script, trace")
-    _check_memory(spec, validate, max_memory)
+    check_memory_limits(spec, validate, max_memory)
     rebuildable = module is None
     with exits_refused():  # the module's code runs here: an os._exit in it is an error, not exit 0
         if module is None:
@@ -76,7 +82,7 @@ def export_model_spec(
             module = build_user_module(spec)
         with _in_eval_mode(module):
             return _export_module(spec, module, out_dir, rebuildable, notes, exporter, opset, method, validate,
-                                  runtimes, tolerance, max_memory, lock_timeout)
+                                  runtimes, tolerance, max_memory, lock_timeout, formats)
 
 
 def _weights_chosen(spec: ModelSpec, notes: list[str]) -> ModelSpec:
@@ -104,10 +110,9 @@ def _in_eval_mode(module):
 
 
 def _export_module(spec: ModelSpec, module, out_dir, rebuildable: bool, notes: list[str], exporter: str, opset: int,
-                   method: str | None, validate: bool, runtimes, tolerance, max_memory, lock_timeout):
+                   method: str | None, validate: bool, runtimes, tolerance, max_memory, lock_timeout, formats):
     """The steps of `export_model_spec` (see the module docstring) on a module in eval mode."""
-    from rnnexport.export import ExportResult, _validate_staged
-    from rnnexport.export.onnx_dynamo import save_program
+    from rnnexport.export import ExportResult, made_any, validate_staged
     from rnnexport.usermodel import check_state_dict, recurrent_layers
 
     if not rebuildable:  # a module from memory: its weights are checked as a file's are
@@ -116,30 +121,57 @@ def _export_module(spec: ModelSpec, module, out_dir, rebuildable: bool, notes: l
     output_axes = _output_axes(spec, module)
     _check_output_memory(spec, documented, output_axes, validate, runtimes, max_memory)
     final = Path(out_dir) / spec.name
-    result = ExportResult(path=final, exporter=exporter, notes=notes)
+    plan = FormatPlan.of(spec.name, formats if formats is not None else spec.formats)
+    result = ExportResult(path=final, exporter=exporter, notes=notes, formats=plan)
     target = resolve_output(final)
     layers = recurrent_layers(module)
     with staged_folder(final, lock_timeout=lock_timeout) as stage:
         warnings: dict[str, list[str]] = {}
         size = 2 * _write_weights(module, stage)  # a model file: the weights and its graph (as for RNN specs)
-        compiler = _start_torchscript(spec, stage, method, size) if rebuildable else None
+        compiler = _start_torchscript(spec, stage, method, size) if rebuildable and plan.wants("torchscript") else None
         with compiler or contextlib.nullcontext():  # it compiles while this process exports the rest
-            program, warnings["torch.export"] = _export_program(spec, module)
+            program = _write_program(spec, module, stage, plan, exporter, size, warnings)
+            warnings["onnx"] = plan.attempt(
+                "onnx", lambda: _write_onnx(spec, module, program, stage, exporter, opset, size, output_axes, layers),
+                cleanup=lambda: (stage / "model.onnx").unlink(missing_ok=True))
+            outcome = plan.attempt("torchscript", lambda: _finish_torchscript(spec, module, stage, method, compiler,
+                                                                              notes, size),
+                                   cleanup=lambda: (stage / "model.pt").unlink(missing_ok=True))
+            method, warnings["torchscript"] = outcome or (None, None)
+        made_any(plan)
+        ops = recurrent_ops(stage / "model.onnx") if plan.wants("onnx") else []
+        golden = _write_golden(spec, module, stage)
+        manifest = _manifest(spec, stage, plan, exporter, opset, method, warnings, ops, layers, golden, rebuildable,
+                             tolerance, output_axes)
+        if validate:
+            result.report = validate_staged(spec, stage, final, target, manifest, runtimes, tolerance, max_memory,
+                                            reference=module)
+    return result
+
+
+def _write_program(spec: ModelSpec, module, stage: Path, plan: FormatPlan, exporter: str, size: int,
+                   warnings: dict[str, list[str]]):
+    """The torch.export program (``model.pt2`` when wanted; the dynamo exporter's ONNX comes
+    from it too), or None: not needed, or it failed and `plan` records why."""
+    needed = [f for f in ("pt2", "onnx") if plan.wants(f) and (f == "pt2" or exporter == "dynamo")]
+    if not needed:
+        return None
+
+    from rnnexport.export.onnx_dynamo import save_program
+
+    def export() -> Any:
+        program, warnings["torch.export"] = _export_program(spec, module)
+        if plan.wants("pt2"):
             with writing(stage, "model.pt2", size) as path:
                 save_program(program, path)
-            with writing(stage, "model.onnx", size) as path:
-                warnings["onnx"] = _write_onnx(spec, module, program, path, exporter, opset)
-            method, warnings["torchscript"] = _finish_torchscript(spec, module, stage, method, compiler, notes, size)
-        _name_output_dims(stage, output_axes)
-        ops = recurrent_ops(stage / "model.onnx")
-        _check_native_ops(spec, layers, ops, exporter)
-        golden = _write_golden(spec, module, stage)
-        manifest = _manifest(spec, stage, exporter, opset, method, warnings, ops, layers, golden, rebuildable, tolerance,
-                             output_axes)
-        if validate:
-            result.report = _validate_staged(spec, stage, final, target, manifest, runtimes, tolerance, max_memory,
-                                             reference=module)
-    return result
+        return program
+
+    program = plan.attempt(needed[0], export, cleanup=lambda: (stage / "model.pt2").unlink(missing_ok=True))
+    if program is None:
+        for fmt in needed[1:]:
+            plan.lose(fmt, f"{spec.name}: the dynamo ONNX exporter needs torch.export, which failed: "
+                           f"{plan.missing[needed[0]]}")
+    return program
 
 
 def _check_outputs(spec: ModelSpec, module) -> dict[str, np.ndarray]:
@@ -217,68 +249,89 @@ def _finish_torchscript(spec: ModelSpec, module, stage: Path, method: str | None
             try:
                 outcome = compiler.result()
             except ExportError as exc:
+                if method != "script":
+                    raise  # it traced where scripting failed: nothing else to try
                 raise ExportError(f"{exc}; try torchscript = \"trace\" in the spec (or --torchscript trace)") from None
     if outcome.get("script_error"):
         notes.append(f"{spec.name}: torch.jit.script failed ({outcome['script_error']}); model.pt was traced "
                      "instead (torchscript = \"trace\" in the spec chooses it directly)")
+    if outcome["method"] == "trace" and outcome.get("dropped"):
+        notes.append(f"{spec.name}: the traced model.pt has forward only: tracing leaves out the module's "
+                     f"@torch.jit.export methods ({', '.join(outcome['dropped'])})")
     return outcome["method"], outcome["messages"]
 
 
 def _dynamic_shapes(spec: ModelSpec) -> dict[str, Any]:
     import torch
 
-    dims = {d.name: torch.export.Dim(d.name, min=1) for d in spec.dims}
+    # A dim that another is derived from starts at its smallest validated size: below it
+    # intermediate sizes (a convolution's (frames - 4)) reach 1, which torch.export specializes.
+    roots = {d.root for d in spec.derived}
+    dims = {d.name: torch.export.Dim(d.name, min=min((d.size, *d.sweep)) if d.name in roots else d.min)
+            for d in spec.dims}
+    dims.update({d.name: d.value(dims[d.root]) for d in spec.derived})  # torch.export's derived Dims
     return {t.name: {axis: dims[d] for axis, d in enumerate(t.shape) if isinstance(d, str)} or None
             for t in spec.inputs}
 
 
 def _export_program(spec: ModelSpec, module):
-    """torch.export of a copy of `module` whose recurrent layers are native ops; the named
-    dims dynamic; source locations stripped (they hold absolute paths)."""
+    """torch.export of `module` itself with its recurrent layers computing as native ops
+    (`rnnexport.substitution`); the named dims dynamic; source locations stripped (they hold
+    absolute paths)."""
     import torch
 
     from rnnexport.export._capture import captured_messages
     from rnnexport.export.onnx_dynamo import strip_source_locations
-    from rnnexport.ops import packed_as_padded, substitute_recurrent
+    from rnnexport.substitution import native_recurrence
     from rnnexport.usermodel import example_args
 
-    native, _ = substitute_recurrent(module)
     try:
-        with captured_messages() as messages, torch.no_grad(), packed_as_padded(module):
-            program = torch.export.export(native, example_args(spec), dynamic_shapes=_dynamic_shapes(spec),
+        longest = any(t.reaches_max for t in spec.inputs)
+        with captured_messages() as messages, torch.no_grad(), native_recurrence(module, padded_to_longest=longest):
+            program = torch.export.export(module, example_args(spec), dynamic_shapes=_dynamic_shapes(spec),
                                           strict=False)
-    except ExportRejected:
-        raise
+    except ExportRejected as exc:
+        raise ExportRejected(f"{spec.name}: {exc}") from None  # raised inside the module: it names no artifact
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:400]
+        low = re.search(r"Not all values of (\w+) = .*? in the specified range (\d+) <= \1", str(exc))
+        if low:  # the module needs a larger smallest size than the spec's dim allows
+            first += (f" (the module does not accept every {low[1]} >= {low[2]}: give [dims.{low[1]}] a 'min', "
+                      "the smallest size it accepts)")
         raise ExportError(f"{spec.name}: torch.export cannot export the module: {type(exc).__name__}: {first}") from None
     strip_source_locations(program)
     return program, messages
 
 
-def _write_onnx(spec: ModelSpec, module, program, path: Path, exporter: str, opset: int) -> list[str]:
+def _write_onnx(spec: ModelSpec, module, program, stage: Path, exporter: str, opset: int, size: int,
+                output_axes: dict[str, dict[int, str]], layers) -> list[str]:
+    """``model.onnx`` by `exporter`, its output dims named after the spec's, checked loadable
+    and holding a native op for every recurrent layer. Returns torch's warnings."""
     import torch
 
-    from rnnexport.export import _check_onnx
     from rnnexport.export._capture import captured_messages
     from rnnexport.export.onnx_dynamo import export_onnx_dynamo
     from rnnexport.usermodel import example_args
 
-    try:
-        if exporter == "legacy":
-            with captured_messages() as messages, torch.no_grad():
-                torch.onnx.export(module, example_args(spec), str(path), dynamo=False,
-                                  input_names=list(spec.input_names), output_names=list(spec.output_names),
-                                  dynamic_axes={k: v for k, v in spec.dynamic_axes().items() if v},
-                                  opset_version=opset, do_constant_folding=True)
-        else:  # the same translation as an RNN spec's: the program already holds the native ops
-            messages = export_onnx_dynamo(program, spec, path, opset=opset)
-    except ExportError:
-        raise
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:400]
-        raise ExportError(f"{spec.name}: the {exporter} ONNX exporter failed: {type(exc).__name__}: {first}") from None
-    _check_onnx(path)
+    with writing(stage, "model.onnx", size) as path:
+        try:
+            if exporter == "legacy":
+                with captured_messages() as messages, torch.no_grad():
+                    torch.onnx.export(module, example_args(spec), str(path), dynamo=False,
+                                      input_names=list(spec.input_names), output_names=list(spec.output_names),
+                                      dynamic_axes={k: v for k, v in spec.dynamic_axes().items() if v},
+                                      opset_version=opset, do_constant_folding=True)
+            else:  # the same translation as an RNN spec's: the program already holds the native ops
+                messages = export_onnx_dynamo(program, spec, path, opset=opset)
+        except ExportError:
+            raise
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:400]
+            raise ExportError(f"{spec.name}: the {exporter} ONNX exporter failed: {type(exc).__name__}: {first}") \
+                from None
+    check_onnx(path, spec.name)
+    _name_output_dims(stage, output_axes)
+    _check_native_ops(spec, layers, recurrent_ops(path), exporter)
     return messages
 
 
@@ -298,10 +351,13 @@ def _output_axes(spec: ModelSpec, module) -> dict[str, dict[int, str]]:
     for dim in spec.dims:
         bumped = {**base, dim.name: base[dim.name] + 1}
         after = shapes(bumped)
+        old, new = spec.sizes_of(base), spec.sizes_of(bumped)
+        moved = [d for d in old if old[d] != new[d]]  # the dim, and the dims derived from it
         for name in spec.output_names:
             for axis, (a, b) in enumerate(zip(before[name], after[name])):
-                if a == base[dim.name] and b == bumped[dim.name] and axis not in axes[name]:
-                    axes[name][axis] = dim.name
+                label = next((d for d in moved if a == old[d] and b == new[d]), None)
+                if label and axis not in axes[name]:
+                    axes[name][axis] = label
     return axes
 
 
@@ -370,7 +426,8 @@ def _write_golden(spec: ModelSpec, module, stage: Path) -> dict[str, dict[str, A
     return {key: {"shape": list(v.shape), "dtype": str(v.dtype)} for key, v in golden.items()}
 
 
-def _manifest(spec: ModelSpec, stage: Path, exporter: str, opset: int, method: str, warnings, ops, layers,
+def _manifest(spec: ModelSpec, stage: Path, plan: FormatPlan, exporter: str, opset: int, method: str | None, warnings,
+              ops, layers,
               golden: dict[str, dict[str, Any]], rebuildable: bool, tolerance: Tolerance | None,
               output_axes: dict[str, dict[int, str]]) -> dict[str, Any]:
     """The manifest (`rnnexport.artifacts.model_manifest`), written to ``stage/manifest.json``."""
@@ -381,14 +438,16 @@ def _manifest(spec: ModelSpec, stage: Path, exporter: str, opset: int, method: s
     from rnnexport.weightcheck import weights_record
 
     manifest = model_manifest(
-        spec, {name: file_entry(stage / name) for name in implied_files(spec)}, exporter=exporter, opset=opset,
+        spec, {name: file_entry(stage / name) for name in [*plan.files(), "weights.safetensors", "golden.npz"]},
+        formats=plan.manifest_fields(), exporter=exporter, opset=opset,
         torchscript_method=method, warnings=warnings, recurrent_ops=ops,
         recurrent_layers=[{"name": name, "module": type(m).__name__, "num_layers": m.num_layers,
                            "bidirectional": m.bidirectional, "batch_first": m.batch_first} for name, m in layers],
         golden=golden, module_source=module_source(spec, stage, rebuildable=rebuildable),
         tolerance=tolerance, output_axes=output_axes)
     # What --untrusted (no module imported) can check of weights.safetensors later.
-    manifest["weights_check"] = weights_record(load_file(stage / "weights.safetensors"), stage / "model.onnx")
+    onnx_file = stage / "model.onnx" if "model.onnx" in plan.files() else None
+    manifest["weights_check"] = weights_record(load_file(stage / "weights.safetensors"), onnx_file)
     with writing(stage, MANIFEST, 1 << 20) as path:
         write_json(path, manifest)
     return manifest
@@ -412,6 +471,7 @@ def export_model(
     runtimes: list[str] | None = None,
     max_memory: int | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    formats: list[str] | str | None = None,
 ):
     """Export an ``nn.Module`` in memory (trained or not), no TOML needed. The module is left
     as it was: its weights, and each submodule's train/eval mode (the export runs in eval mode).
@@ -435,7 +495,7 @@ def export_model(
             (``[inputs.NAME]`` tables, ``[dims.NAME]`` tables, the ``[outputs]`` table or the
             list of output names, ...).
         out: Parent folder of the artifact folder (``out/<name>/``). Default ``models``.
-        exporter, opset, torchscript_method, validate, runtimes, max_memory, lock_timeout: As
+        exporter, opset, torchscript_method, validate, runtimes, max_memory, lock_timeout, formats: As
             `rnnexport.export.export_spec` (default exporter legacy where torch has it, opset 18,
             TorchScript script falling back to trace, validated on every available runtime).
 
@@ -464,9 +524,9 @@ def export_model(
     if tolerance:
         data["tolerance"] = tolerance
     spec = model_spec_from_dict(data, source=f"export_model(name={name!r})")
-    from rnnexport.usermodel import _check_forward
+    from rnnexport.usermodel import check_forward
 
-    _check_forward(spec, module)
+    check_forward(spec, module)
     return export_model_spec(spec, out, module=module, exporter=exporter, opset=opset,
                              torchscript_method=torchscript_method, validate=validate, runtimes=runtimes,
-                             max_memory=max_memory, lock_timeout=lock_timeout)
+                             max_memory=max_memory, lock_timeout=lock_timeout, formats=formats)

@@ -61,35 +61,78 @@ def compile_and_save(module: torch.nn.Module, spec: RNNSpec, path: Path, *, meth
 def compile_model_spec(module: torch.nn.Module, spec, path: Path, method: str | None) -> dict:
     """Compile a model spec's module (called ``m(*inputs)``) and save it to `path`.
 
-    `method` None scripts and, where scripting fails (user code often has Python TorchScript
-    cannot compile), traces on the spec's example inputs instead. Returns ``{"method",
-    "messages", "script_error"}``.
+    `method` None scripts and, where scripting or saving the scripted module fails (user code
+    often has Python TorchScript cannot compile), traces on the spec's example inputs instead.
+    Returns ``{"method", "messages", "script_error", "dropped"}``: `dropped` names the
+    ``@torch.jit.export`` methods a traced ``model.pt`` leaves out.
     """
     import torch
 
     from rnnexport.usermodel import example_args
 
-    script_error = None
+    script_error, dropped = None, []
     with captured_messages() as messages:
-        compiled = None
+        saved = False
         if method in (None, "script"):
             try:
-                compiled = torch.jit.script(module)
+                torch.jit.save(torch.jit.script(module), str(path))
+                saved = True
             except Exception as exc:
                 if method == "script":
-                    first = (str(exc).strip().splitlines() or [""])[0]
-                    raise ExportError(f"{spec.name}: torch.jit.script failed: {type(exc).__name__}: {first}; "
+                    raise ExportError(f"{spec.name}: torch.jit.script failed: {script_failure(exc)}; "
                                       "try --torchscript trace (or torchscript = \"trace\" in the spec)") from None
-                script_error = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
-        if compiled is None:
-            with torch.no_grad():
-                # strict=False: a dict output (common in user code) is refused otherwise; its keys
-                # are fixed for a module, and every call is checked against ``[outputs] names``.
-                compiled = torch.jit.trace(module, example_args(spec), check_trace=False, strict=False)
-        torch.jit.save(compiled, str(path))
+                script_error = script_failure(exc)
+        if not saved:
+            try:
+                with torch.no_grad(), _forward_only(module) as dropped:
+                    # strict=False: a dict output (common in user code) is refused otherwise; its keys
+                    # are fixed for a module, and every call is checked against ``[outputs] names``.
+                    compiled = torch.jit.trace(module, example_args(spec), check_trace=False, strict=False)
+                torch.jit.save(compiled, str(path))
+            except Exception as exc:
+                first = (str(exc).strip().splitlines() or [""])[0][:300]
+                why = f" (torch.jit.script failed too: {script_error})" if script_error else ""
+                raise ExportError(f"{spec.name}: torch.jit.trace failed: {type(exc).__name__}: {first}{why}") from None
     strip_torchscript_debug_info(path)
     return {"method": "trace" if script_error or method == "trace" else "script",
-            "messages": messages, "script_error": script_error}
+            "messages": messages, "script_error": script_error, "dropped": dropped}
+
+
+def script_failure(exc: BaseException) -> str:
+    """TorchScript's error in one line: its first line, where (file:line) and what called it.
+
+    TorchScript's message starts with the construct it refused (``SetComp aren't supported:``)
+    and then shows source; the useful part is the place and the chain of calls that led there."""
+    import re
+
+    text = str(exc).strip()
+    first = (text.splitlines() or [""])[0].rstrip(":")
+    where = re.search(r'File "([^"]+)", line (\d+)', text)
+    chain = re.findall(r"'([^']+)' is being compiled since it was called from '([^']+)'", text)
+    parts = [f"{type(exc).__name__}: {first}"[:200]]
+    if where:
+        parts.append(f"at {'/'.join(Path(where[1]).parts[-3:])}:{where[2]}")
+    if chain:
+        parts.append(f"in {chain[0][0]}, called from {chain[-1][1]}")
+    return ", ".join(parts)
+
+
+@contextlib.contextmanager
+def _forward_only(module: torch.nn.Module):
+    """Tracing compiles every ``@torch.jit.export`` method too (``torch.jit._trace.make_module``),
+    so one method TorchScript cannot compile fails the trace of a forward it could record. Within
+    the block tracing records ``forward`` only; yields the names of the exported methods left out."""
+    import torch._jit_internal as jit_internal
+
+    dropped = sorted({name for m in module.modules() for name in dir(type(m))
+                      if jit_internal.get_torchscript_modifier(getattr(type(m), name, None))
+                      is jit_internal.FunctionModifiers.EXPORT})
+    has_exports = jit_internal.module_has_exports
+    jit_internal.module_has_exports = lambda mod: False
+    try:
+        yield dropped
+    finally:
+        jit_internal.module_has_exports = has_exports
 
 
 class TorchScriptJob:

@@ -54,7 +54,10 @@ class Runner(ABC):
         loads, or a known limitation of the runtime for this kind of model), or None when it
         can. The runtime is then reported as skipped. Overrides call this first."""
         if self.artifact.file(self.requires) is None:
-            return f"artifact has no {self.requires}"
+            from rnnexport.formats import FORMATS, missing_formats
+
+            why = {FORMATS[f]: reason for f, reason in missing_formats(self.artifact.manifest).items()}
+            return f"artifact has no {self.requires}" + (f" (not made: {why[self.requires]})" if self.requires in why else "")
         return None
 
     def skip_reason(self, case: Case) -> str | None:

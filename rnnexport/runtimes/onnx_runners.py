@@ -45,7 +45,7 @@ def cuda_provider_status() -> str | None:
     model = identity_model({"x": np.zeros(1, dtype=np.float32)})
     options = ort.SessionOptions()
     options.log_severity_level = 4  # the failed CUDA load logs errors; the result says it all
-    previous = 2
+    previous = 3  # errors only (rnnexport's default, `OnnxRuntimeRunner._load`)
     ort.set_default_logger_severity(4)
     try:
         session = ort.InferenceSession(
@@ -84,6 +84,9 @@ class OnnxRuntimeRunner(Runner):
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.log_severity_level = 3
+        # Errors only, for the process-wide logger too: its coloured warnings would land in the
+        # user's terminal between rnnexport's lines.
+        ort.set_default_logger_severity(3)
         try:
             self._session = ort.InferenceSession(str(self.artifact.file("model.onnx")), options, providers=[self.provider])
         except Exception as exc:
@@ -145,7 +148,7 @@ class OnnxReferenceRunner(Runner):
         return None
 
     def skip_reason(self, case) -> str | None:
-        if case.steps > self.max_steps:
+        if self.artifact.spec.case_steps(case) > self.max_steps:
             return f"onnx-reference runs cases up to batch*seq={self.max_steps} (slow, pure Python)"
         return None
 

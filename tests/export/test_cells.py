@@ -135,7 +135,8 @@ def test_lstm_projection_artifact_has_torchscript_and_pt2_only(tmp_path):
                                                             "weights.pt"]
     assert any("no model.onnx" in n for n in result.notes)
     assert {"torchscript", "torch-export"} <= set(result.report.runtimes)
-    assert result.report.skipped["onnxruntime-cpu"] == "artifact has no model.onnx"
+    assert result.report.skipped["onnxruntime-cpu"].startswith("artifact has no model.onnx (not made: proj: no model.onnx")
+    assert result.missing is None  # by design, not a failure: exit 0, with the note above
 
 
 @pytest.mark.parametrize("batch_first", [False, True])

@@ -9,6 +9,7 @@ manifest and the graph say.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -112,6 +113,64 @@ sweep = [1, 33]
 names = ["pooled"]
 '''
 
+FLATTEN = '''
+module = "features.py:FlattenBiLSTM"
+[inputs.x]
+shape = ["batch", "seq", 5]
+[dims.batch]
+size = 2
+sweep = [1, 5]
+[dims.seq]
+size = 6
+sweep = [1, 23]
+[outputs]
+names = ["y"]
+'''
+
+INIT_HIDDEN = FLATTEN.replace("FlattenBiLSTM", "InitHidden").replace('"seq", 5]', '"seq", 3]')
+
+FORECASTER = '''
+module = "features.py:Forecaster"
+[inputs.x]
+shape = ["batch", "seq", 2]
+[inputs.lengths]
+dtype = "int64"
+shape = ["batch"]
+range = [1, "seq"]
+[dims.batch]
+size = 3
+sweep = [1, 6]
+[dims.seq]
+size = 7
+sweep = [2, 25]
+[outputs]
+names = ["y", "h_n"]
+'''
+
+SORTED = FORECASTER.replace("Forecaster", "SortedPacking").replace('"seq", 2]', '"seq", 3]').replace(
+    'range = [1, "seq"]', 'range = [1, "seq"]\nsorted = "descending"').replace('["y", "h_n"]', '["y"]')
+
+TIED = '''
+module = "features.py:TiedLengths"
+[inputs.waveform]
+shape = ["batch", 1, "samples"]
+[inputs.features]
+shape = ["batch", 3, "frames"]
+[dims.batch]
+size = 2
+sweep = [1, 3]
+[dims.frames]
+size = 7
+sweep = [6, 19]
+[dims.samples]
+size = "(frames - 4) * 4"
+[outputs]
+names = ["out"]
+'''
+
+LONGEST = SORTED.replace("SortedPacking", "PackedNoTotalLength").replace('"seq", 3]', '"seq", 4]').replace(
+    'sorted = "descending"', "reaches_max = true")
+
 MATRIX = {
     # name: (spec text or file, native recurrent ops expected, what it covers)
     "tagger": (None, 1, "int + float inputs, three outputs, nested GRU, factory function, module_args"),
@@ -120,6 +179,13 @@ MATRIX = {
     "packed_gru": (PACKED, 1, "pack_padded_sequence in the module: sequence_lens, bidirectional"),
     "cells": (CELLS, 0, "LSTMCell and RNNCell (elementwise ops)"),
     "dtypes": (DTYPES, 1, "int32 ids, bool mask, float16 scale"),
+    # As public packages write them: the recurrent layer is the user's own object while exporting.
+    "flatten": (FLATTEN, 1, "self.rnn.flatten_parameters() in forward, bidirectional LSTM"),
+    "init_hidden": (INIT_HIDDEN, 2, "h_0 from the layer's num_layers/hidden_size and its subclass method"),
+    "packing_subclass": (FORECASTER, 2, "nn.LSTM subclass packing itself, super().forward, two layers"),
+    "sorted_lengths": (SORTED, 1, "pack_padded_sequence(enforce_sorted=True): lengths sorted = \"descending\""),
+    "padded_to_longest": (LONGEST, 1, "pad_packed_sequence without total_length: lengths reaches_max = true"),
+    "tied_dims": (TIED, 1, "a dim given by an expression of another: samples = (frames - 4) * 4"),
 }
 
 
@@ -229,7 +295,8 @@ def test_pad_packed_without_total_length_is_refused_naming_the_fix(tmp_path: Pat
                      inputs={"x": {"shape": ["batch", "seq", 4]},
                              "lengths": {"dtype": "int64", "shape": ["batch"], "range": [1, "seq"]}},
                      dims={"batch": {"size": 3}, "seq": {"size": 6}}, outputs=["out"])
-    assert info.value.exit_code == 1
+    assert info.value.exit_code == 1 and "nototal: pad_packed_sequence" in str(info.value)
+    assert "reaches_max = true" in str(info.value)
     assert not (tmp_path / "nototal").exists()
 
 
@@ -292,3 +359,65 @@ def test_a_module_defined_in_a_script_is_never_imported_again(tmp_path: Path) ->
     report = validate_artifact(tmp_path / "mine", runtimes=["onnxruntime-cpu"])
     assert report.passed and "defined in a script" in report.skipped["torch"]
     assert (tmp_path / "ran").read_text() == "x"  # the script ran once: at the export
+
+
+def test_sorted_lengths_are_generated_sorted_and_checked(tmp_path: Path) -> None:
+    import numpy as np
+
+    from rnnexport.errors import SpecError, UsageError
+
+    spec = _load(tmp_path, "sorted_lengths")
+    for case in spec.sweep():
+        lengths = spec.make_inputs(case)["lengths"]
+        assert (np.diff(lengths) <= 0).all(), case.id
+    feeds = dict(spec.make_inputs(spec.case({"batch": 4, "seq": 7})))
+    spec.check_feeds(feeds)
+    feeds["lengths"] = np.array([1, 2, 3, 4], dtype=np.int64)
+    with pytest.raises(UsageError, match=r"'lengths' must be sorted descending \(the spec says so\), got \[1, 2, 3, 4\]"):
+        spec.check_feeds(feeds)
+    bad = SORTED.replace('sorted = "descending"', 'sorted = "down"')
+    with pytest.raises(SpecError, match="'sorted' = 'down': valid for a 1-D integer input only, as 'descending'"):
+        load_model_spec(_spec_file(tmp_path, "bad", bad))
+
+
+@pytest.mark.parametrize("size, message", [
+    ('"frames // 2"', "FloorDiv is not allowed; valid: integer arithmetic"),
+    ('"frames * batch"', "must use exactly one other dim"),
+    ('"(frame - 4) * 4"', "uses 'frame', which is not a declared dim"),
+    ('"40 - frames"', "must grow with 'frames'"),
+    ('"(frames - 6) * 4"', "is 0 at frames = 6; every size of 'frames' (size and sweep) must be at least 7"),
+])
+def test_a_bad_dim_expression_is_one_line_naming_what_is_valid(tmp_path: Path, size: str, message: str) -> None:
+    from rnnexport.errors import SpecError
+
+    with pytest.raises(SpecError, match=re.escape(message)):
+        load_model_spec(_spec_file(tmp_path, "bad", TIED.replace('"(frames - 4) * 4"', size)))
+
+
+def test_tied_dims_are_computed_per_case_and_checked_in_feeds(tmp_path: Path) -> None:
+    from rnnexport.errors import UsageError
+
+    spec = _load(tmp_path, "tied_dims")
+    assert [c.id for c in spec.sweep()][:2] == ["batch=2,frames=7", "batch=1,frames=7"]  # no id for a derived dim
+    for case in spec.sweep():
+        feeds = spec.make_inputs(case)
+        assert feeds["waveform"].shape[2] == (case.size("frames") - 4) * 4
+    feeds = dict(spec.make_inputs(spec.case({"batch": 2, "frames": 9})))
+    feeds["waveform"] = feeds["waveform"][:, :, :-1]
+    with pytest.raises(UsageError, match=r"'samples' = 19, but the spec gives samples = \(frames - 4\) \* 4 = 20 for "
+                                         r"frames = 9"):
+        spec.check_feeds(feeds)
+
+
+def test_reaches_max_lengths_fill_the_padded_length_in_every_case(tmp_path: Path) -> None:
+    import numpy as np
+
+    from rnnexport.errors import UsageError
+
+    spec = _load(tmp_path, "padded_to_longest")
+    for case in spec.sweep():
+        assert spec.make_inputs(case)["lengths"].max() == case.size("seq"), case.id
+    feeds = dict(spec.make_inputs(spec.case({"batch": 3, "seq": 7})))
+    feeds["lengths"] = np.array([2, 6, 3], dtype=np.int64)
+    with pytest.raises(UsageError, match=r"'lengths' must reach 7 \(the spec says reaches_max.*got at most 6"):
+        spec.check_feeds(feeds)

@@ -123,3 +123,90 @@ class MaskedIds(nn.Module):
         out, _ = self.gru(self.embedding(ids))
         pooled = (out * mask.unsqueeze(2).to(out.dtype)).sum(1)
         return pooled * scale.float().unsqueeze(1)
+
+
+class FlattenBiLSTM(nn.Module):
+    """OCR-style head: ``self.rnn.flatten_parameters()`` in forward (cuDNN idiom), then a Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(5, 6, bidirectional=True, batch_first=True)
+        self.linear = nn.Linear(12, 4)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.rnn.flatten_parameters()
+        recurrent, _ = self.rnn(x)
+        return self.linear(recurrent)
+
+
+class StackedGRU(nn.GRU):
+    """A GRU subclass with its own method, building h_0 from the layer's attributes."""
+
+    def init_hidden_state(self, batch: int, like: Tensor) -> Tensor:
+        return like.new_zeros(self.num_layers * (2 if self.bidirectional else 1), batch, self.hidden_size)
+
+
+class InitHidden(nn.Module):
+    """Reads ``num_layers``/``hidden_size`` of its recurrent layer and calls its subclass method."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = StackedGRU(3, 5, num_layers=2, batch_first=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h_0 = self.gru.init_hidden_state(x.size(0), x) + 0.1 * self.gru.num_layers / self.gru.hidden_size
+        out, _ = self.gru(x, h_0)
+        return out
+
+
+class PackingLSTM(nn.LSTM):
+    """An nn.LSTM subclass that packs itself: ``forward(x, hx, lengths)`` packs, calls
+    ``super().forward`` and pads again (as time-series libraries write it)."""
+
+    def forward(self, x: Tensor, hx=None, lengths: Tensor | None = None):  # type: ignore[override]
+        if lengths is None:
+            return super().forward(x, hx)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=self.batch_first, enforce_sorted=False)
+        out, state = super().forward(packed, hx)
+        out, _ = pad_packed_sequence(out, batch_first=self.batch_first, total_length=x.size(1 if self.batch_first else 0))
+        return out, state
+
+
+class Forecaster(nn.Module):
+    """Encodes padded series of different lengths with a `PackingLSTM`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = PackingLSTM(2, 4, num_layers=2, batch_first=True)
+        self.head = nn.Linear(4, 1)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        out, (h_n, _) = self.lstm(x, lengths=lengths)
+        return self.head(out), h_n
+
+
+class SortedPacking(nn.Module):
+    """Packs with ``enforce_sorted=True`` (the default): the lengths must come sorted, longest first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(3, 4, batch_first=True)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        out, _ = self.lstm(pack_padded_sequence(x, lengths, batch_first=True))
+        return pad_packed_sequence(out, batch_first=True, total_length=x.size(1))[0]
+
+
+class TiedLengths(nn.Module):
+    """A vocoder's contract: ``waveform`` has (frames - 4) * 4 samples for ``frames`` conditioning
+    frames (a kernel-5 conv without padding, then each frame repeated 4 times)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(3, 2, kernel_size=5)
+        self.gru = nn.GRU(3, 4, batch_first=True)
+
+    def forward(self, waveform: Tensor, features: Tensor) -> Tensor:
+        cond = self.conv(features).repeat_interleave(4, dim=2)  # [B, 2, samples]
+        out, _ = self.gru(torch.cat([waveform, cond], dim=1).transpose(1, 2))
+        return out

@@ -1,0 +1,79 @@
+"""No model file is installed that its own runtime cannot load, validated or not.
+
+`onnx.checker` alone misses what an exporter can get wrong: with a dynamic length the legacy
+exporter once wrote an ``Unsqueeze`` with an out-of-range axis that the checker passed and ONNX
+Runtime refused to load. So a written ``model.onnx`` also goes through strict shape inference
+(with data propagation) and one ONNX Runtime session on the CPU; ``model.pt`` is loaded with
+``torch.jit.load`` and ``model.pt2`` with ``torch.export.load`` unless validation loads them anyway.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rnnexport.errors import FormatFailed
+
+__all__ = ["check_onnx", "check_torch_files"]
+
+
+def check_onnx(path: Path, name: str) -> None:
+    """Refuse `path` (the ONNX file of artifact `name`) unless it passes ``onnx.checker``
+    (full check), strict shape inference and an ONNX Runtime CPU session.
+
+    Raises:
+        FormatFailed: naming the artifact, the check and its first line.
+    """
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+        onnx.shape_inference.infer_shapes(onnx.load(str(path)), check_type=True, strict_mode=True, data_prop=True)
+    except Exception as exc:
+        raise FormatFailed(f"{name}: the exported {path.name} fails onnx.checker: {_first_line(exc)}; not installed") \
+            from None
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return  # validation says onnxruntime is missing; the checker passed
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: its warnings are not the user's to read
+    ort.set_default_logger_severity(3)
+    try:
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise FormatFailed(f"{name}: ONNX Runtime cannot load the exported {path.name}: {_first_line(exc)}; the "
+                          "exporter wrote an invalid graph; not installed (try the other --exporter)") from None
+
+
+def check_torch_files(stage: Path, name: str, files: list[str]) -> None:
+    """Load each of `files` (``model.pt``, ``model.pt2``) written into `stage` once.
+
+    Raises:
+        FormatFailed: a file its runtime cannot load, named with the reason.
+    """
+    import torch
+
+    loaders = {"model.pt": torch.jit.load, "model.pt2": _load_program}
+    for file in files:
+        try:
+            loaders[file](str(stage / file))
+        except Exception as exc:
+            raise FormatFailed(f"{name}: the exported {file} does not load: {_first_line(exc)}; not installed") \
+                from None
+
+
+def _load_program(path: str):
+    import torch
+
+    import rnnexport.ops  # noqa: F401  (registers the custom ops the program holds)
+
+    return torch.export.load(path)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of `exc`, without ONNX Runtime's source locations and C++ signatures."""
+    import re
+
+    line = (str(exc).strip().splitlines() or [""])[0]
+    line = re.sub(r"/onnxruntime_src/\S+ [^(]*\([^)]*\)[^ ]* ?", "", line)
+    return f"{type(exc).__name__}: {line[:300]}"
