@@ -38,7 +38,7 @@ _IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _MODULE_RE = re.compile(r"(?P<target>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_.]*)")
 _TOP_KEYS = ("name", "module", "module_args", "weights", "weights_key", "seed", "inputs", "dims", "outputs",
-             "tolerance", "torchscript", "formats")
+             "tolerance", "torchscript", "formats", "inputs_fn")
 _INPUT_KEYS = ("dtype", "shape", "range", "sorted", "reaches_max")
 ORDERS = ("descending", "ascending")  # `sorted`: e.g. lengths for pack_padded_sequence(enforce_sorted=True)
 _DIM_KEYS = ("size", "sweep", "min")
@@ -163,12 +163,13 @@ class ModelSpec:
     torchscript: str | None = None
     formats: tuple[str, ...] | None = None
     derived: tuple[DerivedDim, ...] = ()
+    inputs_fn: str | None = None
 
     kind = "model"
 
     def __hash__(self) -> int:
         return hash((self.name, self.module, _freeze(self.module_args), self.weights, self.weights_key, self.seed,
-                     self.inputs, self.dims, self.outputs, self.state, self.stream_dim, self.derived))
+                     self.inputs, self.dims, self.outputs, self.state, self.stream_dim, self.derived, self.inputs_fn))
 
     # The signature, as the pipeline reads it (the same names as RNNSpec's).
     @property
@@ -402,6 +403,8 @@ class ModelSpec:
             data["torchscript"] = self.torchscript
         if self.formats:
             data["formats"] = list(self.formats)
+        if self.inputs_fn:
+            data["inputs_fn"] = self.inputs_fn
         return data
 
     def replace(self, **changes: Any) -> ModelSpec:
@@ -481,14 +484,8 @@ def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", ba
     name = data["name"]
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise SpecError(f"{source}: invalid value for 'name': {name!r}; valid: 1-64 letters, digits, '_', '.', '-'")
-    module = data["module"]
-    match = _MODULE_RE.fullmatch(module) if isinstance(module, str) else None
-    if not match:
-        raise SpecError(f"{source}: invalid value for 'module': {module!r}; valid: 'FILE.py:ATTR' or "
-                        "'package.module:ATTR'")
-    target = match["target"]
-    if target.endswith(".py") and base is not None and not Path(target).is_absolute():
-        module = f"{(base / target).resolve()}:{match['attr']}"
+    module = _target(data["module"], "module", base, source)
+    inputs_fn = None if data.get("inputs_fn") is None else _target(data["inputs_fn"], "inputs_fn", base, source)
     module_args = data.get("module_args", {})
     if not isinstance(module_args, dict):
         raise SpecError(f"{source}: 'module_args' must be a table of keyword arguments, got {module_args!r}")
@@ -631,7 +628,19 @@ def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", ba
                      state=tuple(state), stream_dim=stream_dim, tolerance=tolerance, torchscript=torchscript,
                      formats=None if data.get("formats") is None else parse_formats(data["formats"], f"{source}: 'formats'",
                                                                                     SpecError),
-                     derived=derived)
+                     derived=derived, inputs_fn=inputs_fn)
+
+
+def _target(value: Any, key: str, base: Path | None, source: str) -> str:
+    """``FILE.py:ATTR`` (a relative FILE resolved against `base`) or ``package.module:ATTR``."""
+    match = _MODULE_RE.fullmatch(value) if isinstance(value, str) else None
+    if not match:
+        raise SpecError(f"{source}: invalid value for {key!r}: {value!r}; valid: 'FILE.py:ATTR' or "
+                        "'package.module:ATTR'")
+    target = match["target"]
+    if target.endswith(".py") and base is not None and not Path(target).is_absolute():
+        return f"{(base / target).resolve()}:{match['attr']}"
+    return value
 
 
 def _derived_dims(expressions: dict[str, tuple[Any, str]], dims: list[DimSpec]) -> tuple[DerivedDim, ...]:

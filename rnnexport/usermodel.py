@@ -35,10 +35,10 @@ __all__ = ["build_user_module", "call_user_model", "check_state_dict", "example_
            "user_args"]
 
 
-def import_module(spec: ModelSpec, sha256: str | None) -> None:
+def import_module(spec: ModelSpec, sha256: str | None) -> Any:
     """Import the module of `spec` now (checked against `sha256`, see `_import_target`), so
-    that building it later uses exactly this import."""
-    _import_target(spec, sha256)
+    that building it later uses exactly this import. Returns its ``ATTR``."""
+    return _import_target(spec, sha256)
 
 
 def _import_target(spec: ModelSpec, sha256: str | None = None):
@@ -441,8 +441,10 @@ def call_user_model(model, spec: ModelSpec, feeds: Mapping[str, np.ndarray]) -> 
 def example_args(spec: ModelSpec) -> tuple[Tensor, ...]:
     """Arguments for tracing/exporting: the documented sizes, each dim at least 2 (tracers and
     torch.export treat sizes 0 and 1 as constants)."""
+    from rnnexport.userinputs import case_inputs
+
     sizes = {d.name: max(d.size, 2) for d in spec.dims}
-    feeds = spec.make_inputs(spec.case(sizes, "random"))
+    feeds = case_inputs(spec, spec.case(sizes, "random"))
     return tuple(torch.from_numpy(feeds[n].copy()) for n in spec.input_names)
 
 

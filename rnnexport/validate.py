@@ -8,6 +8,8 @@ Nothing here writes into the artifact folder.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from rnnexport.formats import FORMATS, missing_formats
 from rnnexport.artifacts import Artifact, discover_artifacts, open_artifact, versions
 from rnnexport.compare import Comparison, Tolerance, compare_arrays, failures
 from rnnexport.errors import RuntimeUnavailableError, UsageError, WorkerDied
+from rnnexport.formats import FORMATS, missing_formats
 from rnnexport.inputs import Case, check_feeds, default_sweep, make_inputs
 from rnnexport.invariants import check_invariants
 from rnnexport.modelspec import RANDOM_WEIGHTS
@@ -113,6 +115,46 @@ def _cases_for(artifact: Artifact, cases: list[Case] | None, reference: bool = T
         cases = None  # BxS cases name an RNN's batch and seq; a model spec sweeps its own dims
     chosen = default_sweep(artifact.spec) if cases is None else list(cases)
     return list(dict.fromkeys([*chosen, *artifact.golden_cases()]))
+
+
+def inputs_unavailable(artifact: Artifact, trusted: bool) -> str | None:
+    """Why a model spec's ``inputs_fn`` cannot make new cases' inputs, or None (no such
+    function, or it is recorded and unchanged: `rnnexport.userinputs.recorded_inputs`)."""
+    spec = artifact.spec
+    if spec.kind != "model" or spec.inputs_fn is None:
+        return None
+    if not trusted:
+        return f"inputs_fn {spec.inputs_fn} is Python code; not run on untrusted artifacts (--untrusted)"
+    from rnnexport.userinputs import recorded_inputs
+
+    return recorded_inputs(spec, artifact.manifest.get("inputs_source"), artifact.path)[1]
+
+
+@contextlib.contextmanager
+def _input_maker(artifact: Artifact, in_process: bool, unavailable: str | None):
+    """What makes a case's inputs: the seeded generator; a model spec's ``inputs_fn`` in this
+    process during its export (`in_process`: the export runs the user's code anyway), else in
+    a child process (`rnnexport.runtimes.isolated`); None where `unavailable`."""
+    spec = artifact.spec
+    if spec.kind != "model" or spec.inputs_fn is None:
+        yield lambda case: make_inputs(spec, case)
+    elif in_process:
+        from rnnexport.userinputs import case_inputs
+
+        yield lambda case: case_inputs(spec, case)
+    elif unavailable:
+        yield None
+    else:
+        from rnnexport.runtimes.isolated import IsolatedReference
+        from rnnexport.userinputs import recorded_inputs
+
+        resolved, _ = recorded_inputs(spec, artifact.manifest.get("inputs_source"), artifact.path)
+        child = IsolatedReference(dataclasses.replace(artifact, spec=resolved), None, threads=1)
+        try:
+            child.load_inputs(artifact.manifest["inputs_source"].get("sha256"))
+            yield child.inputs
+        finally:
+            child.close()
 
 
 def reference_unavailable(artifact: Artifact, trusted: bool) -> str | None:
@@ -221,8 +263,9 @@ def planned_steps(
     nothing is loaded. A progress bar sized by it ends exactly at its total."""
     chosen, _ = resolve_runtimes(runtimes, trusted=trusted)
     missing_reference = reference_unavailable(artifact, trusted)
-    case_list = _cases_for(artifact, cases, not missing_reference)
-    stream_cases = [] if missing_reference else streaming_cases(artifact.spec)
+    golden_only = missing_reference or inputs_unavailable(artifact, trusted)
+    case_list = _cases_for(artifact, cases, not golden_only)
+    stream_cases = [] if golden_only else streaming_cases(artifact.spec)
     total = 0
     for name in chosen:
         if name == "torch" and missing_reference:
@@ -316,6 +359,7 @@ class _Plan:
     stream_cases: list[tuple[Any, tuple[int, ...]]]
     missing_reference: str | None
     longest: Any  # the case whose error per time step is plotted (RNN specs)
+    missing_inputs: str | None = None  # why a model spec's inputs_fn could not run (golden cases only)
 
 
 def _plan(artifact: Artifact, runtimes, tolerance: tuple[Tolerance, list[str]], cases, options, trusted: bool,
@@ -332,7 +376,10 @@ def _plan(artifact: Artifact, runtimes, tolerance: tuple[Tolerance, list[str]], 
     if missing_reference:
         chosen = [name for name in chosen if name != "torch"]
         skipped = {**skipped, "torch": missing_reference}
-    case_list = _cases_for(artifact, cases, not missing_reference)
+    in_process = options.get("torch", {}).get("module") is not None
+    missing_inputs = None if in_process else inputs_unavailable(artifact, trusted)
+    golden_only = missing_reference or missing_inputs
+    case_list = _cases_for(artifact, cases, not golden_only)
     try:  # every runtime's outputs of a case are held at once (`_run_case`)
         outputs = spec.output_tensors(artifact.manifest.get("io")) if spec.kind == "model" else ()
     except ValueError as exc:
@@ -341,16 +388,17 @@ def _plan(artifact: Artifact, runtimes, tolerance: tuple[Tolerance, list[str]], 
         check_memory(f"{artifact.name}: case {case.id}", spec.case_bytes(case, outputs, len(chosen)), max_memory)
         check_steps(f"{artifact.name}: case {case.id}", spec.case_steps(case))
     golden = artifact.golden()
-    feeds = {case: ({n: golden[case][n] for n in spec.input_names} if case in golden else make_inputs(spec, case))
-             for case in case_list}
+    stream_cases = [] if golden_only else streaming_cases(spec)
+    with _input_maker(artifact, in_process, missing_inputs) as inputs:
+        feeds = {case: ({n: golden[case][n] for n in spec.input_names} if case in golden else inputs(case))
+                 for case in case_list}
+        for case, _ in stream_cases:
+            feeds.setdefault(case, inputs(case))
     for case_feeds in feeds.values():
         check_feeds(spec, case_feeds)
-    stream_cases = [] if missing_reference else streaming_cases(spec)
-    for case, _ in stream_cases:
-        feeds.setdefault(case, make_inputs(spec, case))
     longest = max(case_list, key=lambda c: (c.seq, c.batch) if spec.kind == "rnn" else (c.steps,))
     return _Plan(*tolerance, chosen, skipped, case_list, feeds, golden, stream_cases,
-                 missing_reference, longest)
+                 missing_reference, longest, missing_inputs)
 
 
 def _new_report(artifact: Artifact, plan: _Plan, *, given_cases: bool) -> ArtifactReport:
@@ -367,13 +415,16 @@ def _new_report(artifact: Artifact, plan: _Plan, *, given_cases: bool) -> Artifa
         report.notes.append("the given cases (BxS) apply to RNN specs; this model spec ran its own dims' sweep")
     if spec.kind == "model" and spec.weights == RANDOM_WEIGHTS:
         report.notes.append(f"weights: the module's seeded initialization (seed {spec.seed}), not trained weights")
+    if plan.missing_inputs and not plan.missing_reference:
+        report.notes.append(f"new cases need the spec's inputs_fn, unavailable ({plan.missing_inputs}): only the "
+                            "stored golden cases ran")
     if plan.missing_reference:
         report.notes.append(f"eager reference unavailable ({plan.missing_reference}): every runtime was checked "
                             "against the stored golden data only, on its cases")
     report.streaming = (
         {"cases": [c.id for c, _ in plan.stream_cases], "chunks": {c.id: list(ch) for c, ch in plan.stream_cases}}
         if plan.stream_cases else {"not_applicable": streaming_not_applicable(spec) or (
-            "it runs new cases, which need the eager reference (unavailable)")}
+            "it runs new cases, which need the eager reference and the inputs (unavailable)")}
     )
     return report
 

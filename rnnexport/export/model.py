@@ -30,6 +30,7 @@ from rnnexport.export import writing
 from rnnexport.export.loadable import check_onnx
 from rnnexport.formats import FormatPlan
 from rnnexport.modelspec import RANDOM_WEIGHTS, ModelSpec, model_spec_from_dict
+from rnnexport.userinputs import case_inputs
 
 __all__ = ["export_model", "export_model_spec", "recurrent_ops"]
 
@@ -113,10 +114,12 @@ def _export_module(spec: ModelSpec, module, out_dir, rebuildable: bool, notes: l
                    method: str | None, validate: bool, runtimes, tolerance, max_memory, lock_timeout, formats):
     """The steps of `export_model_spec` (see the module docstring) on a module in eval mode."""
     from rnnexport.export import ExportResult, made_any, validate_staged
+    from rnnexport.userinputs import check_deterministic
     from rnnexport.usermodel import check_state_dict, recurrent_layers
 
     if not rebuildable:  # a module from memory: its weights are checked as a file's are
         check_state_dict(spec.name, module, module.state_dict(), "of the module")
+    check_deterministic(spec)
     documented = _check_outputs(spec, module)
     output_axes = _output_axes(spec, module)
     _check_output_memory(spec, documented, output_axes, validate, runtimes, max_memory)
@@ -180,7 +183,7 @@ def _check_outputs(spec: ModelSpec, module) -> dict[str, np.ndarray]:
     from rnnexport.usermodel import call_user_model
 
     try:
-        return call_user_model(module, spec, spec.make_inputs(spec.case(spec.documented)))
+        return call_user_model(module, spec, case_inputs(spec, spec.case(spec.documented)))
     except SpecError:
         raise
     except Exception as exc:
@@ -343,7 +346,7 @@ def _output_axes(spec: ModelSpec, module) -> dict[str, dict[int, str]]:
     base = {d.name: max(d.size, 2) for d in spec.dims}
 
     def shapes(sizes: dict[str, int]) -> dict[str, tuple[int, ...]]:
-        outputs = call_user_model(module, spec, spec.make_inputs(spec.case(sizes)))
+        outputs = call_user_model(module, spec, case_inputs(spec, spec.case(sizes)))
         return {name: value.shape for name, value in outputs.items()}
 
     before = shapes(base)
@@ -418,7 +421,7 @@ def _write_golden(spec: ModelSpec, module, stage: Path) -> dict[str, dict[str, A
 
     golden = {}
     for case in spec.golden_cases():
-        feeds = spec.make_inputs(case)
+        feeds = case_inputs(spec, case)
         golden.update({f"{case.id}/{n}": v for n, v in feeds.items()})
         golden.update({f"{case.id}/{n}": v for n, v in call_user_model(module, spec, feeds).items()})
     with writing(stage, "golden.npz", sum(v.nbytes for v in golden.values())) as path:
@@ -448,6 +451,10 @@ def _manifest(spec: ModelSpec, stage: Path, plan: FormatPlan, exporter: str, ops
     # What --untrusted (no module imported) can check of weights.safetensors later.
     onnx_file = stage / "model.onnx" if "model.onnx" in plan.files() else None
     manifest["weights_check"] = weights_record(load_file(stage / "weights.safetensors"), onnx_file)
+    if spec.inputs_fn:
+        from rnnexport.userinputs import inputs_source
+
+        manifest["inputs_source"] = inputs_source(spec, stage)
     with writing(stage, MANIFEST, 1 << 20) as path:
         write_json(path, manifest)
     return manifest

@@ -14,6 +14,7 @@ byte-identical from any working directory.
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -144,10 +145,14 @@ def _name_dynamic_axes(model, spec) -> None:
             dim = value.type.tensor_type.shape.dim[axis]
             if dim.dim_param:
                 renames[dim.dim_param] = label
+    # torch.export's symbols (s16) inside expressions (``((s16//4)) + 1``) read as the dims' names.
+    symbols = {old: new for old, new in renames.items() if re.fullmatch(r"s\d+", old)}
     for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param in renames:
                 dim.dim_param = renames[dim.dim_param]
+            elif dim.dim_param and symbols:
+                dim.dim_param = re.sub(r"\bs\d+\b", lambda m: symbols.get(m[0], m[0]), dim.dim_param)
     for value in model.graph.output:
         for axis, label in axes.get(value.name, {}).items():
             value.type.tensor_type.shape.dim[axis].dim_param = label

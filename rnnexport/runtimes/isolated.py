@@ -44,8 +44,18 @@ class IsolatedReference:
     def load(self) -> None:
         self._call("load")
 
+    def load_inputs(self, sha256: str | None) -> None:
+        """Import the spec's ``inputs_fn`` in the child (checked against `sha256`)."""
+        self._call("load_inputs", sha256)
+
+    def inputs(self, case) -> dict[str, np.ndarray]:
+        """The inputs of `case`, made by the spec's ``inputs_fn`` in the child."""
+        return self._arrays(self._call("inputs", case))
+
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        data = self._call("infer", feeds)
+        return self._arrays(self._call("infer", feeds))
+
+    def _arrays(self, data: bytes) -> dict[str, np.ndarray]:
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
                 return {name: arrays[name] for name in arrays.files}
@@ -83,7 +93,7 @@ def _serve(conn, artifact, sha256: str | None, threads: int) -> None:
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
 
-    runner = None
+    runner = make = None
     while True:
         try:
             command, payload = conn.recv()
@@ -96,9 +106,17 @@ def _serve(conn, artifact, sha256: str | None, threads: int) -> None:
                 runner = TorchEagerRunner(artifact, "torch", threads=threads, module=module)
                 runner.load()
                 reply = b"O"
+            elif command == "load_inputs":
+                from rnnexport.userinputs import load_inputs_fn
+
+                make = load_inputs_fn(artifact.spec, payload)
+                reply = b"O"
             else:
+                from rnnexport.userinputs import case_inputs
+
+                arrays = runner.infer(payload) if command == "infer" else case_inputs(artifact.spec, payload, make)
                 buffer = io.BytesIO()
-                np.savez(buffer, **runner.infer(payload))
+                np.savez(buffer, **arrays)
                 reply = b"O" + buffer.getvalue()
         except BaseException as exc:  # one line back, whatever the module raised
             lines = str(exc).strip().splitlines() or [""]

@@ -221,6 +221,10 @@ def test_user_model_exports_with_native_ops_and_validates_everywhere(tmp_path: P
         assert entry["dynamic_axes"], f"{value.name}: no axis follows a dim"
         for axis, dim in entry["dynamic_axes"].items():
             assert value.type.tensor_type.shape.dim[int(axis)].dim_param == dim
+    # No torch.export symbol (s16) leaks into a dim name, alone or inside an expression.
+    leaked = [d.dim_param for v in graph.output for d in v.type.tensor_type.shape.dim
+              if re.search(r"\bs\d+\b", d.dim_param)]
+    assert not leaked, leaked
     # Every sweep value of every dim ran (nothing pinned to the example size).
     assert {c.id for c in spec.sweep()} <= set(result.report.cases)
     if spec.state:

@@ -210,3 +210,26 @@ class TiedLengths(nn.Module):
         cond = self.conv(features).repeat_interleave(4, dim=2)  # [B, 2, samples]
         out, _ = self.gru(torch.cat([waveform, cond], dim=1).transpose(1, 2))
         return out
+
+
+class MaskedGRU(nn.Module):
+    """Takes lengths and the mask they imply: inputs seeded at random cannot agree with each other."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(3, 4, batch_first=True)
+
+    def forward(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
+        out, _ = self.gru(x)
+        return (out * mask.unsqueeze(2)).sum(1) / lengths.unsqueeze(1).to(out.dtype)
+
+
+def masked_inputs(sizes: dict, seed: int) -> dict:
+    """`inputs_fn` of MaskedGRU: lengths in [1, seq] and the mask that matches them."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, sizes["batch"], sizes["seq"]])
+    lengths = rng.integers(1, sizes["seq"] + 1, size=sizes["batch"])
+    mask = (np.arange(sizes["seq"])[None, :] < lengths[:, None]).astype(np.float32)
+    x = rng.standard_normal((sizes["batch"], sizes["seq"], 3)).astype(np.float32)
+    return {"x": x, "lengths": lengths.astype(np.int64), "mask": mask}
