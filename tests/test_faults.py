@@ -38,7 +38,10 @@ def test_two_exports_of_one_name_at_once_both_succeed(tmp_path):
     command = [sys.executable, "-m", "rnnexport", "export", "deep", "--out", str(out),
                "--runtimes", "onnxruntime-cpu"]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)  # the first one is inside its staging folder by now
+    deadline = time.monotonic() + 120  # until the first one is inside its staging folder
+    while time.monotonic() < deadline and first.poll() is None and not any(
+            p.name.startswith(".deep.staging-") for p in (out.iterdir() if out.exists() else [])):
+        time.sleep(0.02)
     second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = [p.communicate(timeout=600) + (p.returncode,) for p in (first, second)]
     for stdout, stderr, code in results:
@@ -136,7 +139,6 @@ def test_killed_export_takes_its_torchscript_compiler_with_it(tmp_path):
     while any(_alive(c) for c in children) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(c) for c in children)
-    time.sleep(3)  # the compiler, had it lived, would write model.pt by now
     stale = [p for p in out.iterdir() if p.name.startswith(".deep.staging-")]
     assert all(not (p / "model.pt").exists() for p in stale)
     assert digest(out / "deep") == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 
 from rnnexport.builder import build_module
 from rnnexport.export._torch_internals import reused_torchlib_registry
@@ -65,10 +66,24 @@ def test_flat_weight_names_match_torchs_private_order():
         assert flat_weight_names(module) == module._flat_weights_names
 
 
-def test_torchscript_onnx_exporter_presence_is_detected():
+def test_torchscript_onnx_exporter_presence_is_detected(monkeypatch):
+    import importlib.util
+
     import torch
 
+    from rnnexport.export import default_exporter
     from rnnexport.export._torch_internals import torchscript_onnx_exporter_present
 
-    # torch 2.13 still has it; the torch that drops it fails here, and `default_exporter` switches to dynamo.
-    assert torchscript_onnx_exporter_present() is (torch.__version__.startswith("2.13") or torchscript_onnx_exporter_present())
+    # Against an independent fact: dynamo=False works in this torch exactly when it is detected.
+    try:
+        torch.onnx.export(torch.nn.Linear(2, 2), (torch.zeros(1, 2),), io.BytesIO(), dynamo=False)
+        works = True
+    except Exception:
+        works = False
+    assert torchscript_onnx_exporter_present() is works
+    # A torch without it is detected as such, and the default exporter becomes dynamo.
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "torch.onnx._internal.torchscript_exporter" else real(name, *a))
+    assert torchscript_onnx_exporter_present() is False
+    assert default_exporter()[0] == "dynamo"
