@@ -241,7 +241,7 @@ def load_weights(path: str | Path, key: str | None = None) -> dict[str, Tensor]:
 
             state = load_file(str(path), device="cpu")
         else:
-            from rnnexport.artifacts import weights_only_loading
+            from rnnexport.pt2check import weights_only_loading
 
             with weights_only_loading():
                 state = torch.load(path, map_location="cpu", weights_only=True)

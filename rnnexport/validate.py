@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from rnnexport.artifacts import Artifact, discover_artifacts, open_artifact, versions
+from rnnexport.artifacts import Artifact, discover_artifacts, open_artifact
 from rnnexport.compare import Comparison, Tolerance, compare_arrays, failures
 from rnnexport.errors import RuntimeUnavailableError, UsageError, WorkerDied
 from rnnexport.formats import FORMATS, missing_formats
 from rnnexport.inputs import Case, check_feeds, default_sweep, make_inputs
 from rnnexport.invariants import check_invariants
+from rnnexport.manifest import versions
 from rnnexport.modelspec import RANDOM_WEIGHTS
 from rnnexport.runtimes import RUNTIMES, loaded_runners, make_runner, resolve_runtimes, runtime_imports
 from rnnexport.spec import RNNSpec

@@ -142,7 +142,7 @@ def test_declared_golden_arrays_are_checked_before_anything_is_read(tmp_path: Pa
         manifest["golden"]["arrays"][f"{DOCUMENTED}/logits"]["shape"] = [768, 1 << 20]
 
     folder = _artifact(tmp_path, huge)
-    monkeypatch.setattr(rnnexport.artifacts, "_read_golden", lambda *_: pytest.fail("golden data was read"))
+    monkeypatch.setattr(rnnexport.artifacts, "read_golden", lambda *_: pytest.fail("golden data was read"))
     code, _, err = cli("validate", folder, "--untrusted", "--max-memory", "512M")
     assert code == 2 and err.count("\n") == 1, err
     assert (f"{folder}: the golden data (as its manifest declares it) would need an estimated 3.0 GiB, over the memory "

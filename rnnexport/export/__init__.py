@@ -14,22 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rnnexport.artifacts import (
-    DEFAULT_LOCK_TIMEOUT,
-    MANIFEST,
-    file_entry,
-    keep_rejected,
-    resolve_output,
-    staged_folder,
-    write_json,
-    write_npz,
-)
 from rnnexport.compare import Tolerance
 from rnnexport.errors import ExportError, RNNExportError, UsageError, ValidationFailed, WorkerDied
 from rnnexport.export.loadable import check_onnx
 from rnnexport.formats import FormatPlan
+from rnnexport.golden import write_npz
 from rnnexport.inputs import golden_cases, make_inputs
+from rnnexport.manifest import MANIFEST, write_json
 from rnnexport.spec import RNNSpec
+from rnnexport.staging import DEFAULT_LOCK_TIMEOUT, keep_rejected, resolve_output, staged_folder
+from rnnexport.verify import file_entry
 
 __all__ = ["DEFAULT_OPSET", "EXPORTERS", "ExportResult", "default_exporter", "export_imports", "export_model",
            "export_spec", "export_specs"]
@@ -305,7 +299,7 @@ def _manifest(
 ) -> dict[str, Any]:
     """The manifest of the staged artifact (`rnnexport.artifacts.rnn_manifest`), written to
     ``stage/manifest.json`` and returned."""
-    from rnnexport.artifacts import rnn_manifest
+    from rnnexport.manifest import rnn_manifest
 
     files = [*plan.files(), "weights.pt", "golden.npz"]
     manifest = rnn_manifest(spec, {name: file_entry(stage / name) for name in files}, exporter=exporter, opset=opset,
@@ -326,7 +320,7 @@ def validate_staged(
         ValidationFailed: it does not match PyTorch; a copy is kept in ``.<name>.rejected``
             beside the folder it would have replaced.
     """
-    from rnnexport.artifacts import manifest_summary
+    from rnnexport.manifest import manifest_summary
     from rnnexport.validate import validate_artifact
 
     options = {"torch": {"module": reference}} if reference is not None else None

@@ -24,19 +24,28 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
+_MAX_FD_LINES = 20  # a failing legacy export prints its whole TorchScript graph to fd 1
+
+
 @contextlib.contextmanager
-def _captured_fd2() -> Iterator[io.BytesIO]:
-    """Redirect file descriptor 2 (where torch's C++ code writes its warnings) into a buffer."""
-    sys.stderr.flush()
-    saved = os.dup(2)
+def _captured_fd(fd: int) -> Iterator[io.BytesIO]:
+    """Redirect file descriptor `fd` (1 or 2: where torch's C++ code writes its warnings and,
+    when the legacy ONNX exporter fails, its graph) into a buffer."""
+    streams = (sys.stdout, sys.__stdout__) if fd == 1 else (sys.stderr, sys.__stderr__)
+    for stream in streams:
+        if stream is not None:
+            stream.flush()
+    saved = os.dup(fd)
     buffer = io.BytesIO()
     with tempfile.TemporaryFile() as sink:
-        os.dup2(sink.fileno(), 2)
+        os.dup2(sink.fileno(), fd)
         try:
             yield buffer
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
+            for stream in streams:
+                if stream is not None:
+                    stream.flush()
+            os.dup2(saved, fd)
             os.close(saved)
             sink.seek(0)
             buffer.write(sink.read())
@@ -64,10 +73,10 @@ def captured_messages() -> Iterator[list[str]]:
         lg.handlers[:] = [handler]
         lg.propagate = False
     caught: list[warnings.WarningMessage] = []
-    fd2 = io.BytesIO()
+    fd1 = fd2 = io.BytesIO()
     try:
         with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), \
-                _captured_fd2() as fd2:
+                _captured_fd(1) as fd1, _captured_fd(2) as fd2:
             warnings.simplefilter("always")
             yield messages
     finally:
@@ -81,4 +90,6 @@ def captured_messages() -> Iterator[list[str]]:
         seen.update(dict.fromkeys(
             f"stderr: {_CPP_PREFIX.sub('', line.strip())}"
             for line in fd2.getvalue().decode("utf-8", "replace").splitlines() if line.strip()))
+        printed = [line.strip() for line in fd1.getvalue().decode("utf-8", "replace").splitlines() if line.strip()]
+        seen.update(dict.fromkeys(f"stdout: {line}" for line in printed[:_MAX_FD_LINES]))
         messages.extend(seen)

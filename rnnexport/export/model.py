@@ -22,15 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from rnnexport.artifacts import DEFAULT_LOCK_TIMEOUT, MANIFEST, file_entry, resolve_output, staged_folder, \
-    write_json, write_npz
 from rnnexport.compare import Tolerance
 from rnnexport.errors import ExportError, ExportRejected, SpecError, UsageError
 from rnnexport.export import writing
 from rnnexport.export.loadable import check_onnx
 from rnnexport.formats import FormatPlan
+from rnnexport.golden import write_npz
+from rnnexport.manifest import MANIFEST, write_json
 from rnnexport.modelspec import RANDOM_WEIGHTS, ModelSpec, model_spec_from_dict
+from rnnexport.staging import DEFAULT_LOCK_TIMEOUT, resolve_output, staged_folder
 from rnnexport.userinputs import case_inputs
+from rnnexport.verify import file_entry
 
 __all__ = ["export_model", "export_model_spec", "recurrent_ops"]
 
@@ -216,7 +218,7 @@ def _write_weights(module, stage: Path) -> int:
     returns its bytes."""
     from safetensors.torch import save_file
 
-    from rnnexport.artifacts import umask
+    from rnnexport.staging import umask
 
     state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
     size = sum(v.numel() * v.element_size() for v in state.values())
@@ -436,7 +438,7 @@ def _manifest(spec: ModelSpec, stage: Path, plan: FormatPlan, exporter: str, ops
     """The manifest (`rnnexport.artifacts.model_manifest`), written to ``stage/manifest.json``."""
     from safetensors.numpy import load_file
 
-    from rnnexport.artifacts import model_manifest
+    from rnnexport.manifest import model_manifest
     from rnnexport.usermodel import module_source
     from rnnexport.weightcheck import weights_record
 

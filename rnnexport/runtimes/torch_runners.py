@@ -135,7 +135,7 @@ class TorchExportRunner(_ModuleRunner):
         import torch
 
         import rnnexport.ops  # registers rnnexport::rnn, which the program calls
-        from rnnexport.artifacts import check_program_archive, weights_only_loading
+        from rnnexport.pt2check import check_program_archive, weights_only_loading
 
         path = self.artifact.path / "model.pt2"
         verified = self.artifact.file("model.pt2")

@@ -1,0 +1,259 @@
+"""The manifest (``manifest.json``): its writers (`rnn_manifest`, `model_manifest`, the
+validation block `manifest_summary`, `versions`, stable JSON `write_json`), its reader
+`read_manifest` with every field check made before anything else is read, `SCHEMA_VERSION`,
+and the files a manifest implies (`implied_files`). docs/artifacts.md documents the fields.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from rnnexport.errors import ArtifactError
+from rnnexport.inputs import Case
+from rnnexport.modelspec import ModelSpec, ShapeCase
+from rnnexport.spec import RNNSpec
+from rnnexport.verify import regular_file
+
+__all__ = [
+    "MANIFEST",
+    "MAX_MANIFEST_BYTES",
+    "SCHEMA_VERSION",
+    "implied_files",
+    "manifest_summary",
+    "model_manifest",
+    "read_manifest",
+    "rnn_manifest",
+    "versions",
+    "write_json",
+]
+
+MANIFEST = "manifest.json"
+SCHEMA_VERSION = 1
+MAX_MANIFEST_BYTES = 16 << 20  # real manifests are a few KB
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def _plain_name(name: object, where: str) -> str:
+    """`name` when it is a plain file name (no folder part, not hidden, not the manifest)."""
+    if (not isinstance(name, str) or not name or name in (".", "..") or name.startswith(".")
+            or "/" in name or "\\" in name or "\0" in name or name == MANIFEST):
+        raise ArtifactError(f"{where}: {name!r} is not a plain file name of the artifact folder")
+    return name
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Stable JSON: sorted keys, 2-space indent, trailing newline."""
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that shapes an artifact's bytes or its numbers."""
+    return dict(_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    import rnnexport
+
+    found = {"python": ".".join(map(str, sys.version_info[:3])), "rnnexport": rnnexport.__version__}
+    for package, dist_names in {
+        "torch": ["torch"],
+        "onnx": ["onnx"],
+        "onnxruntime": ["onnxruntime-gpu", "onnxruntime"],
+        "onnxscript": ["onnxscript"],
+        "numpy": ["numpy"],
+    }.items():
+        for dist in dist_names:
+            with contextlib.suppress(metadata.PackageNotFoundError):
+                found[package] = metadata.version(dist)
+                break
+    return found
+
+
+# --- The manifest's writers (its reader is `read_manifest` below) ---------------------------
+
+
+def rnn_manifest(spec: RNNSpec, files: dict[str, dict[str, Any]], *, exporter: str, opset: int,
+                 torchscript_method: str, warnings: dict[str, list[str]], formats: dict[str, Any],
+                 tolerance) -> dict[str, Any]:
+    """The manifest of an RNN spec's artifact (docs/artifacts.md); `files` maps
+    each file name to its `file_entry`."""
+    from rnnexport.inputs import golden_cases
+
+    shapes, axes = spec.shapes(), spec.dynamic_axes()
+
+    def entry(name: str) -> dict[str, Any]:
+        return {"name": name, "dtype": spec.dtype(name), "shape": list(shapes[name]),
+                "dynamic_axes": {str(k): v for k, v in axes[name].items()}}
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": spec.name,
+        "spec": spec.to_dict(),
+        "exporter": exporter,
+        "opset": None if spec.proj_size else opset,
+        **formats,
+        "torchscript_method": torchscript_method,
+        "files": files,
+        "io": {"inputs": [entry(n) for n in spec.input_names], "outputs": [entry(n) for n in spec.output_names]},
+        "golden": {"file": "golden.npz", "cases": [c.id for c in golden_cases(spec)]},
+        "tolerance": {"atol": tolerance.atol, "rtol": tolerance.rtol},
+        "versions": versions(),
+        "export_warnings": {k: v for k, v in warnings.items() if v},
+        "validation": None,
+    }
+
+
+def model_manifest(spec: ModelSpec, files: dict[str, dict[str, Any]], *, exporter: str, opset: int,
+                   torchscript_method: str, warnings: dict[str, list[str]], recurrent_ops: list[dict[str, Any]],
+                   recurrent_layers: list[dict[str, Any]], golden: dict[str, dict[str, Any]],
+                   module_source: dict[str, Any], tolerance, output_axes: dict[str, dict[int, str]],
+                   formats: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of a model spec's artifact (``"kind": "model"``): the spec (weights by file
+    name: paths differ per machine), where the module came from, the I/O with each output's
+    shape (dim names where an axis follows a dim, else the documented size), dtype and named
+    axes, the recurrent layers of the module and the native
+    recurrent ops of the graph, each golden array's shape and dtype, and the tolerances."""
+    from rnnexport.compare import Tolerance
+
+    tolerance = tolerance or Tolerance()
+    atol, rtol, per_output = spec.tolerance_for(tolerance.atol, tolerance.rtol)
+    documented = spec.golden_cases()[0]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "model",
+        "name": spec.name,
+        "spec": {**spec.to_dict(), **({"weights": Path(spec.weights).name} if spec.weights else {})},
+        "module_source": module_source,
+        "exporter": exporter,
+        "opset": opset,
+        **formats,
+        "torchscript_method": torchscript_method,
+        "files": files,
+        "io": {
+            "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
+                        "dynamic_axes": {str(a): d for a, d in spec.dynamic_axes()[t.name].items()}} for t in spec.inputs],
+            # An output's shape as the inputs': the axes that follow a dim by its name, others by size.
+            "outputs": [{"name": n, "dtype": golden[f"{documented.id}/{n}"]["dtype"],
+                         "shape": [output_axes[n].get(a, size)
+                                   for a, size in enumerate(golden[f"{documented.id}/{n}"]["shape"])],
+                         "dynamic_axes": {str(a): d for a, d in output_axes[n].items()}} for n in spec.output_names],
+        },
+        "recurrent_layers": recurrent_layers,
+        "recurrent_ops": recurrent_ops,
+        "golden": {"file": "golden.npz", "cases": [c.id for c in spec.golden_cases()], "arrays": golden},
+        "tolerance": Tolerance(atol=atol, rtol=rtol, per_output=per_output).to_json(),
+        "versions": versions(),
+        "export_warnings": {k: v for k, v in warnings.items() if v},
+        "validation": None,
+    }
+
+
+def manifest_summary(report) -> dict[str, Any]:
+    """The validation block of the manifest, stable across machines.
+
+    Exact errors depend on the CPU's kernels (the last bits of a GEMM), so the manifest keeps
+    the power of ten that bounds each runtime's worst error against torch; the exact figures
+    are in the validation report. Runtimes that could not run here are not listed.
+    """
+    runtimes = {}
+    for name, entry in report.runtime_summary().items():
+        if entry["status"] == "skipped":
+            continue
+        error = entry.get("max_abs_error_vs_torch")
+        bound = None if error is None else (0.0 if error == 0 else 10.0 ** math.ceil(math.log10(error)))
+        runtimes[name] = {"status": entry["status"], "cases": entry["cases"], "max_abs_error_vs_torch_below": bound}
+    return {"passed": report.passed, "cases": report.cases, "runtimes": runtimes}
+
+def implied_files(spec: RNNSpec | ModelSpec, manifest: dict[str, Any]) -> list[str]:
+    """The files the artifact of `spec` described by `manifest` holds: the model files of its
+    formats (`rnnexport.formats.format_files`), the weights and the golden data."""
+    from rnnexport.formats import format_files
+
+    weights = "weights.safetensors" if isinstance(spec, ModelSpec) else "weights.pt"
+    projection = bool(getattr(spec, "proj_size", 0))
+    return [*format_files(manifest, projection=projection), weights, manifest["golden"]["file"]]
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest of the artifact folder `path`, its fields checked (schema version, files,
+    formats, versions, golden cases); `rnnexport.artifacts.open_artifact` reads it first.
+
+    Raises:
+        ArtifactError: no manifest, or one that is unreadable, malformed or of a newer schema.
+    """
+    manifest_path = path / MANIFEST
+    if not manifest_path.exists() and not manifest_path.is_symlink():
+        raise ArtifactError(
+            f"{path}: not an artifact folder: no {MANIFEST} "
+            "(expected model.onnx, model.pt, weights.pt, golden.npz and manifest.json; "
+            "create one with `rnnexport export`)"
+        )
+    info = regular_file(manifest_path, "the manifest")
+    if info.st_size > MAX_MANIFEST_BYTES:
+        raise ArtifactError(f"{manifest_path}: {info.st_size} bytes, not an rnnexport manifest (they are a few KB)")
+    try:
+        with open(os.open(manifest_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ArtifactError(f"{manifest_path}: unreadable manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{manifest_path}: not an rnnexport manifest (not a JSON object)")
+    schema = manifest.get("schema_version")
+    if type(schema) is not int or not 1 <= schema <= SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{manifest_path}: manifest schema version {schema!r} is not supported by this "
+            f"rnnexport (it reads versions 1..{SCHEMA_VERSION}); upgrade rnnexport"
+        )
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ArtifactError(f"{manifest_path}: 'files' must be a non-empty table of file name -> sha256 and bytes")
+    for name, entry in files.items():
+        _plain_name(name, f"{manifest_path} 'files'")
+        if (not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str)
+                or not _SHA256_RE.fullmatch(entry["sha256"]) or type(entry.get("bytes")) is not int):
+            raise ArtifactError(f"{manifest_path}: files entry {name!r} must be {{\"sha256\": 64 hex digits, "
+                                f"\"bytes\": an integer}}, got {entry!r:.80}")
+    _check_formats(manifest, manifest_path)
+    found = manifest.get("versions", {})
+    if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
+        raise ArtifactError(f"{manifest_path}: 'versions' must be a table of package -> version string")
+    golden = manifest.get("golden")
+    if not isinstance(golden, dict) or not isinstance(golden.get("cases"), list) or not golden["cases"]:
+        raise ArtifactError(f"{manifest_path}: 'golden' must be a table with 'file' and a non-empty list 'cases'")
+    _plain_name(golden.get("file"), f"{manifest_path} 'golden.file'")
+    if golden["file"] not in files:
+        raise ArtifactError(f"{manifest_path}: golden data {golden['file']!r} is not listed in 'files'")
+    ids = []
+    for case_id in golden["cases"]:
+        try:
+            if not isinstance(case_id, str):
+                raise ValueError("not a string")
+            ids.append((ShapeCase.parse if manifest.get("kind") == "model" else Case.parse)(case_id).id)
+        except ValueError as exc:
+            raise ArtifactError(f"{manifest_path}: golden case {case_id!r:.40} is not a case id ({exc})") from None
+    if len(set(ids)) != len(ids):
+        raise ArtifactError(f"{manifest_path}: golden cases repeat a case: {golden['cases']!r:.120}")
+    return manifest
+
+
+def _check_formats(manifest: dict[str, Any], manifest_path: Path) -> None:
+    """``formats`` (when present) names known formats; ``formats_missing`` maps them to reasons."""
+    from rnnexport.formats import FORMATS, parse_formats
+
+    if "formats" in manifest:
+        parse_formats(manifest["formats"], f"{manifest_path} 'formats'", ArtifactError)
+    missing = manifest.get("formats_missing", {})
+    if not isinstance(missing, dict) or not all(k in FORMATS and isinstance(v, str) for k, v in missing.items()):
+        raise ArtifactError(f"{manifest_path}: 'formats_missing' must be a table of format ({', '.join(FORMATS)}) -> "
+                            f"reason, got {missing!r:.80}")
