@@ -63,6 +63,9 @@ class Comparison:
         nonfinite_mismatches: Positions where NaN/Inf differ between the sides.
         total: Elements compared.
         atol / rtol: Tolerance applied.
+        mean_abs_error / median_abs_error / p99_abs_error: The distribution of ``|a - b|`` over
+            positions finite on both sides (None if shapes differ or none is): a max alone
+            cannot tell one bad element from an output that drifted everywhere.
     """
 
     artifact: str
@@ -80,6 +83,9 @@ class Comparison:
     total: int
     atol: float
     rtol: float
+    mean_abs_error: float | None = None
+    median_abs_error: float | None = None
+    p99_abs_error: float | None = None
 
     @property
     def shape_ok(self) -> bool:
@@ -138,8 +144,12 @@ def compare_arrays(
         ratio = np.divide(diff, allowed, out=np.zeros_like(diff), where=allowed > 0)
         ratio = np.where(allowed > 0, ratio, np.where(diff > 0, np.inf, 0.0))
         worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(ratio)), a.shape))
+    spread = diff.ravel() if finite.all() else diff[finite]
+    stats = ({"mean_abs_error": float(spread.mean()), "median_abs_error": float(np.median(spread)),
+              "p99_abs_error": float(np.percentile(spread, 99))} if spread.size else {})
     return Comparison(
         **labels,
+        **stats,
         max_abs_error=float(diff.max()) if a.size else 0.0,
         max_rel_error=float(rel.max()) if a.size else 0.0,
         worst_index=worst,

@@ -74,3 +74,19 @@ def test_per_output_override():
 def test_invalid_tolerance(bad):
     with pytest.raises(ValueError, match="atol"):
         Tolerance(atol=bad)
+
+
+def test_error_statistics_describe_the_spread_over_finite_positions():
+    expected = np.zeros(101, np.float32)
+    actual = np.arange(101, dtype=np.float32) * 1e-7  # |a - b| = 0, 1e-7, ..., 1e-5
+    actual[50], expected[50] = np.nan, np.nan  # same place on both sides: not part of the spread
+    record = cmp(actual, expected)
+    finite = np.delete(np.arange(101) * 1e-7, 50)
+    assert record.mean_abs_error == pytest.approx(finite.mean(), rel=1e-5)
+    assert record.median_abs_error == pytest.approx(np.median(finite), rel=1e-5)
+    assert record.p99_abs_error == pytest.approx(np.percentile(finite, 99), rel=1e-5)
+    assert record.max_abs_error == pytest.approx(1e-5, rel=1e-5)
+    one_bad = cmp(np.r_[np.zeros(99, np.float32), 1.0], np.zeros(100, np.float32))
+    assert one_bad.max_abs_error == 1.0 and one_bad.median_abs_error == 0.0 and one_bad.p99_abs_error < 0.02
+    assert {"mean_abs_error", "median_abs_error", "p99_abs_error"} <= set(record.to_json())
+    assert cmp([1.0, 2.0], [1.0]).mean_abs_error is None  # shapes differ: no spread

@@ -93,3 +93,9 @@ def test_error_plot_lines_are_told_apart_and_labelled():
     assert atol not in {stroke for stroke, _ in lines}
     reds = [s for s, _ in lines if int(s[1:3], 16) > 0xA0 and int(s[3:5], 16) < 0x60 and int(s[5:7], 16) < 0x60]
     assert reds == [], "a runtime's line is red, the atol line's colour"
+
+
+def test_each_heatmap_cell_gives_the_spread_of_its_worst_output(text_classifier, tmp_path):
+    write_html([text_classifier], tmp_path / "r.html")
+    titles = re.findall(r"<td class='(?:ok|near|bad)' title='([^']*)'", (tmp_path / "r.html").read_text())
+    assert titles and all(re.search(r"vs \w+: mean \S+, median \S+, p99 \S+, max \S+$", t) for t in titles), titles[:3]
