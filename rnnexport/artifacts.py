@@ -53,7 +53,8 @@ from rnnexport.manifest import (
     versions,
     write_json,
 )
-from rnnexport.modelspec import ModelSpec, model_spec_from_dict
+from rnnexport.modelspec import ModelSpec
+from rnnexport.modelspec_load import model_spec_from_dict
 from rnnexport.pt2check import check_program_archive, weights_only_loading
 from rnnexport.spec import CELLS, RNNSpec, spec_from_dict
 # DEFAULT_LOCK_TIMEOUT, export_lock, resolve_output and sha256_file are not used here: imported so

@@ -33,7 +33,7 @@ class _Parser(argparse.ArgumentParser):
     def _option_hint(self, extras: list[str]) -> str:
         """`` (did you mean '--hidden-size'?)`` for the first unknown option close to one of
         this parser's own (``--hidden_size``: argparse offers nothing)."""
-        from rnnexport.modelspec import did_you_mean
+        from rnnexport.modelspec_load import did_you_mean
 
         options = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
         for extra in extras:

@@ -38,7 +38,7 @@ class Tolerance:
 
     def to_json(self) -> dict[str, Any]:
         """``{"atol", "rtol", "outputs": {name: {"atol", "rtol"}}}``, as manifests and reports
-        record it (`rnnexport.validate.manifest_tolerance` reads it back)."""
+        record it (`rnnexport.tolerance_policy.manifest_tolerance` reads it back)."""
         return {"atol": self.atol, "rtol": self.rtol,
                 "outputs": {name: {"atol": a, "rtol": r} for name, (a, r) in self.per_output.items()}}
 

@@ -6,45 +6,34 @@ dims, value range), the named dims with their documented size and sweep, the out
 state pairs (input fed from an output) that enable the streaming check. Everything here is data
 and torch-free; `rnnexport.usermodel` builds and calls the module.
 
-Cases of a model spec are `ShapeCase`: one size per dim and how the state inputs are filled.
+This module owns the data model and its behaviour: `ModelSpec`, `TensorSpec`, `DimSpec`, the
+cases (`ShapeCase`: a size per dim and how state inputs are filled), the sweep, the seeded
+inputs, feed checks, tolerances. Loading and checking spec data is `rnnexport.modelspec_load`'s
+(its public names are re-exported here lazily, by module ``__getattr__``: it imports this module).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
-import json
 import math
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rnnexport.dimexpr import DerivedDim, parse_derived
-from rnnexport.errors import SpecError, UsageError
-from rnnexport.formats import parse_formats
+from rnnexport.dimexpr import DerivedDim
+from rnnexport.errors import UsageError
 
-__all__ = ["DTYPES", "RANDOM_WEIGHTS", "DimSpec", "ModelSpec", "ShapeCase", "TensorSpec", "did_you_mean",
-           "is_model_spec_data", "load_model_spec", "model_spec_from_dict"]
+__all__ = ["DTYPES", "IDENT_RE", "INITIAL_STATES", "RANDOM_WEIGHTS", "DimSpec", "ModelSpec", "ShapeCase", "TensorSpec",
+           "did_you_mean", "is_model_spec_data", "load_model_spec", "model_spec_from_dict"]
 
 DTYPES = ("float32", "float16", "int64", "int32", "bool")
 INITIAL_STATES = ("zero", "random")
 RANDOM_WEIGHTS = "random"  # `weights = "random"`: the module's seeded initialization, on purpose
-_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_MODULE_RE = re.compile(r"(?P<target>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_.]*)")
-_TOP_KEYS = ("name", "module", "module_args", "weights", "weights_key", "seed", "inputs", "dims", "outputs",
-             "tolerance", "torchscript", "formats", "inputs_fn")
-_INPUT_KEYS = ("dtype", "shape", "range", "sorted", "reaches_max")
-ORDERS = ("descending", "ascending")  # `sorted`: e.g. lengths for pack_padded_sequence(enforce_sorted=True)
-_DIM_KEYS = ("size", "sweep", "min")
-_OUTPUT_KEYS = ("names", "state", "stream_dim")
-_TOLERANCE_KEYS = ("atol", "rtol", "outputs")
-MAX_DIM = 1 << 20
+IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # a dim, input or output name
 
 
 @dataclass(frozen=True)
@@ -107,7 +96,7 @@ class ShapeCase:
             if state not in (*INITIAL_STATES, None) or not parts:
                 raise ValueError(state)
             sizes = tuple((k, int(v)) for k, v in parts.items())
-            if any(not _IDENT_RE.fullmatch(k) or v < 1 for k, v in sizes):
+            if any(not IDENT_RE.fullmatch(k) or v < 1 for k, v in sizes):
                 raise ValueError(text)
             return cls(sizes, state or "random", state is not None)
         except (ValueError, KeyError) as exc:
@@ -334,30 +323,15 @@ class ModelSpec:
         return 64 * inputs + (runs + 1) * held + 64 * max(elements, default=0)
 
     def output_tensors(self, io: Any) -> tuple[TensorSpec, ...]:
-        """The outputs as a manifest's ``io`` records them (the shape, the dtype and the axes that
-        follow a dim), each such axis named after its dim: `case_bytes` sizes them for any case
-        before anything runs. The shape gives an axis that follows a dim by the dim's name, as the
-        inputs' do, or (manifests written before) by its documented size.
+        """The outputs as a manifest's ``io`` records them, each axis that follows a dim named
+        after it (`rnnexport.modelspec_load.output_tensors`).
 
         Raises:
             ValueError: an output without a well-formed entry.
         """
-        entries = io.get("outputs") if isinstance(io, dict) else None
-        found = {e.get("name"): e for e in entries if isinstance(e, dict)} if isinstance(entries, list) else {}
-        declared = {d.name for d in self.dims} | {d.name for d in self.derived}
-        tensors = []
-        for name in self.output_names:
-            entry = found.get(name, {})
-            shape, axes = entry.get("shape"), entry.get("dynamic_axes")
-            if (not isinstance(shape, list) or not isinstance(axes, dict)
-                    or not all(type(d) is int and 0 <= d < 2**31 or isinstance(d, str) and axes.get(str(i)) == d
-                               for i, d in enumerate(shape))
-                    or entry.get("dtype") not in (*DTYPES, "float64")
-                    or not all(d in declared and a.isdigit() and int(a) < len(shape) for a, d in axes.items())):
-                raise ValueError(f"io.outputs lacks a valid entry for {name!r} ({{\"shape\": [...], \"dtype\": ..., "
-                                 "\"dynamic_axes\": {axis: dim}})")
-            tensors.append(TensorSpec(name, entry["dtype"], tuple(axes.get(str(a), d) for a, d in enumerate(shape))))
-        return tuple(tensors)
+        from rnnexport.modelspec_load import output_tensors
+
+        return output_tensors(self, io)
 
     def tolerance_for(self, default_atol: float, default_rtol: float) -> tuple[float, float, dict[str, tuple[float, float]]]:
         atol = float(self.tolerance.get("atol", default_atol))
@@ -378,36 +352,14 @@ class ModelSpec:
         return f"{Path(target).name if target.endswith('.py') else target}:{attr}({args})"
 
     def to_dict(self) -> dict[str, Any]:
-        """The TOML keys (paths absolute), as stored in the manifest."""
-        data: dict[str, Any] = {"name": self.name, "module": self.module, "module_args": dict(self.module_args),
-                                "seed": self.seed}
-        if self.weights:
-            data["weights"] = self.weights
-        if self.weights_key:
-            data["weights_key"] = self.weights_key
-        # Lists of named tables: JSON writers sort keys, and the order of inputs is forward()'s.
-        data["inputs"] = [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
-                           **({"range": list(t.range)} if t.range is not None else {}),
-                           **({"sorted": t.sorted} if t.sorted else {}),
-                           **({"reaches_max": True} if t.reaches_max else {})} for t in self.inputs]
-        data["dims"] = [*({"name": d.name, "size": d.size, "sweep": list(d.sweep), **({"min": d.min} if d.min != 1 else {})}
-                          for d in self.dims),
-                        *({"name": d.name, "size": d.expr} for d in self.derived)]
-        data["outputs"] = {"names": list(self.outputs)}
-        if self.state:
-            data["outputs"]["state"] = dict(self.state)
-            data["outputs"]["stream_dim"] = self.stream_dim
-        if self.tolerance:
-            data["tolerance"] = json.loads(json.dumps(self.tolerance))
-        if self.torchscript:
-            data["torchscript"] = self.torchscript
-        if self.formats:
-            data["formats"] = list(self.formats)
-        if self.inputs_fn:
-            data["inputs_fn"] = self.inputs_fn
-        return data
+        """The TOML keys (paths absolute), as stored in the manifest (`rnnexport.modelspec_load.spec_dict`)."""
+        from rnnexport.modelspec_load import spec_dict
+
+        return spec_dict(self)
 
     def replace(self, **changes: Any) -> ModelSpec:
+        from rnnexport.modelspec_load import model_spec_from_dict
+
         return model_spec_from_dict({**self.to_dict(), **changes})
 
 
@@ -440,312 +392,17 @@ def _cached_inputs(spec: ModelSpec, case: ShapeCase) -> tuple[tuple[str, np.ndar
     return tuple(arrays)
 
 
-def is_model_spec_data(data: Any) -> bool:
-    """A model spec has a ``module`` key (an RNN spec has ``cell``)."""
-    return isinstance(data, dict) and "module" in data
+# rnnexport.modelspec_load imports this module: its names are re-exported on first use.
+_LOADER_NAMES = ("MAX_DIM", "ORDERS", "did_you_mean", "is_model_spec_data", "load_model_spec", "model_spec_from_dict")
 
 
-def did_you_mean(name: str, valid) -> str:
-    """`` (did you mean 'x'?)`` for the closest of `valid` to `name`, or ``""``."""
-    close = difflib.get_close_matches(name, list(valid), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+def __getattr__(name: str) -> Any:
+    if name in _LOADER_NAMES:
+        from rnnexport import modelspec_load
+
+        return getattr(modelspec_load, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _unknown(keys, valid, where: str) -> None:
-    unknown = [k for k in keys if k not in valid]
-    if unknown:
-        raise SpecError(f"{where}: unknown key {unknown[0]!r}{did_you_mean(unknown[0], valid)}; valid keys: "
-                        f"{', '.join(valid)}")
-
-
-def _int(value: Any, where: str, low: int = 1, high: int = MAX_DIM) -> int:
-    if type(value) is not int or not low <= value <= high:
-        raise SpecError(f"{where}: expected an integer in [{low}, {high}], got {value!r}")
-    return value
-
-
-def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", base: Path | None = None,
-                         recorded: bool = False) -> ModelSpec:
-    """Validate the keys of a model spec (docs/specs.md) and build a `ModelSpec`; relative paths
-    (`module` ``FILE.py``, `weights`) resolve against `base` (the TOML's folder). `recorded`: a
-    manifest's spec, exported already: the rules for new specs only (an integer input needs a
-    range) are not applied, so an artifact made before them still opens.
-
-    Raises:
-        SpecError: one line naming the key, the value and what is valid.
-    """
-    if not isinstance(data, dict):
-        raise SpecError(f"{source}: expected a table of model spec keys, got {type(data).__name__}")
-    _unknown(data, _TOP_KEYS, source)
-    data = {**data, **{key: _named_tables(data[key], key, source) for key in ("inputs", "dims") if key in data}}
-    for key in ("name", "module", "inputs", "dims", "outputs"):
-        if key not in data:
-            raise SpecError(f"{source}: missing required key {key!r}")
-    name = data["name"]
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise SpecError(f"{source}: invalid value for 'name': {name!r}; valid: 1-64 letters, digits, '_', '.', '-'")
-    module = _target(data["module"], "module", base, source)
-    inputs_fn = None if data.get("inputs_fn") is None else _target(data["inputs_fn"], "inputs_fn", base, source)
-    module_args = data.get("module_args", {})
-    if not isinstance(module_args, dict):
-        raise SpecError(f"{source}: 'module_args' must be a table of keyword arguments, got {module_args!r}")
-    weights = data.get("weights")
-    if weights is not None and weights != RANDOM_WEIGHTS:
-        if not isinstance(weights, str) or not weights:
-            raise SpecError(f"{source}: 'weights' must be a file path or \"{RANDOM_WEIGHTS}\" (the module's seeded "
-                            f"initialization), got {weights!r}")
-        path = Path(weights)
-        weights = str((base / path).resolve() if base is not None and not path.is_absolute() else path)
-    weights_key = _weights_key(data.get("weights_key"), weights, source)
-    seed = data.get("seed", 0)
-    if type(seed) is not int or not 0 <= seed < 2**63:
-        raise SpecError(f"{source}: invalid value for 'seed': {seed!r}; valid: an integer in [0, 2**63)")
-
-    dims_data = data["dims"]
-    if not isinstance(dims_data, dict) or not dims_data:
-        raise SpecError(f"{source}: 'dims' must be a table with one [dims.NAME] table per dim name")
-    dims, expressions = [], {}
-    for dim_name, entry in dims_data.items():
-        where = f"{source}: [dims.{dim_name}]"
-        if not _IDENT_RE.fullmatch(dim_name):
-            raise SpecError(f"{where}: a dim name is an identifier (letters, digits, '_')")
-        if not isinstance(entry, dict):
-            raise SpecError(f"{where}: expected a table with 'size' and optional 'sweep'")
-        _unknown(entry, _DIM_KEYS, where)
-        if "size" not in entry:
-            raise SpecError(f"{where}: missing 'size' (the documented example size)")
-        if isinstance(entry["size"], str):
-            if "sweep" in entry:
-                raise SpecError(f"{where}: a dim given by an expression has no 'sweep' (its root's sweep sizes it)")
-            expressions[dim_name] = (entry["size"], where)
-            continue
-        size = _int(entry["size"], f"{where} size")
-        sweep = entry.get("sweep", [])
-        if not isinstance(sweep, list):
-            raise SpecError(f"{where} sweep: expected a list of integers >= 1, got {sweep!r}")
-        low = _int(entry.get("min", 1), f"{where} min")
-        values = tuple(_int(v, f"{where} sweep value") for v in sweep)
-        below = [v for v in (size, *values) if v < low]
-        if below:
-            raise SpecError(f"{where}: size and sweep must be at least min = {low}, got {below[0]}")
-        dims.append(DimSpec(dim_name, size, values, low))
-    derived = _derived_dims(expressions, dims)
-    declared = {d.name for d in dims} | set(expressions)
-
-    inputs_data = data["inputs"]
-    if not isinstance(inputs_data, dict) or not inputs_data:
-        raise SpecError(f"{source}: 'inputs' must have one [inputs.NAME] table per forward() argument")
-    inputs, used = [], set()
-    for input_name, entry in inputs_data.items():
-        where = f"{source}: [inputs.{input_name}]"
-        if not _IDENT_RE.fullmatch(input_name):
-            raise SpecError(f"{where}: an input name is an identifier (a forward() argument)")
-        if not isinstance(entry, dict):
-            raise SpecError(f"{where}: expected a table with 'dtype', 'shape' and optional 'range'")
-        _unknown(entry, _INPUT_KEYS, where)
-        dtype = entry.get("dtype", "float32")
-        if dtype not in DTYPES:
-            raise SpecError(f"{where}: invalid dtype {dtype!r}; valid: {' | '.join(DTYPES)}")
-        shape = entry.get("shape")
-        if not isinstance(shape, list):
-            raise SpecError(f"{where}: 'shape' must be a list of integers and dim names, got {shape!r}")
-        for d in shape:
-            if isinstance(d, str):
-                if d not in declared:
-                    raise SpecError(f"{where}: dim {d!r} is used in 'shape' but not declared; declared dims: "
-                                    f"{', '.join(sorted(declared))} (add a [dims.{d}] table)")
-                used.add(d)
-            else:
-                _int(d, f"{where} shape entry")
-        value_range = entry.get("range")
-        if value_range is None and dtype in ("int64", "int32") and not recorded:
-            # Integer inputs index or slice inside the module (embeddings, lengths): values drawn
-            # from a default range fail there with an error that names neither input nor fix.
-            ends = [d.name for d in dims if d.name not in shape] or ["seq"]
-            raise SpecError(f"{where}: an integer input needs 'range' (inclusive): the values the module accepts; "
-                            f"e.g. range = [1, \"{ends[0]}\"] for lengths, range = [0, VOCAB-1] for token ids")
-        if value_range is not None:
-            value_range = _check_range(value_range, dtype, declared, where)
-            used.update(v for v in value_range if isinstance(v, str))
-        order = entry.get("sorted")
-        if order is not None and (order not in ORDERS or dtype not in ("int64", "int32") or len(shape) != 1):
-            raise SpecError(f"{where}: 'sorted' = {order!r}: valid for a 1-D integer input only, as "
-                            f"{' | '.join(map(repr, ORDERS))} (e.g. lengths a module packs with enforce_sorted=True)")
-        reaches_max = entry.get("reaches_max", False)
-        if reaches_max is not False and (reaches_max is not True or value_range is None or len(shape) != 1
-                                         or not isinstance(value_range[1], str)):
-            raise SpecError(f"{where}: 'reaches_max' = {reaches_max!r}: valid: true, for a 1-D integer input whose "
-                            "range ends at a dim (range = [1, \"seq\"]): one sequence fills the padded length")
-        inputs.append(TensorSpec(input_name, dtype, tuple(shape), value_range, order, reaches_max))
-    in_shapes = {d for t in inputs for d in t.shape if isinstance(d, str)}
-    unused = sorted(declared - used)
-    if unused:
-        raise SpecError(f"{source}: dim {unused[0]!r} is declared but no input shape or range uses it")
-    only_ranges = sorted(used - in_shapes)
-    if only_ranges:
-        raise SpecError(f"{source}: dim {only_ranges[0]!r} ends a range but no input shape has it (its size comes "
-                        "from the inputs' shapes)")
-
-    outputs_data = data["outputs"]
-    if not isinstance(outputs_data, dict):
-        raise SpecError(f"{source}: [outputs] must be a table with 'names'")
-    _unknown(outputs_data, _OUTPUT_KEYS, f"{source}: [outputs]")
-    names = outputs_data.get("names")
-    if (not isinstance(names, list) or not names or not all(isinstance(n, str) and _IDENT_RE.fullmatch(n) for n in names)
-            or len(set(names)) != len(names)):
-        raise SpecError(f"{source}: [outputs] names must be a non-empty list of distinct identifiers, got {names!r}")
-    clash = sorted(set(names) & {t.name for t in inputs})
-    if clash:
-        raise SpecError(f"{source}: {clash[0]!r} is both an input and an output; ONNX names must be distinct")
-    state_data = outputs_data.get("state", {})
-    if not isinstance(state_data, dict):
-        raise SpecError(f"{source}: [outputs] state must be a table input = \"output\", got {state_data!r}")
-    state = []
-    for state_in, state_out in state_data.items():
-        if state_in not in inputs_data:
-            raise SpecError(f"{source}: [outputs] state: {state_in!r} is not an input; inputs: {', '.join(inputs_data)}")
-        if not isinstance(state_out, str) or state_out not in names:
-            raise SpecError(f"{source}: [outputs] state: {state_out!r} is not an output; outputs: {', '.join(names)}")
-        state.append((state_in, state_out))
-    stream_dim = outputs_data.get("stream_dim")
-    if state and stream_dim is None:
-        raise SpecError(f"{source}: [outputs] state needs 'stream_dim', the dim the streaming check chunks")
-    if stream_dim is not None and (not isinstance(stream_dim, str) or stream_dim not in declared):
-        raise SpecError(f"{source}: [outputs] stream_dim {stream_dim!r} is not a declared dim; declared: "
-                        f"{', '.join(sorted(declared))}")
-    tied = {n for d in derived for n in (d.name, d.root)}
-    if stream_dim in tied:
-        raise SpecError(f"{source}: [outputs] stream_dim {stream_dim!r} is tied to another dim by an expression; "
-                        "chunks along it would not line up")
-
-    tolerance = data.get("tolerance", {})
-    _check_tolerance(tolerance, names, source)
-    torchscript = data.get("torchscript")
-    if torchscript not in (None, "script", "trace"):
-        raise SpecError(f"{source}: invalid value for 'torchscript': {torchscript!r}; valid: 'script' | 'trace'")
-    return ModelSpec(name=name, module=module, inputs=tuple(inputs), dims=tuple(dims), outputs=tuple(names),
-                     module_args=dict(module_args), weights=weights, weights_key=weights_key, seed=seed,
-                     state=tuple(state), stream_dim=stream_dim, tolerance=tolerance, torchscript=torchscript,
-                     formats=None if data.get("formats") is None else parse_formats(data["formats"], f"{source}: 'formats'",
-                                                                                    SpecError),
-                     derived=derived, inputs_fn=inputs_fn)
-
-
-def _target(value: Any, key: str, base: Path | None, source: str) -> str:
-    """``FILE.py:ATTR`` (a relative FILE resolved against `base`) or ``package.module:ATTR``."""
-    match = _MODULE_RE.fullmatch(value) if isinstance(value, str) else None
-    if not match:
-        raise SpecError(f"{source}: invalid value for {key!r}: {value!r}; valid: 'FILE.py:ATTR' or "
-                        "'package.module:ATTR'")
-    target = match["target"]
-    if target.endswith(".py") and base is not None and not Path(target).is_absolute():
-        return f"{(base / target).resolve()}:{match['attr']}"
-    return value
-
-
-def _derived_dims(expressions: dict[str, tuple[Any, str]], dims: list[DimSpec]) -> tuple[DerivedDim, ...]:
-    """The dims given by an expression of another dim, checked against that dim's sizes."""
-    free = {d.name: d for d in dims}
-    derived = []
-    for name, (expr, where) in expressions.items():
-        d = parse_derived(name, expr, set(free), where, SpecError)
-        root = free[d.root]
-        low = min((root.size, *root.sweep))
-        if low < d.min_root():
-            raise SpecError(f"{where}: {name} = {expr} is {d.value(low)} at {d.root} = {low}; every size of "
-                            f"{d.root!r} (size and sweep) must be at least {d.min_root()}")
-        derived.append(d)
-    return tuple(derived)
-
-
-def _named_tables(value: Any, key: str, source: str) -> Any:
-    """``[[inputs]]`` (a list of tables with ``name``, as manifests store them: order kept) ->
-    the ``[inputs.NAME]`` form; a table is returned as it is."""
-    if not isinstance(value, list):
-        return value
-    tables = {}
-    for entry in value:
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or entry["name"] in tables:
-            raise SpecError(f"{source}: [[{key}]] entries must be tables with a distinct 'name', got {entry!r:.80}")
-        tables[entry["name"]] = {k: v for k, v in entry.items() if k != "name"}
-    return tables
-
-
-def _weights_key(key: Any, weights: str | None, source: str) -> str | None:
-    """`weights_key` (``"model"``, dotted ``"state.model"``): only with a ``torch.save`` file."""
-    if key is None:
-        return None
-    if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
-        raise SpecError(f"{source}: invalid value for 'weights_key': {key!r}; valid: the key of the state dict inside "
-                        "a training checkpoint, dotted for nesting (e.g. \"model\" or \"state.model\")")
-    if weights is None or weights == RANDOM_WEIGHTS:
-        raise SpecError(f"{source}: 'weights_key' = {key!r} needs 'weights' = \"FILE\" (the checkpoint it points "
-                        f"into); 'weights' is {'not given' if weights is None else repr(weights)}")
-    if weights.endswith(".safetensors"):
-        raise SpecError(f"{source}: 'weights_key' = {key!r} applies to a torch.save checkpoint; "
-                        f"{Path(weights).name!r} is a .safetensors file, which holds one flat state dict: drop "
-                        "weights_key")
-    return key
-
-
-def _check_range(value_range: Any, dtype: str, declared: set[str], where: str) -> tuple[Any, Any]:
-    if not isinstance(value_range, list) or len(value_range) != 2:
-        raise SpecError(f"{where}: 'range' must be [low, high] (inclusive), got {value_range!r}")
-    if dtype == "bool":
-        raise SpecError(f"{where}: 'range' does not apply to a bool input")
-    integer = dtype in ("int64", "int32")
-    for v in value_range:
-        if isinstance(v, str):
-            if not integer:
-                raise SpecError(f"{where}: a range end that names a dim ({v!r}) needs an integer dtype")
-            if v not in declared:
-                raise SpecError(f"{where}: range end {v!r} is not a declared dim; declared: {', '.join(sorted(declared))}")
-        elif isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
-            raise SpecError(f"{where}: range ends must be {'integers or dim names' if integer else 'numbers'}, "
-                            f"got {v!r}")
-    low, high = value_range
-    if not isinstance(low, str) and not isinstance(high, str) and low > high:
-        raise SpecError(f"{where}: 'range' {value_range!r} is inverted; expected [low, high] with low <= high")
-    if not integer and not all(math.isfinite(v) for v in value_range):
-        raise SpecError(f"{where}: 'range' ends must be finite, got {value_range!r}")
-    return tuple(value_range)
-
-
-def _check_tolerance(tolerance: Any, names: list[str], source: str) -> None:
-    where = f"{source}: [tolerance]"
-    if not isinstance(tolerance, dict):
-        raise SpecError(f"{where}: expected a table with atol, rtol and outputs")
-    _unknown(tolerance, _TOLERANCE_KEYS, where)
-
-    def check(table: dict[str, Any], label: str) -> None:
-        _unknown(table, ("atol", "rtol"), label)
-        for key, value in table.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < math.inf):
-                raise SpecError(f"{label}: {key} must be a finite number >= 0, got {value!r}")
-
-    check({k: v for k, v in tolerance.items() if k != "outputs"}, where)
-    outputs = tolerance.get("outputs", {})
-    if not isinstance(outputs, dict):
-        raise SpecError(f"{where}: 'outputs' must be a table output = {{ atol = ..., rtol = ... }}")
-    for name, table in outputs.items():
-        if name not in names:
-            raise SpecError(f"{where}: {name!r} is not an output; outputs: {', '.join(names)}")
-        if not isinstance(table, dict):
-            raise SpecError(f"{where}.outputs.{name}: expected {{ atol = ..., rtol = ... }}, got {table!r}")
-        check(table, f"{where}.outputs.{name}")
-
-
-def load_model_spec(path: str | Path, data: dict[str, Any] | None = None) -> ModelSpec:
-    """Load and validate a model spec TOML; the name defaults to the file's stem.
-
-    Raises:
-        SpecError: unreadable file, not TOML, or an invalid model spec.
-    """
-    path = Path(path)
-    if data is None:
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise SpecError(f"cannot read model spec {str(path)!r}: {exc}") from None
-    data = {"name": path.stem, **data}
-    return model_spec_from_dict(data, source=f"model spec {str(path)!r}", base=path.resolve().parent)
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LOADER_NAMES})

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnexport.compare import Comparison, passed
-from rnnexport.validate import ArtifactReport
+from rnnexport.results import ArtifactReport
 
 __all__ = [
     "JSON_SCHEMA", "Progress", "describe_failure", "describe_localization", "format_table", "report_json",

@@ -283,7 +283,7 @@ def load_spec(path: str | Path):
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"spec file {str(path)!r} is not valid TOML: {exc}") from None
-    from rnnexport.modelspec import is_model_spec_data, load_model_spec
+    from rnnexport.modelspec_load import is_model_spec_data, load_model_spec
 
     if is_model_spec_data(data):  # a model spec names a module; an RNN spec a cell
         return load_model_spec(path, data)
@@ -295,7 +295,7 @@ def catalog(kind: str | None = None) -> dict:
     """The built-in configurations (``rnnexport/catalog/*.toml``), by name, in sorted order:
     the documented RNN configurations and the example model specs (`kind` ``"rnn"`` or
     ``"model"`` selects one kind)."""
-    from rnnexport.modelspec import is_model_spec_data, load_model_spec
+    from rnnexport.modelspec_load import is_model_spec_data, load_model_spec
 
     specs = {}
     for entry in sorted(resources.files("rnnexport.catalog").iterdir(), key=lambda e: e.name):

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from rnnexport import modelspec
+from rnnexport import modelspec_load
 from rnnexport.spec import RNNSpec
 from tests.conftest import REPO
 
@@ -19,8 +19,8 @@ def test_nothing_cites_a_design_document_users_lack():
     assert not citing
 
 
-@pytest.mark.parametrize("keys", [modelspec._TOP_KEYS, modelspec._INPUT_KEYS, modelspec._DIM_KEYS,
-                                  modelspec._OUTPUT_KEYS, modelspec._TOLERANCE_KEYS],
+@pytest.mark.parametrize("keys", [modelspec_load._TOP_KEYS, modelspec_load._INPUT_KEYS, modelspec_load._DIM_KEYS,
+                                  modelspec_load._OUTPUT_KEYS, modelspec_load._TOLERANCE_KEYS],
                          ids=["top", "inputs", "dims", "outputs", "tolerance"])
 def test_every_model_spec_key_is_documented(keys):
     text = (REPO / "docs" / "specs.md").read_text()

@@ -338,8 +338,8 @@ def test_a_module_cannot_patch_the_validating_process(tmp_path):
 
     folder = _exported_user_model(tmp_path, epilogue=(
         "\nimport os\nif os.environ.get('RNNEXPORT_TEST_HIJACK'):\n"
-        "    import rnnexport.compare, rnnexport.validate\n"
-        "    rnnexport.compare.failures = rnnexport.validate.failures = lambda records: []\n"
+        "    import rnnexport.compare, rnnexport.results, rnnexport.runloop\n"
+        "    rnnexport.compare.failures = rnnexport.results.failures = rnnexport.runloop.failures = lambda records: []\n"
         "    _forward = TwoRecurrent.forward\n"
         "    TwoRecurrent.forward = lambda self, x: _forward(self, x) * 2\n"))
     env = {**os.environ, "RNNEXPORT_TEST_HIJACK": "1"}

@@ -29,7 +29,8 @@ from rnnexport.export.loadable import check_onnx
 from rnnexport.formats import FormatPlan
 from rnnexport.golden import write_npz
 from rnnexport.manifest import MANIFEST, write_json
-from rnnexport.modelspec import RANDOM_WEIGHTS, ModelSpec, model_spec_from_dict
+from rnnexport.modelspec import RANDOM_WEIGHTS, ModelSpec
+from rnnexport.modelspec_load import model_spec_from_dict
 from rnnexport.staging import DEFAULT_LOCK_TIMEOUT, resolve_output, staged_folder
 from rnnexport.userinputs import case_inputs
 from rnnexport.verify import file_entry

@@ -419,7 +419,7 @@ def _compile(request: dict):
     import torch
 
     if request.get("kind") == "model":
-        from rnnexport.modelspec import model_spec_from_dict
+        from rnnexport.modelspec_load import model_spec_from_dict
         from rnnexport.usermodel import build_user_module, load_weights
 
         spec = model_spec_from_dict(request["spec"])

@@ -86,4 +86,11 @@ def test_torchscript_onnx_exporter_presence_is_detected(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "torch.onnx._internal.torchscript_exporter" else real(name, *a))
     assert torchscript_onnx_exporter_present() is False
-    assert default_exporter()[0] == "dynamo"
+    from rnnexport.export.onnx_legacy import legacy_exporter_available
+
+    legacy_exporter_available.cache_clear()  # looked up once per process
+    try:
+        assert default_exporter()[0] == "dynamo"
+    finally:
+        monkeypatch.undo()
+        legacy_exporter_available.cache_clear()
