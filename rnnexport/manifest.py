@@ -36,7 +36,12 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
-SCHEMA_VERSION = 1
+# 2: a model file may be absent with its reason (`formats`, `formats_missing`, replacing
+# `onnx_refused`), model specs may hold derived dims, `sorted`/`reaches_max` inputs, a dim's `min`
+# and `inputs_fn` (`inputs_source`). A schema-1 reader would take an absent model.onnx for a
+# tampered folder, hence the new number; schema 1 is still read.
+SCHEMA_VERSION = 2
+_SCHEMA_2_FIELDS = ("formats", "formats_missing", "inputs_source")
 MAX_MANIFEST_BYTES = 16 << 20  # real manifests are a few KB
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -251,6 +256,11 @@ def _check_formats(manifest: dict[str, Any], manifest_path: Path) -> None:
     """``formats`` (when present) names known formats; ``formats_missing`` maps them to reasons."""
     from rnnexport.formats import FORMATS, parse_formats
 
+    newer = [key for key in _SCHEMA_2_FIELDS if key in manifest]
+    if newer and manifest["schema_version"] < 2:
+        # Never written by a schema-1 export: it would let a manifest excuse a missing file.
+        raise ArtifactError(f"{manifest_path}: {newer[0]!r} is a schema-2 field, but the manifest says schema "
+                            f"{manifest['schema_version']}")
     if "formats" in manifest:
         parse_formats(manifest["formats"], f"{manifest_path} 'formats'", ArtifactError)
     missing = manifest.get("formats_missing", {})
