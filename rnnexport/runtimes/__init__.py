@@ -181,6 +181,9 @@ def loaded_runners(
             stack.callback(runner.close)
             try:
                 runner.load()
+            except RuntimeUnavailableError as exc:  # found only when loading (a client that does not build)
+                unsupported[name] = str(exc)
+                continue
             except RNNExportError as exc:
                 failed[name] = exc
                 continue

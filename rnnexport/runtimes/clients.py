@@ -25,6 +25,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -56,37 +57,54 @@ def _tail(text: str, lines: int = 6) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _libtorch_build() -> tuple[Path | None, str | None]:
+def _libtorch_plan() -> tuple[list[list[str]] | None, Path | None, str | None]:
+    """How the client would be built: its CMake steps and the binary they make (in a folder
+    keyed by the LibTorch it links and its source), or why it cannot be. Builds nothing."""
     cmake = shutil.which("cmake")
     compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
     if cmake is None:
-        return None, "cmake not found on PATH"
+        return None, None, "cmake not found on PATH"
     if compiler is None:
-        return None, "no C++ compiler found (c++, g++ or clang++; or set CXX)"
-    import torch
+        return None, None, "no C++ compiler found (c++, g++ or clang++; or set CXX)"
     import torch.utils
 
     source = _client_source("libtorch_cpp")
     if not (source / "main.cpp").is_file():
-        return None, f"rnnexport's LibTorch client source is missing ({source / 'main.cpp'}): reinstall rnnexport"
+        return None, None, f"rnnexport's LibTorch client source is missing ({source / 'main.cpp'}): reinstall rnnexport"
     digest = hashlib.sha256(_libtorch_identity().encode())
     for file in sorted(source.iterdir()):
         if file.is_file():
             digest.update(file.name.encode() + file.read_bytes())
     build = cache_dir() / "libtorch-cpp" / digest.hexdigest()[:16]
-    binary = build / _BINARY
-    if binary.is_file():
-        return binary, None
-    build.mkdir(parents=True, exist_ok=True)
     steps = [
         [cmake, "-S", str(source), "-B", str(build), f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}",
          "-DCMAKE_BUILD_TYPE=Release", f"-DCMAKE_CXX_COMPILER={compiler}"],
         [cmake, "--build", str(build), "-j", str(os.cpu_count() or 2)],
     ]
-    for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            return None, f"LibTorch client build failed ({' '.join(step[:2])}): {_tail(done.stdout + done.stderr)}"
+    return steps, build / _BINARY, None
+
+
+@functools.lru_cache(maxsize=1)
+def _libtorch_build() -> tuple[Path | None, str | None]:
+    """The client binary, built now if it is not yet (once per LibTorch and source, under a
+    lock: two processes never build into one folder), or why it cannot be."""
+    from filelock import FileLock
+
+    steps, binary, reason = _libtorch_plan()
+    if binary is None:
+        return None, reason
+    if binary.is_file():
+        return binary, None
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(binary.parent) + ".lock"):
+        if binary.is_file():  # another process built it while this one waited
+            return binary, None
+        if sys.stderr.isatty():  # a minute or two, once: say so where someone is watching
+            print(f"rnnexport: building the LibTorch client once, into {binary.parent} (CMake)", file=sys.stderr)
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                return None, f"LibTorch client build failed ({' '.join(step[:2])}): {_tail(done.stdout + done.stderr)}"
     if not binary.is_file():
         return None, f"LibTorch client build produced no {binary}"
     return binary, None
@@ -107,11 +125,17 @@ def _libtorch_identity() -> str:
 
 
 def libtorch_status() -> str | None:
-    """None if the LibTorch client is built (building it now if needed), else why not."""
-    return _libtorch_build()[1]
+    """None if the LibTorch client is built or can be (CMake, a C++ compiler and its source are
+    here), else why not. Builds nothing: the build is `libtorch_binary`'s, on first use."""
+    return _libtorch_plan()[2]
 
 
 def libtorch_binary() -> Path:
+    """The client binary, built on first use.
+
+    Raises:
+        RuntimeUnavailableError: it cannot be built here (the build's last lines say why).
+    """
     binary, reason = _libtorch_build()
     if binary is None:
         raise RuntimeUnavailableError(f"libtorch-cpp: {reason}")

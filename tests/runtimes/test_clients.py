@@ -45,11 +45,12 @@ def fresh_client_checks(monkeypatch, tmp_path):
     """Empty caches and forget earlier unavailable_reason answers."""
     monkeypatch.setenv("RNNEXPORT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("RNNEXPORT_NODE_PREFIX", str(tmp_path / "node"))
-    clients._libtorch_build.cache_clear()
-    clients.node_status.cache_clear()
+    caches = (clients._libtorch_plan, clients._libtorch_build, clients.node_status)
+    for cache in caches:
+        cache.cache_clear()
     yield tmp_path
-    clients._libtorch_build.cache_clear()
-    clients.node_status.cache_clear()
+    for cache in caches:
+        cache.cache_clear()
 
 
 def test_missing_cmake_makes_libtorch_unavailable(fresh_client_checks, monkeypatch):
@@ -58,20 +59,29 @@ def test_missing_cmake_makes_libtorch_unavailable(fresh_client_checks, monkeypat
     assert unavailable_reason("libtorch-cpp") == "cmake not found on PATH"
 
 
-def test_failing_build_makes_libtorch_unavailable(fresh_client_checks, monkeypatch):
+def test_asking_whether_libtorch_is_available_builds_nothing(fresh_client_checks):
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake not found on PATH: the client would not be buildable either way")
+    assert unavailable_reason("libtorch-cpp") is None  # buildable here
+    assert not (fresh_client_checks / "cache").exists(), "the status check started a build"
+
+
+def test_failing_build_skips_libtorch_with_the_reason(fresh_client_checks, monkeypatch):
     if shutil.which("cmake") is None:
         pytest.skip("cmake not found on PATH: cannot show a failing build")
     broken = fresh_client_checks / "broken"
     shutil.copytree(clients._client_source("libtorch_cpp"), broken)
     (broken / "main.cpp").write_text("this is not C++\n")
     monkeypatch.setattr(clients, "_client_source", lambda name: broken)
-    reason = unavailable_reason("libtorch-cpp")
-    assert reason is not None and reason.startswith("LibTorch client build failed")
-    # Unavailable, not a crash: the default set skips it with the reason and the rest runs.
-    chosen, skipped = resolve_runtimes(None)
-    assert "libtorch-cpp" not in chosen and skipped["libtorch-cpp"] == reason
-    with pytest.raises(RuntimeUnavailableError, match="'libtorch-cpp' was asked for but is not available: LibTorch"):
-        resolve_runtimes(["libtorch-cpp"])
+    # Unavailable, not a crash: the build runs on first use; the default set skips it with the
+    # reason and the rest runs.
+    assert "libtorch-cpp" in resolve_runtimes(None)[0]  # buildable, as far as anyone can tell without building
+    report = validate_artifact(MODELS / "deep", cases=[Case(3, 17)])
+    assert report.passed and report.skipped["libtorch-cpp"].startswith("libtorch-cpp: LibTorch client build failed")
+    assert "onnxruntime-cpu" in report.runtimes
+    with pytest.raises(RuntimeUnavailableError, match="'libtorch-cpp' was asked for but cannot run deep: libtorch-cpp: "
+                                                      "LibTorch client build failed"):
+        validate_artifact(MODELS / "deep", cases=[Case(3, 17)], runtimes=["libtorch-cpp"])
 
 
 def test_missing_node_package_is_explained(fresh_client_checks, cli):
