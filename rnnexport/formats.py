@@ -111,7 +111,8 @@ class FormatPlan:
                 raise
             if cleanup is not None:
                 cleanup()
-            self.missing[fmt] = str(exc)
+            reason = str(exc)
+            self.missing[fmt] = reason.removeprefix(f"{self.name}: ")  # the summary names the artifact once
             return None
 
     def lose(self, fmt: str, reason: str, *, by_design: bool = False) -> None:

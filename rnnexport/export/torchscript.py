@@ -174,6 +174,8 @@ class TorchScriptJob:
         if "died" in reply:  # killed, not failed: this artifact's error, the others go on
             raise WorkerDied(self.label, f"its TorchScript compiling process died ({reply['died']})")
         if "error" in reply:
+            if reply.get("own"):
+                raise ExportError(reply["error"])
             raise ExportError(f"{self.label}: TorchScript compilation failed: {reply['error']}")
         return reply["result"]
 
@@ -445,7 +447,10 @@ def _child(request: dict, reply_fd: int) -> None:
         reply = {"result": _compile(request)}
     except BaseException as exc:  # everything goes back as one line
         lines = [line for line in str(exc).strip().splitlines() if line.strip()] or [""]
-        reply = {"error": f"{type(exc).__name__}: {lines[-1] if len(lines[-1]) > 20 else lines[0]}"[:600]}
+        if isinstance(exc, RNNExportError):  # rnnexport's own message, already one line naming the artifact
+            reply = {"error": lines[0][:600], "own": True}
+        else:
+            reply = {"error": f"{type(exc).__name__}: {lines[-1] if len(lines[-1]) > 20 else lines[0]}"[:600]}
         code = 1
     with os.fdopen(reply_fd, "w") as pipe:
         pipe.write(json.dumps(reply))
