@@ -106,6 +106,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtimes", action="store_true",
                    help="list the runtimes instead: what each loads, and whether it can run here (or why not)")
 
+    p = sub.add_parser("schema", help="print the JSON Schema of a spec file, for editors that validate TOML")
+    p.add_argument("kind", choices=["model-spec", "rnn-config"], help="which kind of spec file")
+
     p = sub.add_parser("export", help="export configurations to artifact folders (and validate them)")
     p.add_argument("configs", nargs="*", metavar="NAME|SPEC.toml", help="built-in names or spec files")
     p.add_argument("--all", action="store_true", help="every built-in configuration")
@@ -199,6 +202,13 @@ def _cases(args: argparse.Namespace):
     from rnnexport.options import parse_cases
 
     return parse_cases(getattr(args, "cases", None))
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from importlib import resources
+
+    print(resources.files("rnnexport.schemas").joinpath(f"{args.kind}.schema.json").read_text(encoding="utf-8"), end="")
+    return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -377,7 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 passed, 1 mismatch, 2 bad usage or input)."""
     try:
         args = _build_parser().parse_args(argv)
-        command = {"list": _cmd_list, "export": _cmd_export, "validate": _cmd_validate, "bench": _cmd_bench}[args.command]
+        command = {"list": _cmd_list, "schema": _cmd_schema, "export": _cmd_export, "validate": _cmd_validate,
+                   "bench": _cmd_bench}[args.command]
         return command(args)
     except RNNExportError as exc:
         print(f"rnnexport: error: {exc}", file=sys.stderr)

@@ -1,0 +1,99 @@
+"""The JSON Schemas shipped for spec files (`rnnexport schema ...`) agree with the loaders: the
+same keys, every spec in the repository passes, and what the loaders refuse for its structure
+the schemas refuse too."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import tomllib
+
+import jsonschema
+import pytest
+
+from rnnexport import modelspec_load
+from rnnexport.errors import SpecError
+from rnnexport.modelspec import load_model_spec
+from rnnexport.spec import RNNSpec, spec_from_dict
+from tests.conftest import REPO
+from tests.export import test_inputs_fn, test_user_models
+
+SCHEMAS = REPO / "rnnexport" / "schemas"
+
+
+def _schema(kind: str) -> dict:
+    return json.loads((SCHEMAS / f"{kind}.schema.json").read_text())
+
+
+def _errors(kind: str, data: dict) -> list[str]:
+    validator = jsonschema.Draft202012Validator(_schema(kind))
+    return [e.message for e in validator.iter_errors(data)]
+
+
+def test_the_schemas_are_valid_json_schemas():
+    for kind in ("model-spec", "rnn-config"):
+        jsonschema.Draft202012Validator.check_schema(_schema(kind))
+
+
+def test_the_schemas_have_exactly_the_loaders_keys():
+    schema = _schema("model-spec")["properties"]
+    assert set(schema) == set(modelspec_load._TOP_KEYS)
+    assert set(schema["inputs"]["additionalProperties"]["properties"]) == set(modelspec_load._INPUT_KEYS)
+    assert set(schema["dims"]["additionalProperties"]["properties"]) == set(modelspec_load._DIM_KEYS)
+    assert set(schema["outputs"]["properties"]) == set(modelspec_load._OUTPUT_KEYS)
+    assert set(schema["tolerance"]["properties"]) == set(modelspec_load._TOLERANCE_KEYS)
+    assert set(_schema("rnn-config")["properties"]) == {f.name for f in dataclasses.fields(RNNSpec)}
+
+
+def _repository_specs() -> list[tuple[str, str, dict]]:
+    found = [(p.name, p.read_text()) for p in sorted((REPO / "rnnexport" / "catalog").glob("*.toml"))]
+    found += [(p.name, p.read_text()) for p in sorted((REPO / "tests" / "usermodels").glob("*.toml"))]
+    found += [(f"test_user_models {name}", text) for name, (text, _, _) in test_user_models.MATRIX.items() if text]
+    found += [("test_inputs_fn", test_inputs_fn.SPEC.format(fn="masked_inputs"))]
+    docs = re.findall(r"```toml\n(.*?)```", (REPO / "docs" / "specs.md").read_text(), re.S)
+    found += [(f"docs/specs.md block {i}", text) for i, text in enumerate(docs)]
+    return [(name, "model-spec" if "module" in data else "rnn-config", data)
+            for name, text in found for data in [tomllib.loads(text)]]
+
+
+@pytest.mark.parametrize("name, kind, data", _repository_specs(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_spec_in_the_repository_passes_its_schema(name, kind, data):
+    assert _errors(kind, data) == []
+
+
+BASE = test_user_models.STATEFUL
+
+
+@pytest.mark.parametrize("change", [
+    lambda t: "modul = 'x.py:M'\n" + t,  # unknown top-level key
+    lambda t: t.replace('[inputs.x]', '[inputs.x]\ndtype = "float64"'),
+    lambda t: 'formats = ["onxx"]\n' + t,
+    lambda t: t.replace("size = 3", "size = 0", 1),
+    lambda t: t.replace("[inputs.x]", '[inputs.x]\nsorted = "down"'),
+    lambda t: t.replace("[dims.batch]", "[dims.batch]\nstep = 2"),
+    lambda t: t.replace('names = ["y", "h_n", "c_n"]', "names = []"),
+    lambda t: 'torchscript = "compile"\n' + t,
+], ids=["unknown-key", "dtype", "formats", "size-0", "sorted", "dim-key", "no-names", "torchscript"])
+def test_what_the_loader_refuses_for_its_structure_the_schema_refuses(tmp_path, change):
+    text = change(BASE.replace('module = "features.py:StatefulLSTM"', 'module = "m.py:M"'))
+    (tmp_path / "m.toml").write_text(text)
+    with pytest.raises(SpecError):
+        load_model_spec(tmp_path / "m.toml")
+    assert _errors("model-spec", tomllib.loads(text))
+
+
+@pytest.mark.parametrize("data", [{"input_size": 3, "hidden_size": 4, "cell": "lstmm"},
+                                  {"input_size": 3, "hidden_size": 4, "num_layer": 2},
+                                  {"input_size": 0, "hidden_size": 4}])
+def test_what_the_rnn_loader_refuses_the_rnn_schema_refuses(data):
+    with pytest.raises(SpecError):
+        spec_from_dict({"name": "x", **data})
+    assert _errors("rnn-config", data)
+
+
+def test_the_cli_prints_the_shipped_schema(cli):
+    code, out, _ = cli("schema", "model-spec")
+    assert code == 0 and json.loads(out) == _schema("model-spec")
+    code, _, err = cli("schema", "model")
+    assert code == 2 and "invalid choice" in err
