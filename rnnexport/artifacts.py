@@ -137,7 +137,7 @@ class Artifact:
         import torch
 
         if isinstance(self.spec, ModelSpec):
-            from rnnexport.usermodel import load_weights
+            from rnnexport.userweights import load_weights
 
             try:
                 return load_weights(self.file("weights.safetensors"))

@@ -77,14 +77,14 @@ def input_maker(artifact: Artifact, in_process: bool, unavailable: str | None):
 def reference_unavailable(artifact: Artifact, trusted: bool) -> str | None:
     """Why the eager reference cannot run for `artifact`, or None. Only a model spec's can be
     missing: its module is the user's Python code (not run on untrusted artifacts), imported only
-    as recorded at export and unchanged since (`rnnexport.usermodel.recorded_module`)."""
+    as recorded at export and unchanged since (`rnnexport.userimport.recorded_module`)."""
     spec = artifact.spec
     if spec.kind != "model":
         return None
     if not trusted:
         return (f"the eager reference imports the module's Python code ({spec.module}); not run on untrusted "
                 "artifacts (--untrusted)")
-    from rnnexport.usermodel import recorded_module
+    from rnnexport.userimport import recorded_module
 
     return recorded_module(spec, artifact.manifest.get("module_source"), artifact.path)[1]
 

@@ -37,7 +37,7 @@ def inputs_target(spec: ModelSpec) -> ModelSpec:
 @functools.lru_cache(maxsize=8)
 def load_inputs_fn(spec: ModelSpec, sha256: str | None = None):
     """Import the spec's ``inputs_fn`` (checked against `sha256` when given)."""
-    from rnnexport.usermodel import import_module
+    from rnnexport.userimport import import_module
 
     fn = import_module(inputs_target(spec), sha256)
     if isinstance(fn, type):
@@ -96,15 +96,15 @@ def check_deterministic(spec: ModelSpec) -> None:
 
 def inputs_source(spec: ModelSpec, artifact_folder: Path) -> dict[str, Any]:
     """The manifest's ``inputs_source``, recorded like ``module_source``."""
-    from rnnexport.usermodel import module_source
+    from rnnexport.userimport import module_source
 
     return module_source(inputs_target(spec), artifact_folder, rebuildable=True)
 
 
 def recorded_inputs(spec: ModelSpec, source: Any, folder: Path) -> tuple[ModelSpec | None, str | None]:
     """The spec whose ``inputs_fn`` a validation may import (resolved as recorded at export), or
-    None and why not (`rnnexport.usermodel.recorded_module`'s rules)."""
-    from rnnexport.usermodel import recorded_module
+    None and why not (`rnnexport.userimport.recorded_module`'s rules)."""
+    from rnnexport.userimport import recorded_module
 
     resolved, reason = recorded_module(inputs_target(spec), source, folder)
     if resolved is None:

@@ -1,25 +1,18 @@
-"""A model spec's module: import it, build it, load its weights, check it against the spec,
-and call it on named feeds (``m(*inputs) -> outputs``, nested tuples flattened in order).
+"""A model spec's module built and called: `build_user_module` (imported, seeded, its weights
+loaded and checked, forward() checked against the spec's inputs), `call_user_model` on named
+feeds (``m(*inputs) -> outputs``, nested tuples flattened in order), the example arguments of
+tracing and exporting, its recurrent layers.
 
-Importing a user's module runs its code: validation does it only for trusted artifacts.
-Weights are data: ``.safetensors``, or a ``torch.save`` state dict loaded with
-``weights_only=True``; never unpickled otherwise.
+Importing the module (and what may be imported: trust) is `rnnexport.userimport`'s; its weights
+are `rnnexport.userweights`'s. Their public names are re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import hashlib
-import importlib
-import importlib.util
 import inspect
 import json
-import os
 import re
-import sys
-from collections.abc import Iterator, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -29,306 +22,12 @@ from torch import Tensor
 from rnnexport.errors import SpecError
 from rnnexport.modelspec import RANDOM_WEIGHTS, ModelSpec
 from rnnexport.substitution import RECURRENT_MODULES
+from rnnexport.userimport import exits_refused, import_module, import_target, module_source, recorded_module
+from rnnexport.userweights import check_state_dict, load_weights
 
-__all__ = ["build_user_module", "call_user_model", "check_state_dict", "example_args", "exits_refused",
-           "flatten_outputs", "import_module", "load_weights", "module_source", "recorded_module", "recurrent_layers",
-           "user_args"]
-
-
-def import_module(spec: ModelSpec, sha256: str | None) -> Any:
-    """Import the module of `spec` now (checked against `sha256`, see `_import_target`), so
-    that building it later uses exactly this import. Returns its ``ATTR``."""
-    return _import_target(spec, sha256)
-
-
-def _import_target(spec: ModelSpec, sha256: str | None = None):
-    """The ``ATTR`` of ``spec.module``, imported. With `sha256`, a ``FILE.py`` module is run
-    from bytes read once and checked against it (what was checked is what runs).
-
-    Raises:
-        SpecError: a script's class, a missing file or attribute, a failing import, a
-            standard-library module, or an ``ATTR`` that is neither an nn.Module class nor a
-            Python function (a factory).
-    """
-    target, attr = spec.module.rsplit(":", 1)
-    if target == "__main__":
-        raise SpecError(f"{spec.name}: {_script_reason(attr)}")
-    if _standard_library(target):
-        raise SpecError(f"{spec.name}: module {target!r} is part of Python's standard library, not a model module "
-                        "(module = 'FILE.py:ATTR' or 'package.module:ATTR')")
-    if target.endswith(".py"):
-        module = _import_file(spec, Path(target), sha256)
-    else:
-        try:
-            with exits_refused():
-                module = importlib.import_module(target)
-        except BaseException as exc:
-            raise SpecError(f"{spec.name}: cannot import module {target!r}: {type(exc).__name__}: {exc}") from None
-    value: Any = module
-    for part in attr.split("."):
-        if not hasattr(value, part):
-            found = sorted(n for n, v in vars(module).items()
-                           if isinstance(v, type) and issubclass(v, torch.nn.Module) and v.__module__ == module.__name__)
-            raise SpecError(f"{spec.name}: {target!r} has no attribute {attr!r}; its nn.Module classes: "
-                            f"{', '.join(found) or '(none)'}")
-        value = getattr(value, part)
-    is_module_class = isinstance(value, type) and issubclass(value, torch.nn.Module)
-    if not is_module_class and not (inspect.isfunction(value) and not _standard_library(value.__module__)):
-        raise SpecError(f"{spec.name}: {spec.module} is a {type(value).__name__}, not an nn.Module class or a Python "
-                        "function returning one")
-    return value
-
-
-@contextlib.contextmanager
-def exits_refused() -> Iterator[None]:
-    """While a user's module runs in this process (imported, built, exported), ``os._exit``
-    called from the main thread raises `SpecError` instead of ending the process on the spot:
-    an export would otherwise exit 0 having written nothing. Other threads (rnnexport's own
-    watchers) still exit. Validation runs the module in a child process instead
-    (`rnnexport.runtimes.isolated`), which catches any way out."""
-    import threading
-
-    real = os._exit
-
-    def refuse(code: int) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            real(code)
-        raise SpecError(f"the module called os._exit({code})")
-
-    os._exit = refuse
-    try:
-        yield
-    finally:
-        os._exit = real
-
-
-def _script_reason(attr: str) -> str:
-    return (f"{attr} was defined in a script (__main__) when it was exported; importing the script again would run "
-            "it, so it is not rebuilt")
-
-
-def _standard_library(target: str) -> bool:
-    """Whether module `target` (``a.b``; never ``FILE.py``) is one of Python's own."""
-    return not target.endswith(".py") and target.split(".")[0] in sys.stdlib_module_names
-
-
-def _import_file(spec: ModelSpec, path: Path, sha256: str | None):
-    if not path.is_file():
-        raise SpecError(f"{spec.name}: module file {str(path)!r} does not exist (module = {spec.module!r})")
-    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
-    name = f"rnnexport_user_{path.stem}_{digest}"
-    if name in sys.modules:
-        return sys.modules[name]
-    try:
-        source = path.read_bytes()
-    except OSError as exc:
-        raise SpecError(f"{spec.name}: cannot read {str(path)!r}: {exc.strerror or exc}") from None
-    if sha256 is not None and hashlib.sha256(source).hexdigest() != sha256:
-        raise SpecError(f"{spec.name}: {str(path)!r} changed since it was checked; not imported")
-    loader_spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(loader_spec)
-    sys.modules[name] = module  # TorchScript finds source through sys.modules
-    sys.path.insert(0, str(path.parent))  # the file may import its neighbours
-    try:
-        with exits_refused():
-            exec(compile(source, str(path), "exec"), module.__dict__)  # noqa: S102 (the user's module, checked)
-    except BaseException as exc:
-        del sys.modules[name]
-        raise SpecError(f"{spec.name}: cannot import {str(path)!r}: {type(exc).__name__}: {exc}") from None
-    finally:
-        sys.path.remove(str(path.parent))
-    return module
-
-
-def module_source(spec: ModelSpec, artifact_folder: Path, *, rebuildable: bool) -> dict[str, Any]:
-    """What the manifest records of where the module came from: ``module``, its source
-    ``file`` relative to the artifact folder (it moves with the project) and that file's
-    ``sha256``, which validation requires before it imports anything (`recorded_module`)."""
-    path = _source_file(spec.module.rsplit(":", 1)[0])
-    recorded: dict[str, Any] = {"module": spec.module, "rebuildable": rebuildable,
-                                "sha256": hashlib.sha256(path.read_bytes()).hexdigest() if path else None}
-    if path is not None and spec.module_file is not None:
-        recorded["file"] = os.path.relpath(path.resolve(), artifact_folder.resolve())
-    return recorded
-
-
-def _source_file(target: str) -> Path | None:
-    """The source file of ``FILE.py`` or of module ``a.b``, found as ``import`` would find it
-    (every finder on ``sys.meta_path``, editable installs included) without running anything:
-    ``importlib.util.find_spec`` would import the parent packages. None where there is none."""
-    if target.endswith(".py"):
-        return Path(target) if Path(target).is_file() else None
-    parts, locations, found = target.split("."), None, None
-    for depth in range(1, len(parts) + 1):
-        name = ".".join(parts[:depth])
-        found = next((spec for finder in sys.meta_path if hasattr(finder, "find_spec")
-                      for spec in [_quiet_find(finder, name, locations)] if spec is not None), None)
-        if found is None:
-            return None
-        locations = found.submodule_search_locations
-    origin = found.origin if found is not None else None
-    return Path(origin) if origin and origin.endswith(".py") and Path(origin).is_file() else None
-
-
-def _quiet_find(finder, name: str, locations):
-    try:
-        return finder.find_spec(name, locations)
-    except (ImportError, ValueError, AttributeError, TypeError):
-        return None
-
-
-def recorded_module(spec: ModelSpec, source: Any, folder: Path) -> tuple[ModelSpec | None, str | None]:
-    """The spec whose module a validation may import, with the file it imports, or None and
-    why not (the artifact is then checked against its golden data only).
-
-    Only the module the export recorded (``module_source``), only while its file's sha256 is
-    the recorded one, never a standard-library module: a manifest is easy to edit, and
-    importing runs code. A ``FILE.py`` module is looked for relative to the artifact folder
-    first (recorded so at export: the project may have moved), then at its absolute path; a
-    relative path is never resolved against the current folder. rnnexport's own examples go
-    the same way: a manifest naming another of rnnexport's functions must not get it called.
-    """
-    target, attr = spec.module.rsplit(":", 1)
-    if target == "__main__":
-        return None, _script_reason(attr)
-    if _standard_library(target):
-        return None, f"the manifest names {spec.module!r}, a standard-library module, not a model module; not imported"
-    if not isinstance(source, dict) or source.get("module") != spec.module:
-        return None, (f"the export did not record importing {spec.module!r} (manifest module_source); the module "
-                      "is not imported")
-    if target.endswith(".py"):
-        candidates = [folder / source["file"]] if isinstance(source.get("file"), str) else []
-        candidates += [Path(target)] if Path(target).is_absolute() else []
-        path = next((c for c in candidates if c.is_file()), None)
-        if path is None:
-            return None, f"module file not found ({', '.join(map(str, candidates)) or target}); not imported"
-    else:
-        path = _source_file(target)
-        if path is None:
-            return None, f"module {target!r} is not installed here (no source file found); not imported"
-    recorded = source.get("sha256")
-    if not isinstance(recorded, str):
-        return None, (f"the export recorded no sha256 of {path} (an older rnnexport): not imported; re-export "
-                      "to validate against the eager reference")
-    current = hashlib.sha256(path.read_bytes()).hexdigest()
-    if current != recorded:
-        return None, (f"the module's source file {path} changed since the export (sha256 {recorded[:12]}... then, "
-                      f"{current[:12]}... now): not imported")
-    resolved = f"{path.resolve()}:{attr}" if target.endswith(".py") else spec.module
-    return dataclasses.replace(spec, module=resolved), None
-
-
-def load_weights(path: str | Path, key: str | None = None) -> dict[str, Tensor]:
-    """A state dict from ``.safetensors`` or a ``torch.save`` file (``weights_only=True``).
-
-    Args:
-        path: The file.
-        key: Where the state dict is inside a training checkpoint (``"model"``; dotted for
-            nesting, ``"state.model"``: a dotted key of the checkpoint itself is found first).
-            Default None: the file is the state dict.
-
-    Raises:
-        SpecError: unreadable, refused by ``weights_only`` (it would need unpickling code), no
-            such `key`, or not a state dict (a training checkpoint without `key`: the message
-            names the keys that hold state dicts).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(f"weights file {str(path)!r} does not exist")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            from rnnexport.pt2check import weights_only_loading
-
-            with weights_only_loading():
-                state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        why = (f"weights_only refused it: it would unpickle {found[1]}" if found
-               else f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}")
-        raise SpecError(f"cannot load weights {str(path)!r} as data ({why}); use .safetensors or a "
-                        "torch.save(state_dict) file") from None
-    checkpoint = state
-    if key is not None:
-        state = _checkpoint_entry(checkpoint, key, path)
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        keys = list(state)[:5] if isinstance(state, Mapping) else type(state).__name__
-        where = f" at weights_key {key!r}" if key is not None else ""
-        found = _state_dict_keys(checkpoint)
-        if found:
-            hint = (f"; the state dict{'s are' if len(found) > 1 else ' is'} at {', '.join(map(repr, found))}: try "
-                    f"weights_key = {found[0]!r} in the spec")
-        else:
-            hint = "; save module.state_dict(), or name the state dict inside a training checkpoint with weights_key"
-        raise SpecError(f"weights {str(path)!r}{where} are not a state dict of tensors (found {keys}){hint}")
-    return dict(state)
-
-
-def _is_state_dict(value: Any) -> bool:
-    return isinstance(value, Mapping) and bool(value) and all(isinstance(v, Tensor) for v in value.values())
-
-
-def _checkpoint_entry(checkpoint: Any, key: str, path: Path) -> Any:
-    """``checkpoint[key]``, dotted `key` walking nested dicts (the longest key found at each
-    level first: a checkpoint's own keys may hold dots)."""
-    value, rest, walked = checkpoint, key.split("."), []
-    while rest:
-        if not isinstance(value, Mapping):
-            raise SpecError(f"weights {str(path)!r}: weights_key {key!r}: {'.'.join(walked) or 'the file'} is "
-                            f"{type(value).__name__}, not a dict")
-        n = next((n for n in range(len(rest), 0, -1) if ".".join(rest[:n]) in value), 0)
-        if not n:
-            found = _state_dict_keys(checkpoint)
-            hint = f"; the state dicts are at {', '.join(map(repr, found))}" if found else ""
-            raise SpecError(f"weights {str(path)!r}: no key {rest[0]!r} for weights_key {key!r} in "
-                            f"{'.'.join(walked) or 'the file'} (its keys: {', '.join(map(str, list(value)[:8]))}){hint}")
-        value, walked, rest = value[".".join(rest[:n])], [*walked, ".".join(rest[:n])], rest[n:]
-    return value
-
-
-def _state_dict_keys(value: Any, prefix: str = "", depth: int = 3) -> list[str]:
-    """The (dotted) keys of the state dicts nested in a checkpoint, up to `depth` levels:
-    ``['model']`` for ``{'model': ..., 'optimizer': ..., 'epoch': 3}`` (an optimizer's
-    per-parameter states sit under integer keys and are left out)."""
-    if not isinstance(value, Mapping) or depth == 0 or _is_state_dict(value):
-        return []
-    found = []
-    for k, v in value.items():
-        if isinstance(k, str):
-            found += [f"{prefix}{k}"] if _is_state_dict(v) else _state_dict_keys(v, f"{prefix}{k}.", depth - 1)
-    return found
-
-
-def check_state_dict(name: str, module: torch.nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    """`state` fits `module` exactly: keys, shapes and dtypes (``load_state_dict`` would cast
-    float64 or int64 weights silently), and its floats are finite (NaN weights export, and every
-    runtime then agrees on NaN outputs)."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = ([f"missing keys {missing[:5]}"] if missing else []) + (
-            [f"unexpected keys {unexpected[:5]}"] if unexpected else [])
-        raise SpecError(f"{name}: weights {source} do not fit the module: {'; '.join(parts)}")
-    for key, value in expected.items():
-        if tuple(state[key].shape) != tuple(value.shape):
-            raise SpecError(f"{name}: weights {source}: {key!r} has shape {list(state[key].shape)}, the module's is "
-                            f"{list(value.shape)}")
-        found, wanted = (str(t.dtype).removeprefix("torch.") for t in (state[key], value))
-        if found != wanted:
-            raise SpecError(f"{name}: weights {source}: {key!r} is {found}, the module's is {wanted} (loading would "
-                            "cast it silently); convert the checkpoint's tensors to the module's dtypes (here "
-                            f"tensor.to(torch.{wanted})) and save it again")
-        if state[key].is_floating_point() and not bool(torch.isfinite(state[key]).all()):
-            counts = {what: int(test(state[key]).sum()) for what, test in (("NaN", torch.isnan), ("Inf", torch.isinf))}
-            holds = " and ".join(f"{what} ({count} of {state[key].numel()} values)" for what, count in counts.items()
-                                 if count)
-            raise SpecError(f"{name}: weights {source}: {key!r} holds {holds}; every runtime would compute the same "
-                            "non-finite outputs, so no check could catch it: fix the checkpoint (a diverged training "
-                            "run?)")
+__all__ = ["build_user_module", "call_user_model", "check_forward", "check_state_dict", "example_args",
+           "exits_refused", "flatten_outputs", "import_module", "load_weights", "module_source", "recorded_module",
+           "recurrent_layers", "user_args"]
 
 
 def build_user_module(spec: ModelSpec, state: Mapping[str, Tensor] | None = None) -> torch.nn.Module:
@@ -341,7 +40,7 @@ def build_user_module(spec: ModelSpec, state: Mapping[str, Tensor] | None = None
             the weights do not fit (missing/unexpected keys, a shape, a dtype) or hold NaN or
             Inf, or forward() does not match the spec's inputs.
     """
-    factory = _import_target(spec)
+    factory = import_target(spec)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed % (2**63))
         try:

@@ -42,20 +42,20 @@ def default(spec, tmp) -> None:
 
 
 def model_native(spec, module, tmp) -> None:
-    from rnnexport.export.model import _export_program, _write_onnx
+    from rnnexport.export.model import native_program
 
-    program, _ = _export_program(spec, module)
-    _write_onnx(spec, module, program, tmp, "dynamo", 18)
+    program, _ = native_program(spec, module)
+    export_onnx_dynamo(program, spec, tmp, opset=18)
 
 
 def model_default(spec, module, tmp) -> None:
-    from rnnexport.export.model import _dynamic_shapes
+    from rnnexport.export.model import dynamic_shapes
     from rnnexport.usermodel import example_args
 
     with captured_messages():
         torch.onnx.export(module, example_args(spec), str(tmp), dynamo=True, opset_version=18, verbose=False,
                           input_names=list(spec.input_names), output_names=list(spec.output_names),
-                          dynamic_shapes=_dynamic_shapes(spec))
+                          dynamic_shapes=dynamic_shapes(spec))
 
 
 def default_keeps_seq_dynamic(spec, path) -> str:

@@ -380,5 +380,6 @@ def writing(stage: Path, name: str, estimate: int | None) -> Iterator[Path]:
         raise
 
 
-# Last: rnnexport.export.model imports names defined above. Re-exported with its full signature.
-from rnnexport.export.model import export_model  # noqa: E402
+# Last: rnnexport.export.api (through rnnexport.export.model) imports names defined above.
+# Re-exported with its full signature.
+from rnnexport.export.api import export_model  # noqa: E402

@@ -9,6 +9,9 @@ The steps, as `export_model_spec` runs them in a staging folder::
     ONNX (legacy: torch.onnx.export of the module; dynamo: that same program translated)  ->  model.onnx
     count the native recurrent ops against the module's recurrent layers (fewer: rejected)
     golden.npz from the module  ->  manifest.json  ->  validate  ->  install
+
+The ONNX graph's checks are `rnnexport.export.graph`'s; `export_model` (a module in memory,
+no TOML) is `rnnexport.export.api`'s, still importable from here.
 """
 
 from __future__ import annotations
@@ -25,19 +28,17 @@ import numpy as np
 from rnnexport.compare import Tolerance
 from rnnexport.errors import ExportError, ExportRejected, SpecError, UsageError
 from rnnexport.export import writing
+from rnnexport.export.graph import check_native_ops, find_output_axes, name_output_dims, recurrent_ops
 from rnnexport.export.loadable import check_onnx
 from rnnexport.formats import FormatPlan
 from rnnexport.golden import write_npz
 from rnnexport.manifest import MANIFEST, write_json
 from rnnexport.modelspec import RANDOM_WEIGHTS, ModelSpec
-from rnnexport.modelspec_load import model_spec_from_dict
 from rnnexport.staging import DEFAULT_LOCK_TIMEOUT, resolve_output, staged_folder
 from rnnexport.userinputs import case_inputs
 from rnnexport.verify import file_entry
 
-__all__ = ["export_model", "export_model_spec", "recurrent_ops"]
-
-RECURRENT_OPS = ("RNN", "GRU", "LSTM")
+__all__ = ["dynamic_shapes", "export_model", "export_model_spec", "native_program", "recurrent_ops"]
 
 
 def export_model_spec(
@@ -71,7 +72,8 @@ def export_model_spec(
         ExportError, UsageError, ValidationFailed: as `export_spec`.
     """
     from rnnexport.export import check_exporter, check_memory_limits
-    from rnnexport.usermodel import build_user_module, exits_refused
+    from rnnexport.userimport import exits_refused
+    from rnnexport.usermodel import build_user_module
 
     notes: list[str] = []
     exporter = check_exporter(exporter, opset, notes)
@@ -118,13 +120,14 @@ def _export_module(spec: ModelSpec, module, out_dir, rebuildable: bool, notes: l
     """The steps of `export_model_spec` (see the module docstring) on a module in eval mode."""
     from rnnexport.export import ExportResult, made_any, validate_staged
     from rnnexport.userinputs import check_deterministic
-    from rnnexport.usermodel import check_state_dict, recurrent_layers
+    from rnnexport.usermodel import recurrent_layers
+    from rnnexport.userweights import check_state_dict
 
     if not rebuildable:  # a module from memory: its weights are checked as a file's are
         check_state_dict(spec.name, module, module.state_dict(), "of the module")
     check_deterministic(spec)
     documented = _check_outputs(spec, module)
-    output_axes = _output_axes(spec, module)
+    output_axes = find_output_axes(spec, module)
     _check_output_memory(spec, documented, output_axes, validate, runtimes, max_memory)
     final = Path(out_dir) / spec.name
     plan = FormatPlan.of(spec.name, formats if formats is not None else spec.formats)
@@ -166,7 +169,7 @@ def _write_program(spec: ModelSpec, module, stage: Path, plan: FormatPlan, expor
     from rnnexport.export.onnx_dynamo import save_program
 
     def export() -> Any:
-        program, warnings["torch.export"] = _export_program(spec, module)
+        program, warnings["torch.export"] = native_program(spec, module)
         if plan.wants("pt2"):
             with writing(stage, "model.pt2", size) as path:
                 save_program(program, path)
@@ -267,7 +270,7 @@ def _finish_torchscript(spec: ModelSpec, module, stage: Path, method: str | None
     return outcome["method"], outcome["messages"]
 
 
-def _dynamic_shapes(spec: ModelSpec) -> dict[str, Any]:
+def dynamic_shapes(spec: ModelSpec) -> dict[str, Any]:
     import torch
 
     # A dim that another is derived from starts at its smallest validated size: below it
@@ -280,7 +283,7 @@ def _dynamic_shapes(spec: ModelSpec) -> dict[str, Any]:
             for t in spec.inputs}
 
 
-def _export_program(spec: ModelSpec, module):
+def native_program(spec: ModelSpec, module):
     """torch.export of `module` itself with its recurrent layers computing as native ops
     (`rnnexport.substitution`); the named dims dynamic; source locations stripped (they hold
     absolute paths)."""
@@ -294,7 +297,7 @@ def _export_program(spec: ModelSpec, module):
     try:
         longest = any(t.reaches_max for t in spec.inputs)
         with captured_messages() as messages, torch.no_grad(), native_recurrence(module, padded_to_longest=longest):
-            program = torch.export.export(module, example_args(spec), dynamic_shapes=_dynamic_shapes(spec),
+            program = torch.export.export(module, example_args(spec), dynamic_shapes=dynamic_shapes(spec),
                                           strict=False)
     except ExportRejected as exc:
         raise ExportRejected(f"{spec.name}: {exc}") from None  # raised inside the module: it names no artifact
@@ -336,86 +339,11 @@ def _write_onnx(spec: ModelSpec, module, program, stage: Path, exporter: str, op
             raise ExportError(f"{spec.name}: the {exporter} ONNX exporter failed: {type(exc).__name__}: {first}") \
                 from None
     check_onnx(path, spec.name)
-    _name_output_dims(stage, output_axes)
-    _check_native_ops(spec, layers, recurrent_ops(path), exporter)
+    name_output_dims(stage, output_axes)
+    check_native_ops(spec, layers, recurrent_ops(path), exporter)
     return messages
 
 
-def _output_axes(spec: ModelSpec, module) -> dict[str, dict[int, str]]:
-    """Which dim each output axis follows, found by running the module with one dim changed at
-    a time: an axis that has the dim's size in both runs is named after it."""
-    from rnnexport.usermodel import call_user_model
-
-    base = {d.name: max(d.size, 2) for d in spec.dims}
-
-    def shapes(sizes: dict[str, int]) -> dict[str, tuple[int, ...]]:
-        outputs = call_user_model(module, spec, case_inputs(spec, spec.case(sizes)))
-        return {name: value.shape for name, value in outputs.items()}
-
-    before = shapes(base)
-    axes: dict[str, dict[int, str]] = {name: {} for name in spec.output_names}
-    for dim in spec.dims:
-        bumped = {**base, dim.name: base[dim.name] + 1}
-        after = shapes(bumped)
-        old, new = spec.sizes_of(base), spec.sizes_of(bumped)
-        moved = [d for d in old if old[d] != new[d]]  # the dim, and the dims derived from it
-        for name in spec.output_names:
-            for axis, (a, b) in enumerate(zip(before[name], after[name])):
-                label = next((d for d in moved if a == old[d] and b == new[d]), None)
-                if label and axis not in axes[name]:
-                    axes[name][axis] = label
-    return axes
-
-
-def _name_output_dims(stage: Path, output_axes: dict[str, dict[int, str]]) -> None:
-    """Give the ONNX outputs' dynamic axes the spec's dim names (the legacy exporter calls
-    them e.g. ``Gemmlogits_dim_0``)."""
-    import onnx
-
-    model = onnx.load(str(stage / "model.onnx"))
-    renames: dict[str, str] = {}
-    for value in model.graph.output:
-        for axis, label in output_axes.get(value.name, {}).items():
-            dim = value.type.tensor_type.shape.dim[axis]
-            if dim.dim_param and dim.dim_param != label:
-                renames[dim.dim_param] = label
-    if not renames:
-        return
-    for value in [*model.graph.output, *model.graph.value_info]:
-        for dim in value.type.tensor_type.shape.dim:
-            if dim.dim_param in renames:
-                dim.dim_param = renames[dim.dim_param]
-    with writing(stage, "model.onnx", (stage / "model.onnx").stat().st_size) as target:
-        onnx.save(model, str(target))
-
-
-def recurrent_ops(path: Path) -> list[dict[str, Any]]:
-    """The native recurrent ops of an ONNX file (functions included): op, direction, hidden
-    size and whether ``sequence_lens`` is fed."""
-    import onnx
-
-    model = onnx.load(str(path))
-    nodes = [*model.graph.node, *(n for f in model.functions for n in f.node)]
-    found = []
-    for node in nodes:
-        if node.op_type in RECURRENT_OPS and node.domain in ("", "ai.onnx"):
-            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-            direction = attrs.get("direction", b"forward")
-            activations = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
-            found.append({"op": node.op_type, "direction": direction.decode() if isinstance(direction, bytes) else direction,
-                          **({"activation": activations[0]} if node.op_type == "RNN" and activations else {}),
-                          "hidden_size": attrs.get("hidden_size"),
-                          "sequence_lens": len(node.input) > 4 and bool(node.input[4])})
-    return found
-
-
-def _check_native_ops(spec: ModelSpec, layers, ops: list[dict[str, Any]], exporter: str) -> None:
-    expected = sum(m.num_layers for _, m in layers)
-    if len(ops) < expected:
-        names = ", ".join(f"{name} ({type(m).__name__}, {m.num_layers} layer{'s' * (m.num_layers > 1)})"
-                          for name, m in layers)
-        raise ExportRejected(f"{spec.name}: the {exporter} ONNX graph has {len(ops)} native recurrent ops, the module "
-                             f"has {expected} recurrent layers ({names}): a layer was unrolled or lost; not installed")
 
 
 def _write_golden(spec: ModelSpec, module, stage: Path) -> dict[str, dict[str, Any]]:
@@ -440,7 +368,7 @@ def _manifest(spec: ModelSpec, stage: Path, plan: FormatPlan, exporter: str, ops
     from safetensors.numpy import load_file
 
     from rnnexport.manifest import model_manifest
-    from rnnexport.usermodel import module_source
+    from rnnexport.userimport import module_source
     from rnnexport.weightcheck import weights_record
 
     manifest = model_manifest(
@@ -463,80 +391,10 @@ def _manifest(spec: ModelSpec, stage: Path, plan: FormatPlan, exporter: str, ops
     return manifest
 
 
-def export_model(
-    module,
-    *,
-    inputs: dict[str, dict[str, Any]],
-    dims: dict[str, dict[str, Any]],
-    outputs: list[str] | dict[str, Any],
-    name: str,
-    out: str | Path = "models",
-    module_args: dict[str, Any] | None = None,
-    seed: int = 0,
-    tolerance: dict[str, Any] | None = None,
-    exporter: str | None = None,
-    opset: int = 18,
-    torchscript_method: str | None = None,
-    validate: bool = True,
-    runtimes: list[str] | None = None,
-    max_memory: int | None = None,
-    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-    formats: list[str] | str | None = None,
-):
-    """Export an ``nn.Module`` in memory (trained or not), no TOML needed. The module is left
-    as it was: its weights, and each submodule's train/eval mode (the export runs in eval mode).
+def __getattr__(name: str) -> Any:
+    """``export_model``, from `rnnexport.export.api` (which imports this module) on first use."""
+    if name == "export_model":
+        from rnnexport.export.api import export_model
 
-    The keys are those of a model spec (docs/model-spec.md)::
-
-        export_model(model, name="tagger", out="models",
-                     inputs={"tokens": {"dtype": "int64", "shape": ["batch", "seq"], "range": [0, 99]}},
-                     dims={"batch": {"size": 4, "sweep": [1, 9]}, "seq": {"size": 12, "sweep": [1, 50]}},
-                     outputs=["logits"])
-
-    `outputs` is the list of names, or the ``[outputs]`` table (``names``, ``state``,
-    ``stream_dim``). The module's own weights are exported. The manifest records its class
-    (``FILE.py:Class``) and `module_args`: when ``Class(**module_args)`` rebuilds a module whose
-    state dict fits, later ``rnnexport validate`` runs also use it as the eager reference;
-    otherwise they check every runtime against the golden data and say why.
-
-    Args:
-        module: The ``nn.Module`` to export.
-        inputs, dims, outputs, name, module_args, seed, tolerance: The model spec's keys
-            (``[inputs.NAME]`` tables, ``[dims.NAME]`` tables, the ``[outputs]`` table or the
-            list of output names, ...).
-        out: Parent folder of the artifact folder (``out/<name>/``). Default ``models``.
-        exporter, opset, torchscript_method, validate, runtimes, max_memory, lock_timeout, formats: As
-            `rnnexport.export.export_spec` (default exporter legacy where torch has it, opset 18,
-            TorchScript script falling back to trace, validated on every available runtime).
-
-    Returns:
-        The `ExportResult` of `export_model_spec`.
-
-    Raises:
-        SpecError: a key is invalid, or the module does not fit the spec.
-        ExportError, ExportRejected, UsageError, ValidationFailed: as `export_model_spec`.
-    """
-    import inspect
-
-    cls = type(module)
-    try:
-        source = inspect.getsourcefile(cls)
-    except TypeError:
-        source = None
-    if cls.__module__ == "__main__":
-        # Importing a script again would run it; such a module is checked against golden data later.
-        target = f"__main__:{cls.__qualname__}"
-    else:
-        target = f"{source}:{cls.__qualname__}" if source else f"{cls.__module__}:{cls.__qualname__}"
-    table = {"names": list(outputs)} if isinstance(outputs, (list, tuple)) else dict(outputs)
-    data = {"name": name, "module": target, "module_args": dict(module_args or {}), "seed": seed,
-            "inputs": inputs, "dims": dims, "outputs": table}
-    if tolerance:
-        data["tolerance"] = tolerance
-    spec = model_spec_from_dict(data, source=f"export_model(name={name!r})")
-    from rnnexport.usermodel import check_forward
-
-    check_forward(spec, module)
-    return export_model_spec(spec, out, module=module, exporter=exporter, opset=opset,
-                             torchscript_method=torchscript_method, validate=validate, runtimes=runtimes,
-                             max_memory=max_memory, lock_timeout=lock_timeout, formats=formats)
+        return export_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -87,7 +87,8 @@ def _serve(conn, artifact, sha256: str | None, threads: int) -> None:
     """In the child: load on ``load``, run on ``infer``; end when the parent is gone. What the
     module prints goes nowhere: the validation's output is rnnexport's."""
     from rnnexport.runtimes.torch_runners import TorchEagerRunner
-    from rnnexport.usermodel import build_user_module, import_module
+    from rnnexport.userimport import import_module
+    from rnnexport.usermodel import build_user_module
 
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)

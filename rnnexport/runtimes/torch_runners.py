@@ -73,7 +73,7 @@ class TorchEagerRunner(_ModuleRunner):
 
         spec = self.artifact.spec
         if spec.kind == "model":
-            from rnnexport.usermodel import recorded_module
+            from rnnexport.userimport import recorded_module
 
             if self._given is not None:
                 self._module = self._given
