@@ -29,13 +29,14 @@ def test_missing_client_source_is_unavailable_not_a_crash(monkeypatch, tmp_path)
 
     monkeypatch.setattr(clients, "_client_source", lambda name: tmp_path / name)
     monkeypatch.setenv("RNNEXPORT_CACHE", str(tmp_path / "cache"))
-    clients._libtorch_build.cache_clear()
-    clients.node_status.cache_clear()
+    caches = (clients._libtorch_plan, clients._libtorch_build, clients.node_status)
+    for cache in caches:
+        cache.cache_clear()
     try:
         for name in ("libtorch-cpp", "onnxruntime-node"):
             reason = unavailable_reason(name)
             assert reason is not None
             assert "reinstall rnnexport" in reason or "not found on PATH" in reason or "cmake" in reason
     finally:
-        clients._libtorch_build.cache_clear()
-        clients.node_status.cache_clear()
+        for cache in caches:
+            cache.cache_clear()
