@@ -17,7 +17,7 @@ def start_workers(preload: Sequence[str] = ()):
     artifacts) before `map_in_processes` needs it; ``spawn`` where there is no fork server.
 
     The fork server runs with ``PYTHONHASHSEED=0``, as the TorchScript compile server does:
-    a worker forks its compile server from itself (`rnnexport.export.torchscript`) instead of
+    a worker forks its compile server from itself (`rnnexport.export.compile_server`) instead of
     starting one that imports torch again, and TorchScript's output depends on the hash seed.
     """
     import multiprocessing

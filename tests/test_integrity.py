@@ -456,7 +456,7 @@ def test_a_killed_compile_server_is_that_artifacts_failure_and_the_next_export_g
 
     from rnnexport.errors import WorkerDied
     from rnnexport.export import export_specs
-    from rnnexport.export import torchscript
+    from rnnexport.export import compile_server, torchscript
     from rnnexport.spec import get_spec
 
     spec = get_spec("single_layer")
@@ -467,7 +467,7 @@ def test_a_killed_compile_server_is_that_artifacts_failure_and_the_next_export_g
 
     torch.save(build_module(spec).state_dict(), weights)
     job = torchscript.start_torchscript(spec, weights, tmp_path / "model.pt")
-    os.kill(torchscript._SERVER.process.pid, signal.SIGKILL)
+    os.kill(compile_server._SERVER.process.pid, signal.SIGKILL)
     with pytest.raises(WorkerDied, match=r"single_layer: its TorchScript compile (server|ing process) died \(killed"):
         with job:
             job.result()

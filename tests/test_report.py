@@ -9,7 +9,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from rnnexport.report import _svg_error_over_time, format_table, write_html
+from rnnexport.report import format_table, write_html
+from rnnexport.report_html import _svg_error_over_time
 from rnnexport.validate import ArtifactReport, validate_artifact
 from tests.conftest import MODELS
 

@@ -148,11 +148,11 @@ def export_specs(
     work = [(spec, str(out_dir), options) for spec in specs]
     if require_int("jobs", jobs, 1) == 1 or len(specs) <= 1:
         if specs:
-            from rnnexport.export.torchscript import start_compile_server
+            from rnnexport.export.compile_server import start_compile_server
 
             start_compile_server()  # its import of torch overlaps this process's
         return [_export_or_failure(item) for item in work]
-    from rnnexport.export.torchscript import fork_compile_server
+    from rnnexport.export.compile_server import fork_compile_server
 
     preload = export_imports(options.get("runtimes"), validate=options.get("validate", True))
     return map_in_processes(_export_or_failure, work, jobs, preload=preload, initializer=fork_compile_server,
@@ -165,8 +165,8 @@ def export_imports(runtimes: list[str] | None = None, *, validate: bool = True) 
     from rnnexport.validate import validate_imports
 
     exporting = ["torch", "rnnexport.export", "rnnexport.export.model", "rnnexport.export.onnx_dynamo",
-                 "rnnexport.export.torchscript", "rnnexport.builder", "rnnexport.usermodel", "rnnexport.ops",
-                 "torch.onnx", "onnxscript"]
+                 "rnnexport.export.compile_server", "rnnexport.export.torchscript", "rnnexport.builder",
+                 "rnnexport.usermodel", "rnnexport.ops", "torch.onnx", "onnxscript"]
     return list(dict.fromkeys([*exporting, *(validate_imports(runtimes) if validate else [])]))
 
 

@@ -235,7 +235,7 @@ def _write_weights(module, stage: Path) -> int:
 def _start_torchscript(spec: ModelSpec, stage: Path, method: str | None, estimate: int):
     """Start compiling ``model.pt`` (about `estimate` bytes) from ``weights.safetensors`` in
     the compile server."""
-    from rnnexport.export.torchscript import start_compile
+    from rnnexport.export.compile_server import start_compile
 
     request = {"kind": "model", "spec": spec.to_dict(), "weights": str(stage / "weights.safetensors"),
                "path": str(stage / "model.pt"), "method": method}

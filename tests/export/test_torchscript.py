@@ -52,7 +52,7 @@ def test_the_compile_server_compiles_in_the_callers_folder_even_after_its_own_is
     import shutil
 
     from rnnexport.export import export_spec
-    from rnnexport.export import torchscript as ts
+    from rnnexport.export import compile_server as ts
     from rnnexport.spec import get_spec
 
     first = tmp_path / "first"
