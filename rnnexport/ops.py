@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-__all__ = ["GATE_ORDER", "NativeRNN", "flat_weight_names", "lstm", "lstm_onnx_translation", "onnx_translation", "rnn"]
+__all__ = ["GATE_ORDER", "NativeRNN", "flat_weight_names", "lstm", "lstm_onnx_translation", "native_op", "onnx_translation",
+           "rnn"]
 
 # For each ONNX gate position, the PyTorch gate it takes (weights are stacked gate by gate).
 # PyTorch LSTM: i, f, g, o; ONNX LSTM: i, o, f, c (c is PyTorch's g).
@@ -114,6 +115,19 @@ def flat_weight_names(module: torch.nn.RNNBase) -> list[str]:
     return names
 
 
+def native_op(m: torch.nn.RNNBase, input: Tensor, hx, lengths: Tensor | None, batch_first: bool):
+    """What ``nn.RNN/GRU/LSTM.forward`` computes, as one `rnn`/`lstm` op on `m`'s weights:
+    ``(output, h_n)``, an LSTM ``(output, (h_n, c_n))`` from ``hx = (h_0, c_0)``."""
+    weights = [getattr(m, name) for name in flat_weight_names(m)]
+    if m.mode == "LSTM":
+        output, h_n, c_n = torch.ops.rnnexport.lstm(input, hx[0], hx[1], weights, m.hidden_size, m.proj_size,
+                                                    m.num_layers, m.bidirectional, batch_first, m.bias, lengths)
+        return output, (h_n, c_n)
+    mode = "gru" if m.mode == "GRU" else ("rnn_tanh" if m.nonlinearity == "tanh" else "rnn_relu")
+    return torch.ops.rnnexport.rnn(input, hx, weights, mode, m.hidden_size, m.num_layers, m.bidirectional,
+                                   batch_first, m.bias, lengths)
+
+
 class NativeRNN(torch.nn.Module):
     """Wraps an ``nn.RNN``/``nn.GRU`` so its forward is one `rnn` op: ``m(input, h_0)``."""
 
@@ -121,17 +135,11 @@ class NativeRNN(torch.nn.Module):
         super().__init__()
         self.rnn = module
 
-    def _weights(self) -> list[Tensor]:
-        return [getattr(self.rnn, name) for name in flat_weight_names(self.rnn)]
-
     def forward(self, input: Tensor, h_0: Tensor) -> tuple[Tensor, Tensor]:
         return self._call(input, h_0, None)
 
     def _call(self, input: Tensor, h_0: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
-        m = self.rnn
-        mode = "gru" if m.mode == "GRU" else ("rnn_tanh" if m.nonlinearity == "tanh" else "rnn_relu")
-        return torch.ops.rnnexport.rnn(input, h_0, self._weights(), mode, m.hidden_size, m.num_layers,
-                                       m.bidirectional, m.batch_first, m.bias, lengths)
+        return native_op(self.rnn, input, h_0, lengths, self.rnn.batch_first)
 
 
 class NativeRNNPacked(NativeRNN):
@@ -145,20 +153,14 @@ class NativeLSTM(NativeRNN):
     """Wraps an ``nn.LSTM``: ``m(input, (h_0, c_0)) -> (output, (h_n, c_n))``."""
 
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:  # type: ignore[override]
-        return self._call_lstm(input, hx, None)
-
-    def _call_lstm(self, input, hx, lengths):
-        m = self.rnn
-        output, h_n, c_n = torch.ops.rnnexport.lstm(input, hx[0], hx[1], self._weights(), m.hidden_size, m.proj_size,
-                                                    m.num_layers, m.bidirectional, m.batch_first, m.bias, lengths)
-        return output, (h_n, c_n)
+        return self._call(input, hx, None)
 
 
 class NativeLSTMPacked(NativeLSTM):
     """``m(input, (h_0, c_0), lengths)``."""
 
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor], lengths: Tensor):  # type: ignore[override]
-        return self._call_lstm(input, hx, lengths)
+        return self._call(input, hx, lengths)
 
 
 def native_module(module: torch.nn.RNNBase, variable_length: bool) -> torch.nn.Module:

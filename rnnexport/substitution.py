@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
 from rnnexport.errors import ExportRejected
-from rnnexport.ops import flat_weight_names
+from rnnexport.ops import native_op
 
 __all__ = ["RECURRENT_MODULES", "PaddedBatch", "native_recurrence"]
 
@@ -64,19 +64,12 @@ def _native_forward(self: torch.nn.RNNBase, input, hx=None):
 
 
 def _recurrence(m: torch.nn.RNNBase, input: Tensor, hx, lengths: Tensor | None, batch_first: bool):
-    batch = input.shape[0] if batch_first else input.shape[1]
-    states = m.num_layers * (2 if m.bidirectional else 1)
-    weights = [getattr(m, name) for name in flat_weight_names(m)]
-    if m.mode == "LSTM":
-        h_0, c_0 = hx if hx is not None else (input.new_zeros(states, batch, m.proj_size or m.hidden_size),
-                                              input.new_zeros(states, batch, m.hidden_size))
-        output, h_n, c_n = torch.ops.rnnexport.lstm(input, h_0, c_0, weights, m.hidden_size, m.proj_size, m.num_layers,
-                                                    m.bidirectional, batch_first, m.bias, lengths)
-        return output, (h_n, c_n)
-    h_0 = hx if hx is not None else input.new_zeros(states, batch, m.hidden_size)
-    mode = "gru" if m.mode == "GRU" else ("rnn_tanh" if m.nonlinearity == "tanh" else "rnn_relu")
-    return torch.ops.rnnexport.rnn(input, h_0, weights, mode, m.hidden_size, m.num_layers, m.bidirectional,
-                                   batch_first, m.bias, lengths)
+    if hx is None:  # zeros, as eager makes them
+        batch = input.shape[0] if batch_first else input.shape[1]
+        states = m.num_layers * (2 if m.bidirectional else 1)
+        h_0 = input.new_zeros(states, batch, m.proj_size or m.hidden_size)  # proj_size: 0 but for a projected LSTM
+        hx = (h_0, input.new_zeros(states, batch, m.hidden_size)) if m.mode == "LSTM" else h_0
+    return native_op(m, input, hx, lengths, batch_first)
 
 
 def _pack_as_padded(input, lengths, batch_first=False, enforce_sorted=True):

@@ -3,8 +3,7 @@
 `onnx.checker` alone misses what an exporter can get wrong: with a dynamic length the legacy
 exporter once wrote an ``Unsqueeze`` with an out-of-range axis that the checker passed and ONNX
 Runtime refused to load. So a written ``model.onnx`` also goes through strict shape inference
-(with data propagation) and one ONNX Runtime session on the CPU; ``model.pt`` is loaded with
-``torch.jit.load`` and ``model.pt2`` with ``torch.export.load`` unless validation loads them anyway.
+(with data propagation) and one ONNX Runtime session on the CPU.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from pathlib import Path
 
 from rnnexport.errors import FormatFailed
 
-__all__ = ["check_onnx", "check_torch_files"]
+__all__ = ["check_onnx"]
 
 
 def check_onnx(path: Path, name: str) -> None:
@@ -43,31 +42,6 @@ def check_onnx(path: Path, name: str) -> None:
     except Exception as exc:
         raise FormatFailed(f"{name}: ONNX Runtime cannot load the exported {path.name}: {_first_line(exc)}; the "
                           "exporter wrote an invalid graph; not installed (try the other --exporter)") from None
-
-
-def check_torch_files(stage: Path, name: str, files: list[str]) -> None:
-    """Load each of `files` (``model.pt``, ``model.pt2``) written into `stage` once.
-
-    Raises:
-        FormatFailed: a file its runtime cannot load, named with the reason.
-    """
-    import torch
-
-    loaders = {"model.pt": torch.jit.load, "model.pt2": _load_program}
-    for file in files:
-        try:
-            loaders[file](str(stage / file))
-        except Exception as exc:
-            raise FormatFailed(f"{name}: the exported {file} does not load: {_first_line(exc)}; not installed") \
-                from None
-
-
-def _load_program(path: str):
-    import torch
-
-    import rnnexport.ops  # noqa: F401  (registers the custom ops the program holds)
-
-    return torch.export.load(path)
 
 
 def _first_line(exc: BaseException) -> str:
