@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from rnnexport.errors import ArtifactError, UsageError
-from rnnexport.golden import golden_arrays, read_golden, read_npz, write_npz
+from rnnexport.golden import golden_arrays, label_names, read_golden, read_npz, write_npz
 from rnnexport.inputs import Case, check_feeds
 from rnnexport.manifest import (
     MANIFEST,
@@ -169,7 +169,8 @@ class Artifact:
             arrays = read_golden(self.file(self.manifest["golden"]["file"]), expected)
         cases: dict[Case, dict[str, np.ndarray]] = {}
         for case in self.golden_cases():
-            tensors = {name: arrays[f"{case.id}/{name}"] for name in (*self.spec.input_names, *self.spec.output_names)}
+            names = (*self.spec.input_names, *self.spec.output_names, *label_names(self.spec, case))
+            tensors = {name: arrays[f"{case.id}/{name}"] for name in names}
             try:
                 check_feeds(self.spec, {n: tensors[n] for n in self.spec.input_names})
             except UsageError as exc:

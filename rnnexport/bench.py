@@ -22,7 +22,8 @@ import numpy as np
 from rnnexport.artifacts import Artifact, discover_artifacts, open_artifact
 from rnnexport.errors import UsageError
 from rnnexport.inputs import Case, make_inputs
-from rnnexport.runtimes import loaded_runners, resolve_runtimes
+from rnnexport.runtimes import loaded_runners, resolve_runtimes, variant_rows
+from rnnexport.variant_table import format_variant_table, variant_table
 from rnnexport.runtimes.base import median_ms
 
 __all__ = ["FLOOR", "BenchReport", "BenchResult", "bench_artifact", "bench_targets", "default_bench_cases",
@@ -33,12 +34,20 @@ FLOOR = "onnxruntime-identity-floor"
 
 @dataclass(frozen=True)
 class BenchResult:
-    """One runtime on one shape: median milliseconds and its ratio to torch eager."""
+    """One runtime on one shape: median, p90 and p99 milliseconds, runs per second at the
+    median, and the median's ratio to torch eager."""
 
     runtime: str
     shape: str
     median_ms: float
     ratio_to_torch: float | None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+
+    @property
+    def throughput(self) -> float:
+        """Runs per second at the median latency."""
+        return 1e3 / self.median_ms if self.median_ms > 0 else float("inf")
 
 
 @dataclass
@@ -51,10 +60,11 @@ class BenchReport:
     skipped: dict[str, str] = field(default_factory=dict)
     left_out: list[dict[str, str]] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
+    variants: list[dict[str, Any]] = field(default_factory=list)  # `rnnexport.variant_table`
 
     def to_json(self) -> dict[str, Any]:
         return {**{k: v for k, v in asdict(self).items() if k != "results"},
-                "results": [asdict(r) for r in self.results]}
+                "results": [{**asdict(r), "throughput_per_s": r.throughput} for r in self.results]}
 
 
 @contextlib.contextmanager
@@ -137,6 +147,7 @@ def bench_artifact(
     for label, value, least in (("threads", threads, 1), ("warmup", warmup, 0), ("repeat", repeat, 1)):
         require_int(label, value, least)
     chosen, skipped = resolve_runtimes(runtimes)
+    chosen += variant_rows(artifact, chosen)
     if artifact.spec.kind == "model":
         cases = None  # BxS shapes name an RNN's batch and seq; a model spec is timed on its own dims
     cases = cases or default_bench_cases(artifact)
@@ -154,11 +165,13 @@ def bench_artifact(
                     if reason:
                         report.left_out.append({"runtime": name, "shape": shape, "reason": reason})
                         continue
-                    ms = runner.bench_ms(make_inputs(artifact.spec, case), warmup=warmup, repeat=repeat)
+                    times = runner.bench_times(make_inputs(artifact.spec, case), warmup=warmup, repeat=repeat)
+                    ms = float(np.median(times))
                     if name == "torch":
                         torch_ms[shape] = ms
                     base = torch_ms.get(shape)
-                    report.results.append(BenchResult(name, shape, ms, ms / base if base else None))
+                    report.results.append(BenchResult(name, shape, ms, ms / base if base else None,
+                                                      float(np.percentile(times, 90)), float(np.percentile(times, 99))))
             except Exception as exc:  # one runtime failing must not end the benchmark
                 report.errors.append({"runtime": name, "message": f"{type(exc).__name__}: {exc}"})
     for case in cases:
@@ -166,11 +179,13 @@ def bench_artifact(
         ms = _floor_ms(make_inputs(artifact.spec, case), threads, warmup, repeat)
         base = torch_ms.get(shape)
         report.results.append(BenchResult(FLOOR, shape, ms, ms / base if base else None))
+    report.variants = variant_table(artifact, report.results, shape_label(cases[0]))
     return report
 
 
 def format_bench(reports: list[BenchReport]) -> str:
-    """Per artifact: runtime x shape, ``median ms (ratio to torch)``, then what was not measured."""
+    """Per artifact: runtime x shape, ``median ms (ratio to torch)``, then what was not measured,
+    then the variants side by side (`rnnexport.variant_table`) where the artifact has some."""
     from rnnexport.report import plain_table, render
 
     lines = []
@@ -178,14 +193,16 @@ def format_bench(reports: list[BenchReport]) -> str:
         shapes = list(dict.fromkeys(r.shape for r in report.results))
         runtimes = list(dict.fromkeys(r.runtime for r in report.results))
         lines.append(f"{report.artifact}: median ms of {report.repeat} runs after {report.warmup} warm-up, "
-                     f"{report.threads} thread(s); (x) = ratio to torch eager, lower is faster")
+                     f"{report.threads} thread(s); (x) = ratio to torch eager, lower is faster; p90 ms "
+                     "(p99 and throughput in --json)")
         table = plain_table("runtime", shapes)
         cells = {(r.runtime, r.shape): r for r in report.results}
         for runtime in runtimes:
             row = []
             for shape in shapes:
                 r = cells.get((runtime, shape))
-                row.append("-" if r is None else f"{r.median_ms:.3f}" + (f" ({r.ratio_to_torch:.2f}x)" if r.ratio_to_torch else ""))
+                row.append("-" if r is None else f"{r.median_ms:.3f}" + (f" ({r.ratio_to_torch:.2f}x)" if r.ratio_to_torch else "")
+                           + (f" p90 {r.p90_ms:.3f}" if r.p90_ms is not None else ""))
             table.add_row(runtime, *row)
         lines.extend("  " + line for line in render(table).splitlines())
         for name, reason in report.skipped.items():
@@ -194,5 +211,7 @@ def format_bench(reports: list[BenchReport]) -> str:
             lines.append(f"  - {entry['runtime']} at {entry['shape']} not measured: {entry['reason']}")
         for error in report.errors:
             lines.append(f"  ERROR {error['runtime']}: {error['message']}")
+        if report.variants:
+            lines.extend("  " + line for line in format_variant_table(report.variants).splitlines())
         lines.append("")
     return "\n".join(lines).rstrip()

@@ -127,6 +127,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from rnnexport.export import DEFAULT_OPSET, export_specs
     from rnnexport.formats import parse_formats
     from rnnexport.spec import catalog, get_spec
+    from rnnexport.variants import parse_variants
 
     if sum(map(bool, (args.all, args.configs, args.cell))) > 1:
         raise UsageError("give configuration names, --all, or an ad-hoc --cell configuration, not several")
@@ -141,6 +142,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         specs = [spec.replace(seed=args.seed) for spec in specs]
     tolerance = _tolerance(args)
     formats = None if args.formats is None else parse_formats(args.formats, "--formats", UsageError)
+    variants = None if args.variant is None else parse_variants(args.variant, "--variant", UsageError)
     if args.no_validate:
         wanted = [flag for flag, value in (("--json", args.json_path), ("--junit", args.junit), ("--html", args.html),
                                            ("--runtimes", args.runtimes)) if value]
@@ -152,6 +154,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         opset=DEFAULT_OPSET if args.opset is None else args.opset,
         torchscript_method=args.torchscript, validate=not args.no_validate,
         runtimes=args.runtimes, tolerance=tolerance, max_memory=args.max_memory, formats=formats,
+        variants=variants,
         **({} if args.lock_timeout is None else {"lock_timeout": args.lock_timeout}),
     )
     for result in outcomes:
@@ -202,6 +205,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         reports = [bench_artifact(a, runtimes=args.runtimes, cases=cases, threads=args.threads,
                                   warmup=args.warmup, repeat=args.repeat) for a in artifacts]
     print(format_bench(reports))
+    if args.html:
+        from rnnexport.variant_table import variant_table_html
+
+        try:
+            variant_table_html(reports, args.html)
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.html!r}: {exc.strerror or exc} (results printed above)") from None
     if args.json_path:
         try:
             Path(args.json_path).write_text(json.dumps({"schema": "rnnexport.bench/1",

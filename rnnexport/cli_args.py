@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", default=None, metavar="F,...",
                    help="formats to make, each required: onnx, torchscript, pt2 (default: all three; one that cannot "
                         "be made is left out with its reason, the rest installed, and the export exits 1)")
+    p.add_argument("--variant", default=None, metavar="V,...",
+                   help="deployment variants made from model.onnx beside it: int8 (ONNX Runtime dynamic "
+                        "quantization), fp16; judged by the spec's acceptance criteria (default: the spec's "
+                        "'variants' key, else none)")
     _add_jobs(p, "configurations exported at once, each in its own process")
     p.add_argument("--lock-timeout", type=_nonnegative_float, default=None, metavar="S",
                    help="seconds to wait while another export of the same name into the same folder runs "
@@ -152,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3, help="unmeasured runs per runtime and shape (default 3)")
     p.add_argument("--repeat", type=int, default=10, help="measured runs per runtime and shape (default 10)")
     p.add_argument("--json", dest="json_path", default=None, metavar="F", help="write the results as JSON to F")
+    p.add_argument("--html", default=None, metavar="F",
+                   help="write the results and the variants side by side as a self-contained HTML page to F")
 
     p = sub.add_parser(
         "validate", help="validate artifact folders on every available runtime",

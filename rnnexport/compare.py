@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Comparison", "Tolerance", "compare_arrays", "compare_shapes", "failures", "passed"]
+__all__ = ["Comparison", "Tolerance", "compare_arrays", "compare_shapes", "failures", "judged_by_tolerance", "passed"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,8 @@ class Comparison:
         mean_abs_error / median_abs_error / p99_abs_error: The distribution of ``|a - b|`` over
             positions finite on both sides (None if shapes differ or none is): a max alone
             cannot tell one bad element from an output that drifted everywhere.
+        judged: False for a variant's values (int8, fp16): measured and shown, but judged by
+            the acceptance criteria (`rnnexport.criteria`); its shape is still judged.
     """
 
     artifact: str
@@ -86,6 +88,7 @@ class Comparison:
     mean_abs_error: float | None = None
     median_abs_error: float | None = None
     p99_abs_error: float | None = None
+    judged: bool = True
 
     @property
     def shape_ok(self) -> bool:
@@ -110,6 +113,7 @@ def compare_arrays(
     case: str,
     output: str,
     against: str,
+    judged: bool = True,
 ) -> Comparison:
     """Compare element-wise with NaN/Inf awareness; returns a record, never raises on mismatch."""
     atol, rtol = tolerance.for_output(output)
@@ -117,7 +121,7 @@ def compare_arrays(
     expected = np.asarray(expected)
     labels = dict(artifact=artifact, runtime=runtime, case=case, output=output, against=against,
                   expected_shape=tuple(expected.shape), actual_shape=tuple(actual.shape),
-                  atol=atol, rtol=rtol)
+                  atol=atol, rtol=rtol, judged=judged)
     if actual.shape != expected.shape:
         return Comparison(**labels, max_abs_error=None, max_rel_error=None, worst_index=None,
                           mismatched=max(actual.size, expected.size), nonfinite_mismatches=0,
@@ -181,9 +185,16 @@ def compare_shapes(
     )
 
 
+def judged_by_tolerance(runtime: str) -> bool:
+    """False for a variant's row (``onnxruntime-cpu:int8``): its values are judged by the
+    acceptance criteria (`rnnexport.criteria`), its shapes still here."""
+    return ":" not in runtime
+
+
 def passed(comparison: Comparison) -> bool:
-    """The verdict on one record: same shape and no element outside the tolerance."""
-    return comparison.shape_ok and comparison.mismatched == 0
+    """The verdict on one record: same shape and no element outside the tolerance (a record not
+    `judged` by its values: same shape)."""
+    return comparison.shape_ok and (comparison.mismatched == 0 or not comparison.judged)
 
 
 def failures(comparisons: list[Comparison]) -> list[Comparison]:

@@ -20,7 +20,7 @@ from rnnexport.modelspec import ModelSpec
 from rnnexport.spec import RNNSpec
 from rnnexport.verify import regular_file
 
-__all__ = ["golden_arrays", "read_golden", "read_npz", "write_npz"]
+__all__ = ["golden_arrays", "label_names", "read_golden", "read_npz", "write_npz"]
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 _NPY_HEADER_BYTES = 1 << 16  # the largest .npy header (format 2.0 allows 4 GiB, numpy writes < 64 KiB)
@@ -62,7 +62,7 @@ def golden_arrays(spec: RNNSpec | ModelSpec, manifest: dict[str, Any], case) -> 
     inputs = spec.input_shapes(dict(case.sizes))
     recorded = manifest["golden"].get("arrays", {})
     found = []
-    for name in names:
+    for name in (*names, *label_names(spec, case)):
         entry = recorded.get(f"{case.id}/{name}")
         if not isinstance(entry, dict) or not isinstance(entry.get("shape"), list) or not all(
                 type(d) is int and 0 <= d < 2**31 for d in entry["shape"]) or entry.get("dtype") not in (
@@ -75,6 +75,12 @@ def golden_arrays(spec: RNNSpec | ModelSpec, manifest: dict[str, Any], case) -> 
                                 f"{list(shape)}, the spec gives {spec.dtype(name)}{list(inputs[name])}")
         found.append((name, shape, np.dtype(entry["dtype"])))
     return found
+
+
+def label_names(spec, case) -> tuple[str, ...]:
+    """The label arrays stored with an evaluation-data case (`rnnexport.evaldata`)."""
+    evaluation = getattr(spec, "evaluation", None)
+    return tuple(evaluation.get("labels", [])) if evaluation and getattr(case, "data", "") else ()
 
 
 def read_golden(path: Path, expected: dict[str, tuple[tuple[int, ...], np.dtype]]) -> dict[str, np.ndarray]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnnexport.compare import Comparison, Tolerance, compare_arrays, compare_shapes
+from rnnexport.compare import Comparison, Tolerance, compare_arrays, compare_shapes, judged_by_tolerance
 from rnnexport.spec import RNNSpec
 
 __all__ = ["check_invariants"]
@@ -37,6 +37,7 @@ def check_invariants(
     """Shape of every output against the spec, h_n against the output's boundary steps, and
     (variable lengths) zero padding."""
     labels = dict(tolerance=tolerance, artifact=artifact, runtime=runtime, case=case, against="invariant")
+    values = dict(labels, judged=judged_by_tolerance(runtime))  # a variant's values: judged by its criteria
     records = []
     expected_shapes = spec.shapes(batch, seq)
     for name in spec.output_names:
@@ -49,11 +50,11 @@ def check_invariants(
     last_step = np.full(batch, seq - 1) if lengths is None else np.asarray(lengths, np.int64) - 1
     last = steps[last_step, np.arange(batch)]  # [B, D*P]
     forward_name = "h_n[-2]==output[t=last,:P]" if spec.bidirectional else "h_n[-1]==output[t=last]"
-    records.append(compare_arrays(h_n[-2] if spec.bidirectional else h_n[-1], last[:, :P], output=forward_name, **labels))
+    records.append(compare_arrays(h_n[-2] if spec.bidirectional else h_n[-1], last[:, :P], output=forward_name, **values))
     if spec.bidirectional:
-        records.append(compare_arrays(h_n[-1], steps[0][:, P:], output="h_n[-1]==output[t=0,P:]", **labels))
+        records.append(compare_arrays(h_n[-1], steps[0][:, P:], output="h_n[-1]==output[t=0,P:]", **values))
     if lengths is not None:
         padding = np.arange(seq)[:, None] >= np.asarray(lengths)[None, :]  # [S, B]
         padded = steps[padding]
-        records.append(compare_arrays(padded, np.zeros_like(padded), output="output[t>=lengths]==0", **labels))
+        records.append(compare_arrays(padded, np.zeros_like(padded), output="output[t>=lengths]==0", **values))
     return records

@@ -41,7 +41,7 @@ MANIFEST = "manifest.json"
 # and `inputs_fn` (`inputs_source`). A schema-1 reader would take an absent model.onnx for a
 # tampered folder, hence the new number; schema 1 is still read.
 SCHEMA_VERSION = 2
-_SCHEMA_2_FIELDS = ("formats", "formats_missing", "inputs_source")
+_SCHEMA_2_FIELDS = ("formats", "formats_missing", "inputs_source", "variants", "criteria")
 MAX_MANIFEST_BYTES = 16 << 20  # real manifests are a few KB
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -138,7 +138,9 @@ def model_manifest(spec: ModelSpec, files: dict[str, dict[str, Any]], *, exporte
         "schema_version": SCHEMA_VERSION,
         "kind": "model",
         "name": spec.name,
-        "spec": {**spec.to_dict(), **({"weights": Path(spec.weights).name} if spec.weights else {})},
+        "spec": {**spec.to_dict(), **({"weights": Path(spec.weights).name} if spec.weights else {}),
+                 **({"evaluation": {**spec.evaluation, "file": Path(spec.evaluation["file"]).name}}
+                    if spec.evaluation else {})},
         "module_source": module_source,
         "exporter": exporter,
         "opset": opset,
@@ -156,7 +158,8 @@ def model_manifest(spec: ModelSpec, files: dict[str, dict[str, Any]], *, exporte
         },
         "recurrent_layers": recurrent_layers,
         "recurrent_ops": recurrent_ops,
-        "golden": {"file": "golden.npz", "cases": [c.id for c in spec.golden_cases()], "arrays": golden},
+        "golden": {"file": "golden.npz", "cases": list(dict.fromkeys(key.rsplit("/", 1)[0] for key in golden)),
+                   "arrays": golden},
         "tolerance": Tolerance(atol=atol, rtol=rtol, per_output=per_output).to_json(),
         "versions": versions(),
         "export_warnings": {k: v for k, v in warnings.items() if v},
@@ -177,17 +180,21 @@ def manifest_summary(report) -> dict[str, Any]:
             continue
         error = entry.get("max_abs_error_vs_torch")
         bound = None if error is None else (0.0 if error == 0 else 10.0 ** math.ceil(math.log10(error)))
-        runtimes[name] = {"status": entry["status"], "cases": entry["cases"], "max_abs_error_vs_torch_below": bound}
+        runtimes[name] = {"status": entry["status"], "cases": entry["cases"], "max_abs_error_vs_torch_below": bound,
+                          **({"criteria": {k: float(f"{v:.4g}") for k, v in entry["criteria"].items()}}
+                             if "criteria" in entry else {})}
     return {"passed": report.passed, "cases": report.cases, "runtimes": runtimes}
 
 def implied_files(spec: RNNSpec | ModelSpec, manifest: dict[str, Any]) -> list[str]:
     """The files the artifact of `spec` described by `manifest` holds: the model files of its
     formats (`rnnexport.formats.format_files`), the weights and the golden data."""
     from rnnexport.formats import format_files
+    from rnnexport.variants import variant_files
 
     weights = "weights.safetensors" if isinstance(spec, ModelSpec) else "weights.pt"
     projection = bool(getattr(spec, "proj_size", 0))
-    return [*format_files(manifest, projection=projection), weights, manifest["golden"]["file"]]
+    return [*format_files(manifest, projection=projection), *variant_files(manifest), weights,
+            manifest["golden"]["file"]]
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
@@ -263,6 +270,9 @@ def _check_formats(manifest: dict[str, Any], manifest_path: Path) -> None:
                             f"{manifest['schema_version']}")
     if "formats" in manifest:
         parse_formats(manifest["formats"], f"{manifest_path} 'formats'", ArtifactError)
+    from rnnexport.variants import check_variants_field
+
+    check_variants_field(manifest, str(manifest_path), ArtifactError)
     missing = manifest.get("formats_missing", {})
     if not isinstance(missing, dict) or not all(k in FORMATS and isinstance(v, str) for k, v in missing.items()):
         raise ArtifactError(f"{manifest_path}: 'formats_missing' must be a table of format ({', '.join(FORMATS)}) -> "

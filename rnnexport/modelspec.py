@@ -68,16 +68,19 @@ class ShapeCase:
     `state_in_id` is False for a spec without state inputs (there is no state to name: the id
     is ``batch=3,seq=17``). Artifacts exported before wrote ``state=random`` for those too: a
     parsed id keeps its spelling (it keys the golden data), and equals the case spelled either way.
+    `data` names the user's evaluation data (`rnnexport.evaldata`) the case's inputs are, not
+    seeded ones: ``data=heldout,batch=200,seq=24``.
     """
 
     sizes: tuple[tuple[str, int], ...]
     initial_state: str = "random"
     state_in_id: bool = dataclasses.field(default=True, compare=False)
+    data: str = ""
 
     @property
     def id(self) -> str:
         """Readable id, e.g. ``batch=3,seq=17,state=zero``, or ``batch=3,seq=17`` without state."""
-        return ",".join([*(f"{k}={v}" for k, v in self.sizes),
+        return ",".join([*([f"data={self.data}"] if self.data else []), *(f"{k}={v}" for k, v in self.sizes),
                          *([f"state={self.initial_state}"] if self.state_in_id else [])])
 
     @property
@@ -92,15 +95,17 @@ class ShapeCase:
     def parse(cls, text: str) -> ShapeCase:
         try:
             parts = dict(part.split("=", 1) for part in text.split(","))
+            data = parts.pop("data", None)
             state = parts.pop("state", None)
-            if state not in (*INITIAL_STATES, None) or not parts:
+            if state not in (*INITIAL_STATES, None) or not parts or (data is not None and not IDENT_RE.fullmatch(data)):
                 raise ValueError(state)
             sizes = tuple((k, int(v)) for k, v in parts.items())
             if any(not IDENT_RE.fullmatch(k) or v < 1 for k, v in sizes):
                 raise ValueError(text)
-            return cls(sizes, state or "random", state is not None)
+            return cls(sizes, state or "random", state is not None, data or "")
         except (ValueError, KeyError) as exc:
-            raise ValueError(f"bad case {text!r}: expected dim=N,...[,state=zero|random] ({exc})") from None
+            raise ValueError(f"bad case {text!r}: expected [data=NAME,]dim=N,...[,state=zero|random] ({exc})") \
+                from None
 
 
 def _freeze(value: Any) -> Any:
@@ -135,6 +140,11 @@ class ModelSpec:
         torchscript: ``script`` or ``trace``; None: script, falling back to trace.
         formats: The formats to make (`rnnexport.formats.FORMATS`), each required; None: all,
             one that cannot be made left out with its reason.
+        variants: Deployment variants to make beside the fp32 files (`rnnexport.variants`).
+        criteria: ``{output: {kind: {threshold, params}}}``, what variants are judged by
+            (`rnnexport.criteria`); outputs left out get the default.
+        evaluation: ``{"file": absolute path, "labels": [names]}``: the user's own inputs
+            (`rnnexport.evaldata`), run besides the seeded cases.
     """
 
     name: str
@@ -153,12 +163,23 @@ class ModelSpec:
     formats: tuple[str, ...] | None = None
     derived: tuple[DerivedDim, ...] = ()
     inputs_fn: str | None = None
+    variants: tuple[str, ...] | None = None
+    criteria: dict[str, Any] = dataclasses.field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None
 
     kind = "model"
 
     def __hash__(self) -> int:
         return hash((self.name, self.module, _freeze(self.module_args), self.weights, self.weights_key, self.seed,
-                     self.inputs, self.dims, self.outputs, self.state, self.stream_dim, self.derived, self.inputs_fn))
+                     self.inputs, self.dims, self.outputs, self.state, self.stream_dim, self.derived, self.inputs_fn,
+                     _freeze(self.criteria), _freeze(self.evaluation)))
+
+    def acceptance_criteria(self) -> tuple:
+        """The criteria variants are judged by (`rnnexport.criteria`): the spec's, the default
+        for outputs it leaves out."""
+        from rnnexport.criteria import parse_criteria
+
+        return parse_criteria(self.criteria, self.outputs, (), self.name, ValueError)
 
     # The signature, as the pipeline reads it (the same names as RNNSpec's).
     @property

@@ -17,6 +17,8 @@ from typing import Any
 from rnnexport.dimexpr import DerivedDim, parse_derived
 from rnnexport.errors import SpecError
 from rnnexport.formats import parse_formats
+from rnnexport.variants import parse_variants
+from rnnexport.criteria import parse_criteria
 from rnnexport.modelspec import DTYPES, IDENT_RE, RANDOM_WEIGHTS, DimSpec, ModelSpec, TensorSpec
 
 __all__ = ["MAX_DIM", "ORDERS", "did_you_mean", "is_model_spec_data", "load_model_spec", "model_spec_from_dict",
@@ -25,7 +27,7 @@ __all__ = ["MAX_DIM", "ORDERS", "did_you_mean", "is_model_spec_data", "load_mode
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _MODULE_RE = re.compile(r"(?P<target>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_.]*)")
 _TOP_KEYS = ("name", "module", "module_args", "weights", "weights_key", "seed", "inputs", "dims", "outputs",
-             "tolerance", "torchscript", "formats", "inputs_fn")
+             "tolerance", "torchscript", "formats", "inputs_fn", "variants", "criteria", "evaluation")
 _INPUT_KEYS = ("dtype", "shape", "range", "sorted", "reaches_max")
 ORDERS = ("descending", "ascending")  # `sorted`: e.g. lengths for pack_padded_sequence(enforce_sorted=True)
 _DIM_KEYS = ("size", "sweep", "min")
@@ -217,12 +219,49 @@ def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", ba
     torchscript = data.get("torchscript")
     if torchscript not in (None, "script", "trace"):
         raise SpecError(f"{source}: invalid value for 'torchscript': {torchscript!r}; valid: 'script' | 'trace'")
+    criteria = data.get("criteria", {})
+    parse_criteria(criteria, tuple(names), tuple(o for _, o in state), source, SpecError)
+    evaluation = _evaluation(data.get("evaluation"), base, source, {t.name for t in inputs} | set(names))
+    for c in parse_criteria(criteria, tuple(names), (), source, SpecError):
+        if c.kind == "accuracy" and (evaluation is None or c.labels not in evaluation["labels"]):
+            raise SpecError(f"{source}: criteria.{c.output}.accuracy: labels {c.labels!r} must be one of the "
+                            "[evaluation] labels (the evaluation data's arrays of true classes)")
     return ModelSpec(name=name, module=module, inputs=tuple(inputs), dims=tuple(dims), outputs=tuple(names),
                      module_args=dict(module_args), weights=weights, weights_key=weights_key, seed=seed,
                      state=tuple(state), stream_dim=stream_dim, tolerance=tolerance, torchscript=torchscript,
                      formats=None if data.get("formats") is None else parse_formats(data["formats"], f"{source}: 'formats'",
                                                                                     SpecError),
-                     derived=derived, inputs_fn=inputs_fn)
+                     derived=derived, inputs_fn=inputs_fn,
+                     variants=None if data.get("variants") is None else parse_variants(
+                         data["variants"], f"{source}: 'variants'", SpecError),
+                     criteria=criteria, evaluation=evaluation)
+
+
+_EVALUATION_KEYS = ("file", "labels")
+
+
+def _evaluation(value: Any, base: Path | None, source: str, names: set[str]) -> dict[str, Any] | None:
+    """``[evaluation]``: ``file`` (``.npz``/``.safetensors``, relative to the spec) and
+    ``labels`` (the file's arrays of true classes, not inputs). The file's contents are checked
+    when an export reads it (`rnnexport.evaldata`)."""
+    if value is None:
+        return None
+    where = f"{source}: [evaluation]"
+    if not isinstance(value, dict) or not isinstance(value.get("file"), str):
+        raise SpecError(f"{where} must be a table with 'file' (a .npz or .safetensors file, one array per input)")
+    _unknown(value, _EVALUATION_KEYS, where)
+    path = Path(value["file"])
+    if path.suffix not in (".npz", ".safetensors"):
+        raise SpecError(f"{where} file {value['file']!r}: expected a .npz or .safetensors file")
+    if base is not None and not path.is_absolute():
+        path = (base / path).resolve()
+    labels = value.get("labels", [])
+    if not isinstance(labels, list) or not all(isinstance(n, str) and IDENT_RE.fullmatch(n) for n in labels):
+        raise SpecError(f"{where} labels must be a list of array names, got {labels!r}")
+    clash = sorted(set(labels) & names)
+    if clash:
+        raise SpecError(f"{where} labels: {clash[0]!r} is an input or output name; name label arrays apart")
+    return {"file": str(path), "labels": list(labels)}
 
 
 def _target(value: Any, key: str, base: Path | None, source: str) -> str:
@@ -373,6 +412,12 @@ def spec_dict(spec: ModelSpec) -> dict[str, Any]:
         data["formats"] = list(spec.formats)
     if spec.inputs_fn:
         data["inputs_fn"] = spec.inputs_fn
+    if spec.variants:
+        data["variants"] = list(spec.variants)
+    if spec.criteria:
+        data["criteria"] = json.loads(json.dumps(spec.criteria))
+    if spec.evaluation:
+        data["evaluation"] = json.loads(json.dumps(spec.evaluation))
     return data
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from rnnexport.artifacts import Artifact
 from rnnexport.compare import Tolerance
 from rnnexport.inputs import Case, check_feeds, default_sweep, make_inputs
-from rnnexport.runtimes import make_runner, resolve_runtimes
+from rnnexport.runtimes import make_runner, resolve_runtimes, variant_rows
 from rnnexport.streaming import streaming_cases
 
 __all__ = ["Plan", "cases_for", "estimated_work", "input_maker", "inputs_unavailable", "make_plan", "planned_steps",
@@ -92,7 +92,8 @@ def reference_unavailable(artifact: Artifact, trusted: bool) -> str | None:
 def runnable_steps(runner, case_list: list[Case], stream_cases) -> list[str]:
     """The steps `runner` will run: its cases, then its streaming cases (progress labels)."""
     steps = [case.id for case in case_list if not runner.skip_reason(case)]
-    return steps + [f"{case.id} (streaming)" for case, _ in stream_cases if not runner.skip_reason(case)]
+    streamed = [] if runner.variant else stream_cases  # a variant is judged by its criteria, not streamed
+    return steps + [f"{case.id} (streaming)" for case, _ in streamed if not runner.skip_reason(case)]
 
 
 def planned_steps(
@@ -101,6 +102,7 @@ def planned_steps(
     """How many (runtime, case) steps `validate_artifact` will report to its `on_step`; cheap:
     nothing is loaded. A progress bar sized by it ends exactly at its total."""
     chosen, _ = resolve_runtimes(runtimes, trusted=trusted)
+    chosen += variant_rows(artifact, chosen)
     missing_reference = reference_unavailable(artifact, trusted)
     golden_only = missing_reference or inputs_unavailable(artifact, trusted)
     case_list = cases_for(artifact, cases, not golden_only)
@@ -141,6 +143,7 @@ def make_plan(artifact: Artifact, runtimes, tolerance: tuple[Tolerance, list[str
 
     spec = artifact.spec
     chosen, skipped = resolve_runtimes(runtimes, trusted=trusted)
+    chosen += variant_rows(artifact, chosen)
     missing_reference = None if options.get("torch", {}).get("module") is not None else reference_unavailable(
         artifact, trusted)
     if missing_reference:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rnnexport.report_grid import (GridCell, checked_against, describe_failure, describe_localization, grid_cells,
+from rnnexport.report_grid import (GridCell, criteria_grid, checked_against, describe_failure, describe_localization, grid_cells,
                                    report_notes, versions_line)
 from rnnexport.report_html import write_html
 from rnnexport.report_junit import write_junit
@@ -72,6 +72,19 @@ def _grid_table(report: ArtifactReport):
     return table
 
 
+def _criteria_table(report: ArtifactReport):
+    from rich.text import Text
+
+    columns, rows = criteria_grid(report)
+    table = plain_table("acceptance criteria", columns)
+    for runtime, results in rows:
+        table.add_row(runtime, *(Text("-", "dim") if r is None else
+                                 Text(f"{r.value:.4g}" + ("" if r.passed else " FAIL"),
+                                      "bold red" if r.failed else ("green" if r.judged else "dim"))
+                                 for r in results))
+    return table
+
+
 def format_table(reports: Sequence[ArtifactReport], *, color: bool = False) -> str:
     """Per artifact, a case x runtime grid: each cell is the worst max abs error of that runtime
     on that case (against torch and golden data), ``FAIL`` when any check failed; then the
@@ -89,6 +102,8 @@ def format_table(reports: Sequence[ArtifactReport], *, color: bool = False) -> s
         if "not_applicable" in report.streaming:
             lines.append(paint(f"  streaming check not applicable: {report.streaming['not_applicable']}", _DIM))
         lines.extend("  " + line for line in render(_grid_table(report), color=color).splitlines())
+        if report.criteria:
+            lines.extend("  " + line for line in render(_criteria_table(report), color=color).splitlines())
         lines.extend(paint(f"  {note}", _RED if note.startswith(("ERROR", "FAIL", "LOCATED")) else _DIM)
                      for note in report_notes(report))
         lines.append("")

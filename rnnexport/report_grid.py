@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rnnexport.criteria import CriterionResult
 from rnnexport.compare import Comparison, passed
 from rnnexport.results import ArtifactReport
 
@@ -74,6 +75,7 @@ class GridCell:
     worst: float | None  # worst max abs error against torch, golden data and streaming
     atol: float
     spread: str = ""  # the worst record's mean, median and p99 abs error, for the HTML tooltip
+    judged: bool = True  # False: a variant's errors, judged by its acceptance criteria instead
 
 
 def grid_cells(report: ArtifactReport) -> dict[tuple[str, str], GridCell]:
@@ -84,7 +86,8 @@ def grid_cells(report: ArtifactReport) -> dict[tuple[str, str], GridCell]:
         state = "error" if errors else ("fail" if any(not passed(c) for c in records) else "ok")
         worst = max(compared, key=lambda c: c.max_abs_error, default=None)
         cells[(runtime, case)] = GridCell(state, worst.max_abs_error if worst else None,
-                                       min((c.atol for c in records), default=1e-5), _spread(worst))
+                                       min((c.atol for c in records), default=1e-5), _spread(worst),
+                                       all(c.judged for c in records))
     # The eager reference has records only where something checks it (golden data; an RNN's
     # invariants); wherever another runtime was compared with it, it ran as the reference: "ref".
     if "torch" in report.runtimes:
@@ -126,6 +129,22 @@ def checked_against(reports: Sequence[ArtifactReport]) -> str:
     return "torch and golden data"
 
 
+def criteria_grid(report: ArtifactReport) -> tuple[list[str], list[tuple[str, list[CriterionResult | None]]]]:
+    """The acceptance criteria as a table: one column per output criterion (``logits argmax
+    >= 0.99``), one row per runtime row that has figures (fp32 rows for comparison, variants
+    judged)."""
+    keys = list(dict.fromkeys((c.output, c.criterion) for c in report.criteria))
+    found = {(c.runtime, c.output, c.criterion): c for c in report.criteria}
+    columns = []
+    for output, kind in keys:
+        sample = next(c for c in report.criteria if (c.output, c.criterion) == (output, kind))
+        label = "accuracy drop" if kind == "accuracy" else kind
+        columns.append(f"{output} {label} {'>=' if sample.at_least else '<='} {sample.threshold:g}")
+    rows = [(runtime, [found.get((runtime, o, k)) for o, k in keys])
+            for runtime in report.runtimes if any((runtime, o, k) in found for o, k in keys)]
+    return columns, rows
+
+
 def report_notes(report: ArtifactReport) -> list[str]:
     """What the grid cannot show: the report's notes (e.g. no eager reference), skipped runtimes,
     left-out and unchecked cases ('-'), errors, failures and where they start, one line each, in
@@ -137,5 +156,7 @@ def report_notes(report: ArtifactReport) -> list[str]:
     notes += _unchecked(report, grid_cells(report))
     notes += [f"ERROR {e.artifact} | {e.runtime} | {e.case or 'load'}: {e.message}" for e in report.errors]
     notes += [f"FAIL {describe_failure(c)}" for c in report.failures]
+    notes += [f"FAIL {c.artifact} | {c.runtime} | {c.output}: {c.describe()} over {c.cases} case(s)"
+              for c in report.criteria_failures]
     notes += [f"LOCATED {describe_localization(report.artifact, loc)}" for loc in report.localizations]
     return notes

@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from rnnexport.report_grid import GridCell, checked_against, grid_cells, report_notes, versions_line
+from rnnexport.report_grid import GridCell, checked_against, criteria_grid, grid_cells, report_notes, versions_line
 from rnnexport.results import ArtifactReport
 
 __all__ = ["write_html"]
@@ -43,6 +43,9 @@ def _html_cell(cell: GridCell | None) -> str:
         return f"<td class='bad' title='outside the tolerance{spread}'>{text}</td>"
     if cell.worst is None:
         return "<td class='ref' title='the reference'>ref</td>"
+    if not cell.judged:
+        spread = f"; {html.escape(cell.spread)}" if cell.spread else ""
+        return f"<td class='ref' title='a variant: judged by its acceptance criteria{spread}'>{cell.worst:.1e}</td>"
     css = "ok" if cell.worst <= _NEAR * cell.atol else "near"
     spread = f"; {html.escape(cell.spread)}" if cell.spread else ""
     return f"<td class='{css}' title='{cell.worst / cell.atol:.2g} x atol{spread}'>{cell.worst:.1e}</td>"
@@ -125,6 +128,26 @@ def _svg_error_over_time(report: ArtifactReport, atol: float) -> str:
     return "".join(parts)
 
 
+def _criteria_html(report: ArtifactReport) -> str:
+    """The acceptance criteria per runtime row: variants judged, fp32 rows for comparison."""
+    esc = html.escape
+    columns, rows = criteria_grid(report)
+    parts = ["<h3>Acceptance criteria</h3><table><tr><th class='l'>runtime</th>"
+             + "".join(f"<th>{esc(c)}</th>" for c in columns) + "</tr>"]
+    for runtime, results in rows:
+        cells = []
+        for r in results:
+            if r is None:
+                cells.append("<td class='skip'>-</td>")
+                continue
+            css = "bad" if r.failed else ("ok" if r.judged else "ref")
+            detail = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in r.details.items())
+            title = esc(f"{r.describe()} over {r.cases} case(s)" + (f"; {detail}" if detail else ""))
+            cells.append(f"<td class='{css}' title='{title}'>{r.value:.4g}{' FAIL' if r.failed else ''}</td>")
+        parts.append(f"<tr><td class='l'>{esc(runtime)}</td>{''.join(cells)}</tr>")
+    return "".join(parts) + "</table>"
+
+
 def write_html(reports: Sequence[ArtifactReport], path: str | Path) -> None:
     """A self-contained page (inline CSS and SVG, no scripts, nothing fetched): a legend, a
     summary table, and per artifact a heatmap of the worst error per case x runtime coloured by
@@ -160,6 +183,8 @@ def write_html(reports: Sequence[ArtifactReport], path: str | Path) -> None:
             row = "".join(_html_cell(cells.get((runtime, case))) for runtime in report.runtimes)
             parts.append(f"<tr><td class='l'>{esc(case)}</td>{row}</tr>")
         parts.append("</table>")
+        if report.criteria:
+            parts.append(_criteria_html(report))
         notes = report_notes(report)
         if "not_applicable" in report.streaming:
             notes.insert(0, f"streaming check not applicable: {report.streaming['not_applicable']}")

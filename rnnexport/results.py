@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rnnexport.compare import Comparison, failures
+from rnnexport.criteria import CriterionResult
 
 __all__ = ["ArtifactReport", "RunError"]
 
@@ -43,14 +44,19 @@ class ArtifactReport:
     error_over_time: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     tolerance: dict[str, Any] = field(default_factory=dict)
+    criteria: list[CriterionResult] = field(default_factory=list)
 
     @property
     def failures(self) -> list[Comparison]:
         return failures(self.comparisons)
 
     @property
+    def criteria_failures(self) -> list[CriterionResult]:
+        return [c for c in self.criteria if c.failed]
+
+    @property
     def passed(self) -> bool:
-        return not self.errors and not self.failures
+        return not self.errors and not self.failures and not self.criteria_failures
 
     def runtime_summary(self) -> dict[str, dict[str, Any]]:
         """Per runtime: status, cases run, worst error against the reference (for manifests)."""
@@ -59,10 +65,12 @@ class ArtifactReport:
             mine = [c for c in self.comparisons if c.runtime == runtime]
             errors = [e for e in self.errors if e.runtime == runtime]
             vs_torch = [c.max_abs_error for c in mine if c.against == "torch" and c.max_abs_error is not None]
+            criteria = [c for c in self.criteria if c.runtime == runtime]
             summary[runtime] = {
-                "status": "failed" if errors or failures(mine) else "passed",
+                "status": "failed" if errors or failures(mine) or any(c.failed for c in criteria) else "passed",
                 "cases": len({c.case for c in mine}),
                 "max_abs_error_vs_torch": max(vs_torch) if vs_torch else None,
+                **({"criteria": {f"{c.output}.{c.criterion}": c.value for c in criteria}} if criteria else {}),
                 **({"details": self.details[runtime]} if self.details.get(runtime) else {}),
             }
         for runtime, reason in self.skipped.items():
@@ -86,4 +94,5 @@ class ArtifactReport:
             "notes": self.notes,
             "tolerance": self.tolerance,
             "comparisons": [c.to_json() for c in self.comparisons],
+            "criteria": [c.to_json() for c in self.criteria],
         }

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from rnnexport.artifacts import Artifact
-from rnnexport.compare import Comparison, Tolerance, compare_arrays, failures
+from rnnexport.compare import Comparison, Tolerance, compare_arrays, failures, judged_by_tolerance
+from rnnexport.criteria import Tally
 from rnnexport.errors import RuntimeUnavailableError
 from rnnexport.inputs import Case
 from rnnexport.invariants import check_invariants
@@ -40,6 +41,10 @@ def admit_runners(artifact, plan: Plan, runners: dict, unsupported: dict[str, st
             raise RuntimeUnavailableError(f"runtime {name!r} was asked for but cannot run {artifact.name}: {limitation}")
         report.runtimes.remove(name)
         report.skipped[name] = limitation
+        probed = make_runner(name, artifact)
+        if probed.variant and not probed.unsupported_reason():  # counted by `planned_steps`: done with
+            for label in runnable_steps(probed, plan.cases, plan.stream_cases):
+                step(artifact.name, name, label)
     if "torch" in failed:
         raise failed["torch"]
     for name in list(plan.runtimes):
@@ -85,16 +90,20 @@ def run_case(artifact: Artifact, runners: dict, case, feeds: dict[str, np.ndarra
 
 
 def compare_runs(artifact: Artifact, plan: Plan, case, outputs: dict[str, dict[str, np.ndarray]],
-                 report: ArtifactReport) -> list[Comparison]:
-    """Each runtime's outputs against torch and the golden data (and the RNN invariants); for
-    an RNN spec also where a failure starts and the error per time step on the longest case."""
+                 report: ArtifactReport, tally: Tally | None = None) -> list[Comparison]:
+    """Each runtime's outputs against torch and the golden data (and the RNN invariants), and
+    added to the acceptance criteria's `tally`; for an RNN spec also where a failure starts and
+    the error per time step on the longest case."""
     spec = artifact.spec
     reference = outputs.get("torch")
+    golden = plan.golden.get(case)
+    expected = reference if reference is not None else golden
     records: list[Comparison] = []
     for name, result in outputs.items():
-        mine = _compare_case(artifact, name, case, plan.feeds[case], result, reference, plan.golden.get(case),
-                             plan.tolerance)
+        mine = _compare_case(artifact, name, case, plan.feeds[case], result, reference, golden, plan.tolerance)
         records.extend(mine)
+        if tally is not None and name != "torch" and expected is not None:
+            tally.add(name, result, expected, golden or {})
         if reference is None or name == "torch" or spec.kind != "rnn":
             continue
         if case == plan.longest:
@@ -111,7 +120,7 @@ def run_streaming(artifact: Artifact, runners: dict, case, chunks: tuple[int, ..
     """The streaming check of one case on every runner, each against its own full run: the
     one the sweep made of the same feeds (`full_runs`, by runtime), else run now."""
     for name, runner in runners.items():
-        if runner.skip_reason(case):
+        if runner.skip_reason(case) or runner.variant:
             continue
         step(artifact.name, name, f"{case.id} (streaming)")
         try:
@@ -161,12 +170,15 @@ def _compare_case(
 ) -> list[Comparison]:
     spec = artifact.spec
     labels = dict(tolerance=tolerance, artifact=artifact.name, runtime=runtime, case=case.id)
+    judged = judged_by_tolerance(runtime)
     records = []
     for output in spec.output_names:
         if runtime != "torch" and reference is not None:
-            records.append(compare_arrays(outputs[output], reference[output], output=output, against="torch", **labels))
+            records.append(compare_arrays(outputs[output], reference[output], output=output, against="torch",
+                                          judged=judged, **labels))
         if golden is not None:
-            records.append(compare_arrays(outputs[output], golden[output], output=output, against="golden", **labels))
+            records.append(compare_arrays(outputs[output], golden[output], output=output, against="golden",
+                                          judged=judged, **labels))
     if spec.kind == "rnn":
         records.extend(check_invariants(spec, outputs, batch=case.batch, seq=case.seq, lengths=feeds.get("lengths"),
                                         **labels))

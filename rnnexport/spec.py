@@ -81,6 +81,7 @@ class RNNSpec:
         _check_values(dataclasses.asdict(self), f"RNNSpec(name={self.name!r})")
 
     kind = "rnn"
+    variants = None  # made only when asked for (--variant): an RNN configuration has no such key
 
     @property
     def num_directions(self) -> int:
@@ -169,6 +170,13 @@ class RNNSpec:
         from rnnexport.limits import case_bytes
 
         return case_bytes(self, case.batch, case.seq, runs)
+
+    def acceptance_criteria(self) -> tuple:
+        """The criteria variants are judged by: the default one for every output
+        (`rnnexport.criteria.DEFAULT`); RNN configurations declare none."""
+        from rnnexport.criteria import parse_criteria
+
+        return parse_criteria({}, self.output_names, (), self.name, ValueError)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

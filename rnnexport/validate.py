@@ -20,6 +20,7 @@ import numpy as np
 
 from rnnexport.artifacts import Artifact, discover_artifacts, open_artifact
 from rnnexport.compare import Tolerance
+from rnnexport.criteria import Tally, parse_criteria
 from rnnexport.errors import RuntimeUnavailableError, UsageError, WorkerDied
 from rnnexport.formats import FORMATS, missing_formats
 from rnnexport.inputs import Case
@@ -100,16 +101,34 @@ def validate_artifact(
     step = on_step or (lambda *_: None)
     streamed = {case for case, _ in plan.stream_cases}
     full_runs: dict[Any, dict[str, dict[str, np.ndarray]]] = {}  # a streaming case's full run, by case and runtime
+    rows = [name for name in plan.runtimes if ":" in name]
+    tally = Tally(artifact.name, spec_criteria(artifact)) if rows else None
     with loaded_runners(artifact, plan.runtimes, options) as (runners, unsupported, failed):
         admit_runners(artifact, plan, runners, unsupported, failed, report, runtimes, skip_unsupported, step)
         for case in plan.cases:
             outputs = run_case(artifact, runners, case, plan.feeds[case], report, step)  # run
-            report.comparisons.extend(compare_runs(artifact, plan, case, outputs, report))  # compare
+            report.comparisons.extend(compare_runs(artifact, plan, case, outputs, report, tally))  # compare
             if case in streamed:
                 full_runs[case] = outputs
         for case, chunks in plan.stream_cases:
             run_streaming(artifact, runners, case, chunks, plan, report, step, full_runs.get(case, {}))
+    if tally is not None:
+        report.criteria = tally.results(judged=set(rows))
+        made = list(dict.fromkeys(row.partition(":")[2] for row in rows))
+        report.notes.append(f"variants ({', '.join(made)}) are judged by their acceptance "
+                            "criteria, not by the tolerances; their streaming check is not run")
     return report  # judged by report.passed (compare.failures over the records)
+
+
+def spec_criteria(artifact: Artifact) -> tuple:
+    """The acceptance criteria recorded in the manifest (``criteria``), else the spec's."""
+    from rnnexport.errors import ArtifactError
+
+    if "criteria" not in artifact.manifest:
+        return artifact.spec.acceptance_criteria()
+    state = tuple(o for _, o in getattr(artifact.spec, "state", ()))
+    return parse_criteria(artifact.manifest["criteria"], artifact.spec.output_names, state,
+                          f"{artifact.path} manifest", ArtifactError)
 
 
 def _new_report(artifact: Artifact, plan: Plan, *, given_cases: bool) -> ArtifactReport:

@@ -190,7 +190,7 @@ def test_quick_exit_keeps_the_output_the_exit_code_and_the_cleanup(artifact_copy
     assert [p.name for p in scratch.iterdir() if p.name.startswith(("rnnexport", "tmp"))] == []
 
 
-MODEL_FILES = ("model.onnx", "model.pt", "model.pt2", "weights.pt")
+MODEL_FILES = ("model.onnx", "model.pt", "model.pt2", "weights.pt", "model.int8.onnx", "model.fp16.onnx")
 
 
 def _committed_models() -> dict[str, bytes]:

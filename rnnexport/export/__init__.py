@@ -18,6 +18,7 @@ from rnnexport.compare import Tolerance
 from rnnexport.errors import ExportError, RNNExportError, UsageError, ValidationFailed, WorkerDied
 from rnnexport.export.loadable import check_onnx
 from rnnexport.formats import FormatPlan
+from rnnexport.variants import parse_variants, record_variants, write_variants
 from rnnexport.golden import write_npz
 from rnnexport.inputs import golden_cases, make_inputs
 from rnnexport.manifest import MANIFEST, write_json
@@ -73,6 +74,7 @@ def export_spec(
     max_memory: int | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     formats: list[str] | str | None = None,
+    variants: list[str] | str | None = None,
 ) -> ExportResult:
     """Export `spec` to ``out_dir/<spec.name>/`` and (by default) validate it before installing.
 
@@ -94,6 +96,9 @@ def export_spec(
         formats: Formats to make (``onnx``, ``torchscript``, ``pt2``); each must be made or
             nothing is installed. Default (None): all three, and one that cannot be made is
             left out with its reason (`ExportResult.missing`; `rnnexport.formats`).
+        variants: Deployment variants (``int8``, ``fp16``) made from ``model.onnx`` beside it and
+            judged by the acceptance criteria (`rnnexport.variants`, `rnnexport.criteria`);
+            default the spec's ``variants`` key (model specs), else none.
 
     Raises:
         UsageError: bad exporter/opset, a spec or case over `max_memory`, an output folder that
@@ -107,13 +112,14 @@ def export_spec(
 
         return export_model_spec(spec, out_dir, exporter=exporter, opset=opset, torchscript_method=torchscript_method,
                                  validate=validate, runtimes=runtimes, tolerance=tolerance, max_memory=max_memory,
-                                 lock_timeout=lock_timeout, formats=formats)
+                                 lock_timeout=lock_timeout, formats=formats, variants=variants)
     torchscript_method = torchscript_method or "script"
     notes: list[str] = []
     exporter = check_exporter(exporter, opset, notes)
     check_memory_limits(spec, validate, max_memory)
     final = Path(out_dir) / spec.name
     plan = FormatPlan.of(spec.name, formats)
+    chosen = chosen_variants(spec, variants)
     result = ExportResult(path=final, exporter=exporter, notes=notes, formats=plan)
     target = resolve_output(final)
     from rnnexport.builder import build_module
@@ -123,7 +129,8 @@ def export_spec(
         warnings = _write_models(module, spec, stage, exporter, opset, torchscript_method, plan, notes)
         made_any(plan)
         warnings["golden"] = _write_golden(module, spec, stage)
-        manifest = _manifest(spec, stage, plan, exporter, opset, torchscript_method, warnings, tolerance)
+        made = write_variants(spec.name, stage, chosen, writing, notes)
+        manifest = _manifest(spec, stage, plan, exporter, opset, torchscript_method, warnings, tolerance, made)
         if validate:
             result.report = validate_staged(spec, stage, final, target, manifest, runtimes, tolerance, max_memory)
     return result
@@ -295,7 +302,7 @@ def _write_golden(module, spec: RNNSpec, stage: Path) -> list[str]:
 
 def _manifest(
     spec: RNNSpec, stage: Path, plan: FormatPlan, exporter: str, opset: int, torchscript_method: str,
-    warnings: dict[str, list[str]], tolerance: Tolerance | None,
+    warnings: dict[str, list[str]], tolerance: Tolerance | None, variants: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """The manifest of the staged artifact (`rnnexport.artifacts.rnn_manifest`), written to
     ``stage/manifest.json`` and returned."""
@@ -305,6 +312,7 @@ def _manifest(
     manifest = rnn_manifest(spec, {name: file_entry(stage / name) for name in files}, exporter=exporter, opset=opset,
                             torchscript_method=torchscript_method, warnings=warnings, formats=plan.manifest_fields(),
                             tolerance=tolerance or Tolerance())
+    record_variants(manifest, stage, variants, spec)
     with writing(stage, MANIFEST, 1 << 16) as path:
         write_json(path, manifest)
     return manifest
@@ -335,12 +343,20 @@ def validate_staged(
         rejected = keep_rejected(stage, target)
         kept = f"kept for inspection in {rejected}" if rejected else (
             f"not kept: {target.parent / f'.{target.name}.rejected'} is not rnnexport's")
-        raise ValidationFailed(
-            f"{spec.name}: the exported artifact does not match PyTorch; it was not installed "
-            f"({kept}); {final} is unchanged",
-            report,
-        )
+        missed = report.criteria_failures
+        what = ("does not match PyTorch" if report.errors or report.failures or not missed else
+                f"has a variant that misses its acceptance criteria ({missed[0].runtime}: {missed[0].output} "
+                f"{missed[0].describe()})")
+        raise ValidationFailed(f"{spec.name}: the exported artifact {what}; it was not installed ({kept}); {final} is "
+                               "unchanged", report)
     return report
+
+
+def chosen_variants(spec, variants: list[str] | str | None) -> tuple[str, ...]:
+    """The variants to make: `variants` (checked), else the spec's ``variants`` key."""
+    if variants is None:
+        return tuple(spec.variants or ())
+    return parse_variants(variants, "--variant", UsageError) if variants else ()
 
 
 def made_any(plan: FormatPlan) -> None:

@@ -33,6 +33,7 @@ def export_model(
     max_memory: int | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     formats: list[str] | str | None = None,
+    variants: list[str] | str | None = None,
 ):
     """Export an ``nn.Module`` in memory (trained or not), no TOML needed. The module is left
     as it was: its weights, and each submodule's train/eval mode (the export runs in eval mode).
@@ -56,7 +57,7 @@ def export_model(
             (``[inputs.NAME]`` tables, ``[dims.NAME]`` tables, the ``[outputs]`` table or the
             list of output names, ...).
         out: Parent folder of the artifact folder (``out/<name>/``). Default ``models``.
-        exporter, opset, torchscript_method, validate, runtimes, max_memory, lock_timeout, formats: As
+        exporter, opset, torchscript_method, validate, runtimes, max_memory, lock_timeout, formats, variants: As
             `rnnexport.export.export_spec` (default exporter legacy where torch has it, opset 18,
             TorchScript script falling back to trace, validated on every available runtime).
 
@@ -90,4 +91,4 @@ def export_model(
     check_forward(spec, module)
     return export_model_spec(spec, out, module=module, exporter=exporter, opset=opset,
                              torchscript_method=torchscript_method, validate=validate, runtimes=runtimes,
-                             max_memory=max_memory, lock_timeout=lock_timeout, formats=formats)
+                             max_memory=max_memory, lock_timeout=lock_timeout, formats=formats, variants=variants)

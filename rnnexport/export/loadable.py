@@ -15,9 +15,11 @@ from rnnexport.errors import FormatFailed
 __all__ = ["check_onnx"]
 
 
-def check_onnx(path: Path, name: str) -> None:
+def check_onnx(path: Path, name: str, *, session: bool = True) -> None:
     """Refuse `path` (the ONNX file of artifact `name`) unless it passes ``onnx.checker``
-    (full check), strict shape inference and an ONNX Runtime CPU session.
+    (full check), strict shape inference and (`session`) an ONNX Runtime CPU session. Variants
+    are not loaded here: ONNX Runtime 1.31 crashes the process (SIGSEGV) creating a session
+    for some fp16 graphs; validation loads them in a child process (`rnnexport.runtimes.probe`).
 
     Raises:
         FormatFailed: naming the artifact, the check and its first line.
@@ -30,6 +32,8 @@ def check_onnx(path: Path, name: str) -> None:
     except Exception as exc:
         raise FormatFailed(f"{name}: the exported {path.name} fails onnx.checker: {_first_line(exc)}; not installed") \
             from None
+    if not session:
+        return
     try:
         import onnxruntime as ort
     except ImportError:

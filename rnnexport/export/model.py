@@ -37,6 +37,9 @@ from rnnexport.modelspec import RANDOM_WEIGHTS, ModelSpec
 from rnnexport.staging import DEFAULT_LOCK_TIMEOUT, resolve_output, staged_folder
 from rnnexport.userinputs import case_inputs
 from rnnexport.verify import file_entry
+from rnnexport.criteria import check_axes
+from rnnexport.evaldata import evaluation_case, evaluation_data
+from rnnexport.variants import record_variants, write_variants
 
 __all__ = ["dynamic_shapes", "export_model", "export_model_spec", "native_program", "recurrent_ops"]
 
@@ -55,6 +58,7 @@ def export_model_spec(
     max_memory: int | None = None,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     formats: list[str] | str | None = None,
+    variants: list[str] | str | None = None,
 ):
     """Export a model spec to ``out_dir/<name>/`` like `rnnexport.export.export_spec`.
 
@@ -64,6 +68,7 @@ def export_model_spec(
             script with a fallback to trace (recorded in the manifest with the reason).
         formats: Formats to make; default the spec's ``formats`` key, else all three with
             missing ones recorded (`rnnexport.formats`).
+        variants: Deployment variants; default the spec's ``variants`` key (`rnnexport.variants`).
         Others: as `rnnexport.export.export_spec`.
 
     Raises:
@@ -71,7 +76,7 @@ def export_model_spec(
         ExportRejected: a recurrent layer lost its native op, or a packed sequence cannot be kept.
         ExportError, UsageError, ValidationFailed: as `export_spec`.
     """
-    from rnnexport.export import check_exporter, check_memory_limits
+    from rnnexport.export import check_exporter, check_memory_limits, chosen_variants
     from rnnexport.userimport import exits_refused
     from rnnexport.usermodel import build_user_module
 
@@ -81,6 +86,8 @@ def export_model_spec(
     if method not in (None, "script", "trace"):
         raise UsageError(f"unknown TorchScript method {method!r}; valid: script, trace")
     check_memory_limits(spec, validate, max_memory)
+    variants = chosen_variants(spec, variants)
+    evaluation_case(spec)  # bad evaluation data: refused before anything is built or written
     rebuildable = module is None
     with exits_refused():  # the module's code runs here: an os._exit in it is an error, not exit 0
         if module is None:
@@ -88,7 +95,7 @@ def export_model_spec(
             module = build_user_module(spec)
         with _in_eval_mode(module):
             return _export_module(spec, module, out_dir, rebuildable, notes, exporter, opset, method, validate,
-                                  runtimes, tolerance, max_memory, lock_timeout, formats)
+                                  runtimes, tolerance, max_memory, lock_timeout, formats, variants)
 
 
 def _weights_chosen(spec: ModelSpec, notes: list[str]) -> ModelSpec:
@@ -116,7 +123,8 @@ def _in_eval_mode(module):
 
 
 def _export_module(spec: ModelSpec, module, out_dir, rebuildable: bool, notes: list[str], exporter: str, opset: int,
-                   method: str | None, validate: bool, runtimes, tolerance, max_memory, lock_timeout, formats):
+                   method: str | None, validate: bool, runtimes, tolerance, max_memory, lock_timeout, formats,
+                   variants: tuple[str, ...]):
     """The steps of `export_model_spec` (see the module docstring) on a module in eval mode."""
     from rnnexport.export import ExportResult, made_any, validate_staged
     from rnnexport.userinputs import check_deterministic
@@ -127,6 +135,8 @@ def _export_module(spec: ModelSpec, module, out_dir, rebuildable: bool, notes: l
         check_state_dict(spec.name, module, module.state_dict(), "of the module")
     check_deterministic(spec)
     documented = _check_outputs(spec, module)
+    check_axes(spec.acceptance_criteria() if variants else (), {n: v.ndim for n, v in documented.items()}, spec.name,
+               UsageError)
     output_axes = find_output_axes(spec, module)
     _check_output_memory(spec, documented, output_axes, validate, runtimes, max_memory)
     final = Path(out_dir) / spec.name
@@ -150,8 +160,9 @@ def _export_module(spec: ModelSpec, module, out_dir, rebuildable: bool, notes: l
         made_any(plan)
         ops = recurrent_ops(stage / "model.onnx") if plan.wants("onnx") else []
         golden = _write_golden(spec, module, stage)
+        made = write_variants(spec.name, stage, variants, writing, notes)
         manifest = _manifest(spec, stage, plan, exporter, opset, method, warnings, ops, layers, golden, rebuildable,
-                             tolerance, output_axes)
+                             tolerance, output_axes, made)
         if validate:
             result.report = validate_staged(spec, stage, final, target, manifest, runtimes, tolerance, max_memory,
                                             reference=module)
@@ -270,6 +281,11 @@ def _finish_torchscript(spec: ModelSpec, module, stage: Path, method: str | None
     return outcome["method"], outcome["messages"]
 
 
+def golden_cases_of(spec: ModelSpec) -> list:
+    """The cases stored in golden.npz: the spec's seeded golden cases and its evaluation data."""
+    return [*spec.golden_cases(), *evaluation_case(spec)]
+
+
 def dynamic_shapes(spec: ModelSpec) -> dict[str, Any]:
     import torch
 
@@ -351,9 +367,11 @@ def _write_golden(spec: ModelSpec, module, stage: Path) -> dict[str, dict[str, A
     from rnnexport.usermodel import call_user_model
 
     golden = {}
-    for case in spec.golden_cases():
+    for case in golden_cases_of(spec):
         feeds = case_inputs(spec, case)
         golden.update({f"{case.id}/{n}": v for n, v in feeds.items()})
+        if case.data:
+            golden.update({f"{case.id}/{n}": v for n, v in evaluation_data(spec)[2].items()})
         golden.update({f"{case.id}/{n}": v for n, v in call_user_model(module, spec, feeds).items()})
     with writing(stage, "golden.npz", sum(v.nbytes for v in golden.values())) as path:
         write_npz(path, golden)
@@ -363,7 +381,7 @@ def _write_golden(spec: ModelSpec, module, stage: Path) -> dict[str, dict[str, A
 def _manifest(spec: ModelSpec, stage: Path, plan: FormatPlan, exporter: str, opset: int, method: str | None, warnings,
               ops, layers,
               golden: dict[str, dict[str, Any]], rebuildable: bool, tolerance: Tolerance | None,
-              output_axes: dict[str, dict[int, str]]) -> dict[str, Any]:
+              output_axes: dict[str, dict[int, str]], variants: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The manifest (`rnnexport.artifacts.model_manifest`), written to ``stage/manifest.json``."""
     from safetensors.numpy import load_file
 
@@ -386,6 +404,7 @@ def _manifest(spec: ModelSpec, stage: Path, plan: FormatPlan, exporter: str, ops
         from rnnexport.userinputs import inputs_source
 
         manifest["inputs_source"] = inputs_source(spec, stage)
+    record_variants(manifest, stage, variants, spec)
     with writing(stage, MANIFEST, 1 << 20) as path:
         write_json(path, manifest)
     return manifest

@@ -15,7 +15,7 @@ from rnnexport.errors import RNNExportError, RuntimeUnavailableError, UsageError
 from rnnexport.runtimes.base import Runner
 
 __all__ = ["RUNTIMES", "UNTRUSTED_REASON", "RuntimeInfo", "loaded_runners", "make_runner", "resolve_runtimes",
-           "runtime_imports", "unavailable_reason"]
+           "runtime_imports", "unavailable_reason", "variant_rows"]
 
 
 def _module_missing(module: str) -> Callable[[], str | None]:
@@ -153,8 +153,19 @@ def runtime_imports(names: list[str] | None) -> list[str]:
 
 
 def make_runner(name: str, artifact, **options) -> Runner:
-    """A runner of runtime `name` for `artifact` (not loaded yet)."""
-    return RUNTIMES[name].factory(artifact, name, **options)
+    """A runner of runtime `name` for `artifact` (not loaded yet); ``RUNTIME:VARIANT`` runs the
+    variant's file (`variant_rows`)."""
+    return RUNTIMES[name.partition(":")[0]].factory(artifact, name, **options)
+
+
+def variant_rows(artifact, names: list[str]) -> list[str]:
+    """``RUNTIME:VARIANT`` for every variant of `artifact` (`rnnexport.variants`) and every
+    runtime of `names` that loads the file it was made from (ONNX runtimes for ONNX variants)."""
+    from rnnexport.variants import VARIANTS
+
+    made = artifact.manifest.get("variants") or {}
+    return [f"{name}:{variant}" for variant in VARIANTS if variant in made for name in names
+            if name in RUNTIMES and RUNTIMES[name].requires == made[variant].get("of")]
 
 
 @contextlib.contextmanager
@@ -172,10 +183,15 @@ def loaded_runners(
     runners: dict[str, Runner] = {}
     unsupported: dict[str, str] = {}
     failed: dict[str, Exception] = {}
+    options = options or {}
+    chosen = {name: options.get(name, options.get(name.partition(":")[0], {})) for name in names}
+    from rnnexport.runtimes.probe import probe_variants
+
+    probed = probe_variants(artifact, {name: o for name, o in chosen.items() if ":" in name})
     with contextlib.ExitStack() as stack:
         for name in names:
-            runner = make_runner(name, artifact, **(options or {}).get(name, {}))
-            if reason := runner.unsupported_reason():
+            runner = make_runner(name, artifact, **chosen[name])
+            if reason := runner.unsupported_reason() or probed.get(name):
                 unsupported[name] = reason
                 continue
             stack.callback(runner.close)

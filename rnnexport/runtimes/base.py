@@ -11,12 +11,18 @@ if TYPE_CHECKING:
     from rnnexport.artifacts import Artifact
     from rnnexport.inputs import Case
 
-__all__ = ["Runner", "median_ms"]
+__all__ = ["Runner", "median_ms", "times_ms"]
 
 
 def median_ms(call, *, warmup: int, repeat: int) -> float:
     """Median wall-clock milliseconds of `call()` over `repeat` runs after `warmup` runs."""
     import statistics
+
+    return statistics.median(times_ms(call, warmup=warmup, repeat=repeat))
+
+
+def times_ms(call, *, warmup: int, repeat: int) -> list[float]:
+    """Wall-clock milliseconds of each of `repeat` runs of `call()` after `warmup` runs."""
     import time
 
     for _ in range(warmup):
@@ -26,7 +32,7 @@ def median_ms(call, *, warmup: int, repeat: int) -> float:
         start = time.perf_counter()
         call()
         times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return times
 
 
 class Runner(ABC):
@@ -44,8 +50,13 @@ class Runner(ABC):
     def __init__(self, artifact: Artifact, runtime: str) -> None:
         from rnnexport.runtimes import RUNTIMES
 
-        self.name: str = RUNTIMES[runtime].name
-        self.requires: str = RUNTIMES[runtime].requires
+        base, _, variant = runtime.partition(":")
+        self.name: str = runtime
+        self.variant: str | None = variant or None  # ``onnxruntime-cpu:int8`` runs the int8 variant's file
+        self.requires: str = RUNTIMES[base].requires
+        if self.variant:
+            entry = (artifact.manifest.get("variants") or {}).get(self.variant)
+            self.requires = entry["file"] if entry else f"model.{self.variant}.onnx"
         self.artifact = artifact
         self._loaded = False
 
@@ -81,13 +92,18 @@ class Runner(ABC):
         self.load()
         return self._infer(feeds)
 
-    def bench_ms(self, feeds: dict[str, np.ndarray], *, warmup: int, repeat: int) -> float:
-        """Median milliseconds of `infer` on `feeds`, after `warmup` unmeasured runs.
-
-        Out-of-process runners override this to time inside the client.
+    def bench_times(self, feeds: dict[str, np.ndarray], *, warmup: int, repeat: int) -> list[float]:
+        """Milliseconds of each of `repeat` runs of `infer` on `feeds`, after `warmup`
+        unmeasured runs. Out-of-process runners override this to time inside the client.
         """
         self.load()
-        return median_ms(lambda: self._infer(feeds), warmup=warmup, repeat=repeat)
+        return times_ms(lambda: self._infer(feeds), warmup=warmup, repeat=repeat)
+
+    def bench_ms(self, feeds: dict[str, np.ndarray], *, warmup: int, repeat: int) -> float:
+        """Median milliseconds of `bench_times`."""
+        import statistics
+
+        return statistics.median(self.bench_times(feeds, warmup=warmup, repeat=repeat))
 
     def io_names(self) -> tuple[list[str], list[str]] | None:
         """The input and output names of what was loaded (call after `load`), or None where

@@ -324,12 +324,12 @@ class _ClientRunner(Runner):
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def bench_ms(self, feeds: dict[str, np.ndarray], *, warmup: int, repeat: int) -> float:
-        """Median milliseconds measured inside the client (no file or pipe overhead)."""
+    def bench_times(self, feeds: dict[str, np.ndarray], *, warmup: int, repeat: int) -> list[float]:
+        """Milliseconds of each timed run, measured inside the client (no file or pipe overhead)."""
         self.load()
         folder = self._write_inputs(feeds)
         try:
-            return float(self._request(f"BENCH {folder} {warmup} {repeat}").split()[1])
+            return [float(t) for t in self._request(f"BENCH {folder} {warmup} {repeat}").split()[1:]]
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 

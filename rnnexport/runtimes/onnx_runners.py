@@ -80,7 +80,7 @@ class OnnxRuntimeRunner(Runner):
     def _load(self) -> None:
         import onnxruntime as ort
 
-        path = self.artifact.path / "model.onnx"
+        path = self.artifact.path / self.requires
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.log_severity_level = 3
@@ -88,7 +88,7 @@ class OnnxRuntimeRunner(Runner):
         # user's terminal between rnnexport's lines.
         ort.set_default_logger_severity(3)
         try:
-            self._session = ort.InferenceSession(str(self.artifact.file("model.onnx")), options, providers=[self.provider])
+            self._session = ort.InferenceSession(str(self.artifact.file(self.requires)), options, providers=[self.provider])
         except Exception as exc:
             raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({type(exc).__name__}: {exc})") from None
         used = self._session.get_providers()[0]
@@ -156,9 +156,9 @@ class OnnxReferenceRunner(Runner):
         import onnx
         from onnx.reference import ReferenceEvaluator
 
-        path = self.artifact.path / "model.onnx"
+        path = self.artifact.path / self.requires
         try:
-            self._evaluator = ReferenceEvaluator(onnx.load(str(self.artifact.file("model.onnx"))))
+            self._evaluator = ReferenceEvaluator(onnx.load(str(self.artifact.file(self.requires))))
         except Exception as exc:
             raise ArtifactError(f"{path}: the ONNX reference evaluator cannot load it ({exc})") from None
 
@@ -199,13 +199,13 @@ class OpenVinoRunner(Runner):
     def _load(self) -> None:
         from rnnexport.runtimes._openvino import ov  # not `import openvino`: see there
 
-        path = self.artifact.path / "model.onnx"
+        path = self.artifact.path / self.requires
         config = {"INFERENCE_PRECISION_HINT": self.precision}
         if self.threads > 0:
             config["INFERENCE_NUM_THREADS"] = self.threads
         try:
             core = ov.Core()
-            self._compiled = core.compile_model(core.read_model(str(self.artifact.file("model.onnx"))), "CPU", config)
+            self._compiled = core.compile_model(core.read_model(str(self.artifact.file(self.requires))), "CPU", config)
         except Exception as exc:
             raise ArtifactError(f"{path}: OpenVINO cannot compile it ({type(exc).__name__}: {exc})") from None
         self._inputs = self._port_names(self._compiled.inputs)

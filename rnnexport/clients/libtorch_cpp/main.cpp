@@ -11,7 +11,7 @@
 //                            artifact calling contract: (input, h_0[, lengths]) or, when c_0 is given,
 //                            (input, (h_0, c_0)[, lengths]); writes DIR/<i>.bin (float32) and
 //                            DIR/outputs.txt for each tensor i of the (flattened) returned tuple
-//   BENCH DIR WARMUP REPEAT  the same forward WARMUP + REPEAT times; answers "ok <median ms>"
+//   BENCH DIR WARMUP REPEAT  the same forward WARMUP + REPEAT times; answers "ok <ms of each timed run>"
 // Answers "ok" or "error <message>" on one line.
 #include <ATen/Parallel.h>
 #include <torch/script.h>
@@ -145,8 +145,9 @@ int main(int argc, char** argv) {
           module.forward(args);
           ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
         }
-        std::sort(ms.begin(), ms.end());
-        std::cout << "ok " << ms[ms.size() / 2] << std::endl;
+        std::cout << "ok";
+        for (double t : ms) std::cout << " " << t;
+        std::cout << std::endl;
       } else {
         std::cout << "error unknown command " << command << std::endl;
       }

@@ -8,7 +8,7 @@
 //   RUN DIR                  reads DIR/inputs.txt ("name dtype ndim d0 d1 ..." per line, dtype float32 or
 //                            int64) and DIR/<name>.bin (little-endian, C order); writes
 //                            DIR/<output name>.bin (float32) and DIR/outputs.txt
-//   BENCH DIR WARMUP REPEAT  answers "ok <median ms>"
+//   BENCH DIR WARMUP REPEAT  answers "ok <ms of each timed run>"
 // and answers "ok" or "error <message>" on one line.
 'use strict';
 const fs = require('fs');
@@ -87,8 +87,7 @@ async function main() {
           await session.run(feeds);
           ms.push(Number(process.hrtime.bigint() - start) / 1e6);
         }
-        ms.sort((a, b) => a - b);
-        console.log(`ok ${ms[Math.floor(ms.length / 2)]}`);
+        console.log(`ok ${ms.join(' ')}`);
       } else {
         console.log(`error unknown command ${command}`);
       }
