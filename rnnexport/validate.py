@@ -102,7 +102,7 @@ def validate_artifact(
     streamed = {case for case, _ in plan.stream_cases}
     full_runs: dict[Any, dict[str, dict[str, np.ndarray]]] = {}  # a streaming case's full run, by case and runtime
     rows = [name for name in plan.runtimes if ":" in name]
-    tally = Tally(artifact.name, spec_criteria(artifact)) if rows else None
+    tally = Tally(artifact.name, spec_criteria(artifact, trust_manifest=manifest_tolerance)) if rows else None
     with loaded_runners(artifact, plan.runtimes, options) as (runners, unsupported, failed):
         admit_runners(artifact, plan, runners, unsupported, failed, report, runtimes, skip_unsupported, step)
         for case in plan.cases:
@@ -120,15 +120,24 @@ def validate_artifact(
     return report  # judged by report.passed (compare.failures over the records)
 
 
-def spec_criteria(artifact: Artifact) -> tuple:
-    """The acceptance criteria recorded in the manifest (``criteria``), else the spec's."""
+def spec_criteria(artifact: Artifact, *, trust_manifest: bool = False) -> tuple:
+    """The acceptance criteria a validation applies: those recorded in the manifest
+    (``criteria``; else the spec's), and, unless `trust_manifest` (the export that wrote it,
+    ``--manifest-tolerance``), the default one on every output that lacks it: like its
+    tolerance, an artifact's manifest never loosens its own check."""
+    from rnnexport.criteria import DEFAULT
     from rnnexport.errors import ArtifactError
 
-    if "criteria" not in artifact.manifest:
-        return artifact.spec.acceptance_criteria()
-    state = tuple(o for _, o in getattr(artifact.spec, "state", ()))
-    return parse_criteria(artifact.manifest["criteria"], artifact.spec.output_names, state,
-                          f"{artifact.path} manifest", ArtifactError)
+    spec = artifact.spec
+    recorded = artifact.manifest.get("criteria")
+    if recorded is None:
+        return spec.acceptance_criteria()
+    if not isinstance(recorded, dict):
+        raise ArtifactError(f"{artifact.path} manifest: 'criteria' must be a table of output -> criteria")
+    table = recorded if trust_manifest else {
+        output: {**DEFAULT, **recorded.get(output, {})} for output in spec.output_names}
+    state = tuple(o for _, o in getattr(spec, "state", ()))
+    return parse_criteria(table, spec.output_names, state, f"{artifact.path} manifest", ArtifactError)
 
 
 def _new_report(artifact: Artifact, plan: Plan, *, given_cases: bool) -> ArtifactReport:

@@ -109,8 +109,10 @@ def write_variants(name: str, stage: Path, variants: tuple[str, ...], writing,
     table: per variant its file, the file it was made from, the method and its ops (`ops_of`).
     An int8 variant in which nothing could be quantized is said in `notes`.
 
+    Without ``model.onnx`` (a format that could not be made) none is made, with a note.
+
     Raises:
-        ExportError: there is no ``model.onnx`` to make them from, or a variant cannot be made.
+        ExportError: a variant cannot be made.
     """
     from rnnexport.errors import ExportError
     from rnnexport.export.loadable import check_onnx
@@ -118,9 +120,10 @@ def write_variants(name: str, stage: Path, variants: tuple[str, ...], writing,
     if not variants:
         return {}
     source = stage / _SOURCE
-    if not source.exists():
-        raise ExportError(f"{name}: the variants ({', '.join(variants)}) are made from model.onnx, which this "
-                          "export did not make")
+    if not source.exists():  # left out with its reason (`rnnexport.formats`): the export says so
+        notes.append(f"{name}: the variants ({', '.join(variants)}) are not made: they are made from model.onnx, "
+                     "which this export could not make")
+        return {}
     table = {}
     for variant in (VARIANTS[v] for v in variants):
         with writing(stage, variant.file, 2 * source.stat().st_size) as path:

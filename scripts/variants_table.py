@@ -46,6 +46,7 @@ def held_out_figures(folder: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--models", type=Path, default=ROOT / "models")
     args = parser.parse_args()
     from rnnexport.artifacts import open_artifact
@@ -53,26 +54,34 @@ def main() -> None:
     from rnnexport.validate import validate_artifact
 
     print(f"Machine: {platform.processor() or platform.machine()}, {platform.system()}; ONNX Runtime CPU, 1 thread, "
-          f"median of {args.repeat} runs after 5 warm-up\n")
-    print("| example | int8 bytes (x fp32) | fp32 ms (p90) | int8 ms (p90) | int8 / fp32 | criteria (int8, "
-          "onnxruntime-cpu) | passed on |")
-    print("|---|---|---|---|---|---|---|")
+          f"median of {args.repeat} runs after 5 warm-up; int8/fp32 latency ratios measured side by side in "
+          f"{args.rounds} rounds (median, and the range)\n")
+    print("| example | int8 bytes (x fp32) | int8/fp32 latency, documented sizes | int8/fp32 latency, largest | "
+          "criteria (int8 on onnxruntime-cpu) | int8 validated on |")
+    print("|---|---|---|---|---|---|")
     for name in EXAMPLES:
         folder = args.models / name
         artifact = open_artifact(folder)
-        report = bench_artifact(artifact, runtimes=["onnxruntime-cpu"], warmup=5, repeat=args.repeat)
-        rows = {row["variant"]: row for row in report.variants}
-        fp32, int8 = rows["fp32"]["latency"]["onnxruntime-cpu"], rows["int8"]["latency"]["onnxruntime-cpu"]
+        ratios: dict[str, list[float]] = {}
+        fp32_ms: dict[str, list[float]] = {}
+        for _ in range(args.rounds):
+            report = bench_artifact(artifact, runtimes=["onnxruntime-cpu"], warmup=5, repeat=args.repeat)
+            timed = {(r.runtime, r.shape): r.median_ms for r in report.results}
+            for shape in dict.fromkeys(r.shape for r in report.results):
+                ratios.setdefault(shape, []).append(timed[("onnxruntime-cpu:int8", shape)]
+                                                    / timed[("onnxruntime-cpu", shape)])
+                fp32_ms.setdefault(shape, []).append(timed[("onnxruntime-cpu", shape)])
+        size = next(row for row in report.variants if row["variant"] == "int8")
+        cells = [f"{np.median(r):.2f}x ({min(r):.2f}-{max(r):.2f}; fp32 {np.median(fp32_ms[s]):.3f} ms at {s})"
+                 for s, r in ratios.items()]
         validation = validate_artifact(folder)
         criteria = ", ".join(f"{c.output} {c.criterion} {c.value:.4g}" for c in validation.criteria
                              if c.runtime == "onnxruntime-cpu:int8")
-        ran = [r for r in validation.runtimes if r.endswith(":int8")]
+        ran = [r.partition(":")[0] for r in validation.runtimes if r.endswith(":int8")]
         extra = held_out_figures(folder)
-        print(f"| {name} | {rows['int8']['bytes']} ({rows['int8']['size_ratio']:.2f}x) | {fp32['median_ms']:.3f} "
-              f"({fp32['p90_ms']:.3f}) | {int8['median_ms']:.3f} ({int8['p90_ms']:.3f}) | "
-              f"{int8['median_ms'] / fp32['median_ms']:.2f}x | {criteria}{'; ' + extra if extra else ''} | "
-              f"{', '.join(r.partition(':')[0] for r in ran)}{'' if validation.passed else ' (FAILED)'} |")
-
+        print(f"| {name} | {size['bytes']} ({size['size_ratio']:.2f}x) | {' | '.join(cells)} | "
+              f"{criteria}{'; ' + extra if extra else ''} | {', '.join(ran)}"
+              f"{'' if validation.passed else ' (FAILED)'} |")
 
 if __name__ == "__main__":
     main()

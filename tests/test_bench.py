@@ -70,3 +70,35 @@ def test_bench_skips_runtimes_whose_file_the_artifact_lacks(tmp_path):
     assert not report.errors
     assert report.skipped["onnxruntime-cpu"].startswith("artifact has no model.onnx (not made: proj: no model.onnx")
     assert {r.runtime for r in report.results} >= {"torch", "torchscript"}
+
+
+def test_bench_times_variants_side_by_side(cli, tmp_path):
+    """text_classifier ships an int8 variant: it is timed as its own row, and the side-by-side
+    table gives its size, latency against the same runtime's fp32 and the criteria validated at
+    export; --json adds p90, p99 and throughput; --html writes the table."""
+    code, out, err = cli("bench", MODELS / "text_classifier", "--runtimes", "onnxruntime-cpu", "--repeat", "5",
+                         "--warmup", "1", "--json", tmp_path / "b.json", "--html", tmp_path / "b.html")
+    assert code == 0, err
+    artifact = json.loads((tmp_path / "b.json").read_text())["artifacts"][0]
+    rows = {r["runtime"] for r in artifact["results"]}
+    assert {"onnxruntime-cpu", "onnxruntime-cpu:int8"} <= rows
+    for r in artifact["results"]:
+        if r["runtime"] != FLOOR:
+            assert r["median_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["throughput_per_s"] == 1e3 / r["median_ms"]
+    fp32, int8 = artifact["variants"]
+    manifest = json.loads((MODELS / "text_classifier" / "manifest.json").read_text())
+    assert (fp32["variant"], int8["variant"]) == ("fp32", "int8")
+    assert int8["bytes"] == manifest["files"]["model.int8.onnx"]["bytes"]
+    assert int8["size_ratio"] == manifest["files"]["model.int8.onnx"]["bytes"] / manifest["files"]["model.onnx"]["bytes"]
+    cpu = int8["latency"]["onnxruntime-cpu"]
+    assert cpu["ratio_to_fp32"] == cpu["median_ms"] / fp32["latency"]["onnxruntime-cpu"]["median_ms"]
+    assert int8["criteria"] == manifest["validation"]["runtimes"]["onnxruntime-cpu:int8"]["criteria"]
+    assert "variants at batch=8,seq=24" in out and "model.int8.onnx" in out and "logits.argmax" in out
+    page = (tmp_path / "b.html").read_text()
+    assert "Variants side by side" in page and "model.int8.onnx" in page
+
+
+def test_bench_has_no_variant_table_without_variants():
+    report = bench_artifact(open_artifact(MODELS / "single_layer"), runtimes=["onnxruntime-cpu"],
+                            cases=[Case(2, 3)], warmup=0, repeat=2)
+    assert report.variants == [] and "variants at" not in format_bench([report])

@@ -4,6 +4,7 @@ data: the committed text_classifier ships an int8 variant validated on its held-
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -30,7 +31,9 @@ def test_committed_text_classifier_ships_int8_judged_on_held_out_data():
     assert report.passed, report.to_json()["criteria"]
     assert HELD_OUT in report.cases and "onnxruntime-cpu:int8" in report.runtimes
     judged = {(c.output, c.criterion): c for c in report.criteria if c.runtime == "onnxruntime-cpu:int8"}
-    assert all(c.judged for c in judged.values()) and set(judged) == {("logits", "argmax"), ("logits", "accuracy")}
+    # The spec's two, and the default a later validation adds (the manifest cannot drop it).
+    assert all(c.judged for c in judged.values())
+    assert set(judged) == {("logits", "argmax"), ("logits", "accuracy"), ("logits", "cosine")}
     accuracy = judged[("logits", "accuracy")]
     assert accuracy.details["examples"] == 400 and accuracy.details["reference_accuracy"] > 0.95
     # The fp32 row gets the same figures for comparison, not judged.
@@ -269,3 +272,50 @@ def test_evaluation_data_runs_as_a_golden_case_with_zero_state(tmp_path):
     golden = open_artifact(result.path).golden()
     stored = next(v for k, v in golden.items() if k.id == case)
     assert not stored["h_0"].any() and stored["h_0"].shape == (1, 5, 24)
+
+
+def test_reports_show_each_criterion_and_by_how_much_it_missed(artifact_copy, tmp_path):
+    from rnnexport.report import format_table, report_json, write_html
+
+    folder = artifact_copy("text_classifier")
+    _break_int8_weight(folder)
+    report = validate_artifact(folder, runtimes=["onnxruntime-cpu"])
+    text = format_table([report])
+    table = text[text.index("acceptance criteria"):]
+    int8_line = next(line for line in table.splitlines() if line.strip().startswith("onnxruntime-cpu:int8"))
+    fp32_line = next(line for line in table.splitlines() if line.strip().startswith("onnxruntime-cpu "))
+    assert "FAIL" in int8_line and "FAIL" not in fp32_line
+    write_html([report], tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text()
+    section = page[page.index("Acceptance criteria"):]
+    assert re.search(r"<td class='bad' title='argmax = [0-9.]+ \(needs &gt;= 0.99: [0-9.e-]+ short\)", section)
+    data = report_json([report])["artifacts"][0]
+    assert any(c["runtime"] == "onnxruntime-cpu:int8" and not c["passed"] for c in data["criteria"])
+    variant_values = [c for c in data["comparisons"] if c["runtime"] == "onnxruntime-cpu:int8" and c["against"] == "torch"]
+    assert variant_values and all(c["judged"] is False and c["p99_abs_error"] is not None for c in variant_values)
+    assert data["runtimes"]["onnxruntime-cpu:int8"]["status"] == "failed"
+
+
+def test_variants_need_onnx_among_the_formats(cli, tmp_path):
+    code, _, err = cli("export", "single_layer", "--variant", "int8", "--formats", "torchscript", "--out", tmp_path)
+    assert code == 2 and "made from model.onnx, which the formats (torchscript) leave out" in err
+    assert not list(tmp_path.iterdir())
+    # The spec's own variants give way to formats chosen without ONNX, with a note.
+    code, _, err = cli("export", "text_classifier", "--formats", "pt2", "--no-validate", "--out", tmp_path)
+    assert code == 0 and "the spec's variants (int8) are not made" in err
+    assert not (tmp_path / "text_classifier" / "model.int8.onnx").exists()
+
+
+def test_a_manifest_cannot_loosen_its_variants_criteria(artifact_copy):
+    """Criteria recorded in the manifest apply; the default (cosine >= 0.99) is added to every
+    output unless the manifest is trusted (--manifest-tolerance), as with tolerances."""
+    folder = artifact_copy("text_classifier")
+    _break_int8_weight(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["criteria"] = {"logits": {"argmax": {"axis": -1, "min": 0.0}}}  # "anything goes"
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    report = validate_artifact(folder, runtimes=["onnxruntime-cpu"])
+    missed = {(c.runtime, c.criterion) for c in report.criteria_failures}
+    assert ("onnxruntime-cpu:int8", "cosine") in missed and not report.passed
+    trusted = validate_artifact(folder, runtimes=["onnxruntime-cpu"], manifest_tolerance=True)
+    assert {c.criterion for c in trusted.criteria} == {"argmax"} and trusted.passed

@@ -119,7 +119,7 @@ def export_spec(
     check_memory_limits(spec, validate, max_memory)
     final = Path(out_dir) / spec.name
     plan = FormatPlan.of(spec.name, formats)
-    chosen = chosen_variants(spec, variants)
+    chosen = chosen_variants(spec, variants, plan, notes)
     result = ExportResult(path=final, exporter=exporter, notes=notes, formats=plan)
     target = resolve_output(final)
     from rnnexport.builder import build_module
@@ -352,11 +352,25 @@ def validate_staged(
     return report
 
 
-def chosen_variants(spec, variants: list[str] | str | None) -> tuple[str, ...]:
-    """The variants to make: `variants` (checked), else the spec's ``variants`` key."""
+def chosen_variants(spec, variants: list[str] | str | None, plan: FormatPlan, notes: list[str]) -> tuple[str, ...]:
+    """The variants to make: `variants` (checked), else the spec's ``variants`` key, which
+    formats without ONNX (they are made from it) leave out, with a note.
+
+    Raises:
+        UsageError: a bad name, or variants asked for with formats that leave out ONNX.
+    """
     if variants is None:
-        return tuple(spec.variants or ())
-    return parse_variants(variants, "--variant", UsageError) if variants else ()
+        chosen = tuple(spec.variants or ())
+    else:
+        chosen = parse_variants(variants, "--variant", UsageError) if variants else ()
+    if chosen and "onnx" not in plan.wanted:
+        if variants is None:
+            notes.append(f"{spec.name}: the spec's variants ({', '.join(chosen)}) are not made: they are made from "
+                         f"model.onnx, which the formats ({', '.join(plan.wanted)}) leave out")
+            return ()
+        raise UsageError(f"{spec.name}: the variants ({', '.join(chosen)}) are made from model.onnx, which the "
+                         f"formats ({', '.join(plan.wanted)}) leave out; add onnx to --formats or drop --variant")
+    return chosen
 
 
 def made_any(plan: FormatPlan) -> None:

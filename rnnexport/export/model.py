@@ -86,7 +86,8 @@ def export_model_spec(
     if method not in (None, "script", "trace"):
         raise UsageError(f"unknown TorchScript method {method!r}; valid: script, trace")
     check_memory_limits(spec, validate, max_memory)
-    variants = chosen_variants(spec, variants)
+    variants = chosen_variants(spec, variants, FormatPlan.of(spec.name, formats if formats is not None else spec.formats),
+                               notes)
     evaluation_case(spec)  # bad evaluation data: refused before anything is built or written
     rebuildable = module is None
     with exits_refused():  # the module's code runs here: an os._exit in it is an error, not exit 0

@@ -42,7 +42,7 @@ def _probe(item: tuple[Any, str, dict[str, Any]]) -> str | None:
     from rnnexport.runtimes import make_runner
 
     runner = make_runner(row, artifact, **options)
-    if reason := runner.unsupported_reason():
+    if runner.unsupported_reason():
         return None  # reported by the caller, which asks the same runner
     base, _, variant = row.partition(":")
     try:
