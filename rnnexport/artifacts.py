@@ -45,6 +45,7 @@ from rnnexport.inputs import Case, check_feeds
 from rnnexport.manifest import (
     MANIFEST,
     SCHEMA_VERSION,
+    golden_case_ids,
     implied_files,
     manifest_summary,
     model_manifest,
@@ -112,9 +113,7 @@ class Artifact:
     @property
     def uses_sequence_lens(self) -> bool:
         """Whether the ONNX graph feeds ``sequence_lens`` (variable lengths) to a recurrent op."""
-        if isinstance(self.spec, ModelSpec):
-            return any(op.get("sequence_lens") for op in self.manifest.get("recurrent_ops", []))
-        return self.spec.variable_length
+        return self.spec.uses_sequence_lens(self.manifest)
 
     def file(self, name: str) -> Path | None:
         """Path of a file listed in the manifest, or None if this artifact has none: in the
@@ -132,23 +131,14 @@ class Artifact:
             raise ArtifactError(str(exc).replace(str(self.verified), str(self.path))) from None
 
     def state_dict(self) -> dict[str, Any]:
-        """The stored weights, loaded with ``weights_only=True`` (no code is unpickled), or
-        from ``weights.safetensors`` (model specs)."""
-        import torch
+        """The stored weights (``weights.pt`` loaded with ``weights_only=True``: no code is
+        unpickled; or ``weights.safetensors``), by the spec (`load_state_dict`).
 
-        if isinstance(self.spec, ModelSpec):
-            from rnnexport.userweights import load_weights
-
-            try:
-                return load_weights(self.file("weights.safetensors"))
-            except Exception as exc:
-                raise ArtifactError(f"{self.path}: {exc}") from None
-
-        try:
-            with weights_only_loading():
-                return torch.load(self.file("weights.pt"), map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several types for a corrupt zip/pickle
-            raise ArtifactError(f"{self.path / 'weights.pt'}: cannot load weights ({type(exc).__name__}: {exc})") from None
+        Raises:
+            ArtifactError: they cannot be loaded (naming the artifact's folder).
+        """
+        with self.errors_named():
+            return self.spec.load_state_dict(self.file(self.spec.weights_file))
 
     def golden_cases(self) -> list[Case]:
         """The cases stored in the golden data (checked when the artifact was opened)."""
@@ -198,6 +188,30 @@ def _check_listing(path: Path, manifest: dict[str, Any], spec: RNNSpec) -> dict[
     return {name: regular_file(path / name, f"listed in {MANIFEST}").st_size for name in sorted(listed)}
 
 
+def spec_of_manifest(manifest: dict[str, Any], manifest_path: Path):
+    """The spec a manifest records: an RNN configuration (``cell``), or a model spec (``"kind":
+    "model"``). The one place that tells them apart; everything after calls the spec protocol.
+
+    Raises:
+        ArtifactError: an unknown kind or cell, or spec data that does not check.
+    """
+    spec_data = manifest.get("spec")
+    kind = manifest.get("kind", "rnn")
+    if kind not in ("rnn", "model"):
+        raise ArtifactError(f"{manifest_path}: artifact kind {kind!r}; this rnnexport validates 'rnn' and 'model'")
+    if kind == "rnn" and isinstance(spec_data, dict) and spec_data.get("cell") not in CELLS:
+        raise ArtifactError(
+            f"{manifest_path}: artifact of cell type {spec_data.get('cell')!r}; this rnnexport "
+            f"validates {', '.join(CELLS)}"
+        )
+    try:
+        if kind == "model":
+            return model_spec_from_dict(spec_data, source=f"{manifest_path} spec", recorded=True)
+        return spec_from_dict(spec_data, source=f"{manifest_path} spec")
+    except Exception as exc:
+        raise ArtifactError(str(exc)) from None
+
+
 def open_artifact(path: str | Path, *, max_memory: int | None = None) -> Artifact:
     """Read and verify an artifact folder. Nothing in it is loaded before this passes.
 
@@ -213,7 +227,7 @@ def open_artifact(path: str | Path, *, max_memory: int | None = None) -> Artifac
             or a file whose size or sha256 differs from the manifest.
         UsageError: the artifact needs more memory than `max_memory`.
     """
-    from rnnexport.limits import check_memory, weight_bytes
+    from rnnexport.limits import check_memory
     from rnnexport.modelspec import TensorSpec
 
     path = Path(path)
@@ -221,28 +235,10 @@ def open_artifact(path: str | Path, *, max_memory: int | None = None) -> Artifac
         raise ArtifactError(f"{path}: not an artifact folder (no such directory)")
     manifest = read_manifest(path)
     manifest_path = path / MANIFEST
-    spec_data = manifest.get("spec")
-    kind = manifest.get("kind", "rnn")
-    if kind not in ("rnn", "model"):
-        raise ArtifactError(f"{manifest_path}: artifact kind {kind!r}; this rnnexport validates 'rnn' and 'model'")
-    if kind == "rnn" and isinstance(spec_data, dict) and spec_data.get("cell") not in CELLS:
-        raise ArtifactError(
-            f"{manifest_path}: artifact of cell type {spec_data.get('cell')!r}; this rnnexport "
-            f"validates {', '.join(CELLS)}"
-        )
-    try:
-        if kind == "model":
-            spec = model_spec_from_dict(spec_data, source=f"{manifest_path} spec", recorded=True)
-        else:
-            spec = spec_from_dict(spec_data, source=f"{manifest_path} spec")
-        cases = [spec.parse_case(case_id) for case_id in manifest["golden"]["cases"]]
-    except Exception as exc:
-        raise ArtifactError(str(exc)) from None
+    spec = spec_of_manifest(manifest, manifest_path)
+    cases = golden_case_ids(spec, manifest, manifest_path)
     sizes = _check_listing(path, manifest, spec)
-    if kind == "model":
-        check_memory(f"{path}: the weights", sizes["weights.safetensors"], max_memory)
-    else:
-        check_memory(f"{path}: the weights", weight_bytes(spec), max_memory)
+    check_memory(f"{path}: the weights", spec.weight_bytes() or sizes[spec.weights_file], max_memory)
     # What the manifest declares, before anything is read: the golden data is read whole.
     golden = {case: golden_arrays(spec, manifest, case) for case in cases}
     declared = sum(math.prod(shape) * dtype.itemsize for found in golden.values() for _, shape, dtype in found)

@@ -22,6 +22,7 @@ import numpy as np
 from rnnexport.artifacts import Artifact, discover_artifacts, open_artifact
 from rnnexport.errors import UsageError
 from rnnexport.inputs import Case, make_inputs
+from rnnexport.plan import fitting_cases, spec_dims
 from rnnexport.runtimes import loaded_runners, resolve_runtimes, variant_rows
 from rnnexport.variant_table import format_variant_table, variant_table
 from rnnexport.runtimes.base import median_ms
@@ -95,14 +96,10 @@ def bench_targets(targets: list[str]) -> Iterator[list[Artifact]]:
         yield [open_artifact(path) for path in discover_artifacts(folders)]
 
 
-def default_bench_cases(artifact: Artifact) -> list[Case]:
-    """The documented shape, 1 x 1000 and 64 x 200 (random initial state); for a model spec its
-    documented sizes and the all-largest combination of its sweep."""
-    spec = artifact.spec
-    if spec.kind == "model":
-        sweep = spec.sweep()
-        return list(dict.fromkeys([spec.case(dict(c.sizes), "random") for c in (sweep[0], sweep[-1])]))
-    return list(dict.fromkeys([Case(spec.batch_size, spec.seq_len), Case(1, 1000), Case(64, 200)]))
+def default_bench_cases(artifact: Artifact) -> list:
+    """The spec's bench cases: an RNN's documented shape, 1 x 1000 and 64 x 200; a model spec's
+    documented sizes and the all-largest combination of its sweep (random initial state)."""
+    return artifact.spec.bench_cases()
 
 
 def shape_label(case) -> str:
@@ -148,10 +145,13 @@ def bench_artifact(
         require_int(label, value, least)
     chosen, skipped = resolve_runtimes(runtimes)
     chosen += variant_rows(artifact, chosen)
-    if artifact.spec.kind == "model":
-        cases = None  # BxS shapes name an RNN's batch and seq; a model spec is timed on its own dims
-    cases = cases or default_bench_cases(artifact)
+    fitted = fitting_cases(artifact.spec, cases)
     report = BenchReport(artifact=artifact.name, threads=threads, warmup=warmup, repeat=repeat, skipped=skipped)
+    if cases is not None and fitted is None:  # one --shapes over artifacts with other dims
+        report.left_out.extend({"runtime": "*", "shape": getattr(c, "id", str(c)), "reason": "does not fit the "
+                                f"spec's dims ({spec_dims(artifact.spec)}); its own shapes were measured"}
+                               for c in cases if artifact.spec.case_of(c) is None)
+    cases = fitted or default_bench_cases(artifact)
     torch_ms: dict[str, float] = {}
     options = {name: {"threads": threads} for name in chosen}
     with loaded_runners(artifact, chosen, options) as (runners, unsupported, failed):

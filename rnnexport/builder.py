@@ -16,6 +16,8 @@ example's length are 0 and ``h_n`` is taken at its last valid step. The eager re
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import warnings
 from collections.abc import Mapping
 import numpy as np
@@ -23,7 +25,9 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnexport.spec import RNNSpec
+if TYPE_CHECKING:
+    from rnnexport.spec import RNNSpec
+
 
 __all__ = ["build_module", "call_model", "contract_args", "example_args", "module_from_state_dict", "wrap"]
 

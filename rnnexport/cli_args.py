@@ -29,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
     def _option_hint(self, extras: list[str]) -> str:
         """`` (did you mean '--hidden-size'?)`` for the first unknown option close to one of
         this parser's own (``--hidden_size``: argparse offers nothing)."""
-        from rnnexport.modelspec_load import did_you_mean
+        from rnnexport.errors import did_you_mean
 
         options = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
         for extra in extras:
@@ -152,7 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtimes", type=_runtime_list, default=None,
                    help="comma-separated runtimes (default: every available one)")
     p.add_argument("--threads", type=int, default=1, help="threads per runtime, equal for all (default 1)")
-    p.add_argument("--shapes", default=None, help="comma-separated BxS (default: documented, 1x1000, 64x200)")
+    p.add_argument("--shapes", default=None,
+                   help="comma-separated sizes, one per dim of the spec in its order: BxS for an RNN, e.g. 8x24 or 4 "
+                        "for a model spec (default: an RNN's documented shape, 1x1000, 64x200; a model spec's "
+                        "documented and largest sizes)")
     p.add_argument("--warmup", type=int, default=3, help="unmeasured runs per runtime and shape (default 3)")
     p.add_argument("--repeat", type=int, default=10, help="measured runs per runtime and shape (default 10)")
     p.add_argument("--json", dest="json_path", default=None, metavar="F", help="write the results as JSON to F")
@@ -185,7 +188,9 @@ def _add_validation_args(p: argparse.ArgumentParser, *, cases: bool = True) -> N
     p.add_argument("--rtol", type=_nonnegative_float, default=None, help="relative tolerance (default 1e-4)")
     if cases:  # export always validates the default sweep
         p.add_argument("--cases", default=None,
-                       help="comma-separated cases BxS or bBxsS-h0zero|random (default: the shape sweep)")
+                       help="comma-separated cases: sizes, one per dim of the spec in its order (BxS for an RNN, "
+                            "e.g. 2x50 or 4 for a model spec), -h0zero for a zero initial state; or RNN ids "
+                            "bBxsS-h0zero|random (default: the sweep)")
     p.add_argument("--json", dest="json_path", default=None, metavar="F", help="write a JSON report to F")
     p.add_argument("--junit", default=None, metavar="F", help="write a JUnit XML report to F")
     p.add_argument("--html", default=None, metavar="F", help="write a self-contained HTML report to F")

@@ -27,25 +27,97 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CLASS_KINDS", "DEFAULT", "KINDS", "Criterion", "CriterionResult", "Tally", "parse_criteria"]
+from rnnexport.errors import did_you_mean
 
-# kind -> (its parameters with defaults, the threshold key, True when the value must be >= it)
-KINDS: dict[str, tuple[dict[str, Any], str, bool]] = {
-    "argmax": ({"axis": -1}, "min", True),
-    "topk": ({"axis": -1, "k": 3}, "min", True),
-    "cosine": ({}, "min", True),
-    "p99_abs_error": ({}, "max", False),
-    "accuracy": ({"axis": -1, "labels": None}, "max_drop", False),
+__all__ = ["DEFAULT", "KINDS", "MEASURES", "Criterion", "CriterionResult", "Measure", "Tally", "check_axes",
+           "criteria_json", "parse_criteria"]
+
+def _classes(c: Criterion, values: np.ndarray) -> np.ndarray:
+    return np.argmax(values, axis=c.axis)
+
+
+def _cosine(c: Criterion, a: np.ndarray, b: np.ndarray, labels) -> tuple[float, ...]:
+    norm = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return (1.0 if float(np.linalg.norm(a - b)) == 0.0 else float(np.vdot(a, b)) / norm if norm else 0.0,)
+
+
+def _p99(c: Criterion, a: np.ndarray, b: np.ndarray, labels) -> tuple[float, ...]:
+    return (float(np.percentile(np.abs(a - b), 99)) if a.size else 0.0,)
+
+
+def _argmax(c: Criterion, a: np.ndarray, b: np.ndarray, labels) -> tuple[float, ...]:
+    want = _classes(c, b)
+    return float(np.count_nonzero(_classes(c, a) == want)), float(want.size)
+
+
+def _topk(c: Criterion, a: np.ndarray, b: np.ndarray, labels) -> tuple[float, ...]:
+    top = np.argsort(-a, axis=c.axis, kind="stable").take(range(min(c.k, a.shape[c.axis])), c.axis)
+    hit = (top == np.expand_dims(_classes(c, b), c.axis)).any(axis=c.axis)
+    return float(np.count_nonzero(hit)), float(hit.size)
+
+
+def _accuracy(c: Criterion, a: np.ndarray, b: np.ndarray, labels) -> tuple[float, ...] | None:
+    if labels is None:
+        return None
+    return (float(np.count_nonzero(_classes(c, a) == labels)), float(np.count_nonzero(_classes(c, b) == labels)),
+            float(labels.size))
+
+
+def _worst_low(parts: list[tuple[float, ...]]) -> tuple[float, dict[str, Any]]:
+    return min(p[0] for p in parts), {}
+
+
+def _worst_high(parts: list[tuple[float, ...]]) -> tuple[float, dict[str, Any]]:
+    return max(p[0] for p in parts), {}
+
+
+def _share(parts: list[tuple[float, ...]]) -> tuple[float, dict[str, Any]]:
+    hits, total = np.sum(np.array(parts, dtype=np.float64), axis=0)
+    return float(hits / total), {"positions": int(total)}
+
+
+def _drop(parts: list[tuple[float, ...]]) -> tuple[float, dict[str, Any]]:
+    mine, reference, total = np.sum(np.array(parts, dtype=np.float64), axis=0)
+    return float((reference - mine) / total), {"accuracy": float(mine / total),
+                                               "reference_accuracy": float(reference / total), "examples": int(total)}
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One kind of criterion: its parameters with defaults, its threshold key (``min`` when the
+    value must be at least it), what one case contributes (`partial`: None when nothing) and
+    how the cases' contributions make the value (`combine`, with figures worth showing)."""
+
+    defaults: dict[str, Any]
+    key: str
+    partial: Any
+    combine: Any
+    width: int  # numbers one case contributes
+    classes: bool = False  # needs a class axis: not for state outputs
+    label: str = ""  # what reports call its value, when not the criterion's name
+
+    @property
+    def at_least(self) -> bool:
+        return self.key == "min"
+
+
+MEASURES: dict[str, Measure] = {
+    "argmax": Measure({"axis": -1}, "min", _argmax, _share, 2, classes=True),
+    "topk": Measure({"axis": -1, "k": 3}, "min", _topk, _share, 2, classes=True),
+    "cosine": Measure({}, "min", _cosine, _worst_low, 1),
+    "p99_abs_error": Measure({}, "max", _p99, _worst_high, 1),
+    "accuracy": Measure({"axis": -1, "labels": None}, "max_drop", _accuracy, _drop, 3, classes=True,
+                        label="accuracy drop"),
 }
-CLASS_KINDS = ("argmax", "topk", "accuracy")  # need a class axis: not for state outputs
+KINDS = MEASURES  # the criterion names, in the order the docs list them
 
 
 @dataclass(frozen=True)
 class Criterion:
-    """One criterion on one output: its kind, threshold and parameters."""
+    """One criterion on one output: its measure (`MEASURES`), threshold and parameters."""
 
     output: str
-    kind: str
+    measure: str
     threshold: float
     axis: int = -1
     k: int = 3
@@ -53,51 +125,26 @@ class Criterion:
 
     @property
     def at_least(self) -> bool:
-        return KINDS[self.kind][2]
+        return MEASURES[self.measure].at_least
 
     def describe(self) -> str:
-        return f"{self.kind} {'>=' if self.at_least else '<='} {self.threshold:g}"
+        return f"{self.measure} {'>=' if self.at_least else '<='} {self.threshold:g}"
 
     def to_json(self) -> dict[str, Any]:
-        params, key, _ = KINDS[self.kind]
-        return {key: self.threshold, **{p: getattr(self, p) for p in params}}
+        m = MEASURES[self.measure]
+        return {m.key: self.threshold, **{p: getattr(self, p) for p in m.defaults}}
 
     def partial(self, actual: np.ndarray, expected: np.ndarray, labels: np.ndarray | None) -> tuple[float, ...] | None:
-        """This case's contribution: counts for shares, the value for per-case figures; None
+        """This case's contribution (counts for shares, the value for per-case figures); None
         when the case has nothing to count (no labels for an accuracy)."""
         a, b = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-        if a.shape != b.shape:
-            return (np.nan, 1.0)
-        if self.kind == "cosine":
-            norm = float(np.linalg.norm(a) * np.linalg.norm(b))
-            same = float(np.linalg.norm(a - b)) == 0.0
-            return (1.0 if same else float(np.vdot(a, b)) / norm if norm else 0.0,)
-        if self.kind == "p99_abs_error":
-            return (float(np.percentile(np.abs(a - b), 99)) if a.size else 0.0,)
-        want = np.argmax(b, axis=self.axis)
-        if self.kind == "argmax":
-            return (float(np.count_nonzero(np.argmax(a, axis=self.axis) == want)), float(want.size))
-        if self.kind == "topk":
-            top = np.argsort(-a, axis=self.axis, kind="stable").take(range(min(self.k, a.shape[self.axis])), self.axis)
-            hit = (top == np.expand_dims(want, self.axis)).any(axis=self.axis)
-            return (float(np.count_nonzero(hit)), float(hit.size))
-        if labels is None:
-            return None
-        return (float(np.count_nonzero(np.argmax(a, axis=self.axis) == labels)),
-                float(np.count_nonzero(want == labels)), float(labels.size))
+        if a.shape != b.shape:  # never a pass
+            return (np.nan,) * MEASURES[self.measure].width
+        return MEASURES[self.measure].partial(self, a, b, labels)
 
-    def value(self, partials: list[tuple[float, ...]]) -> tuple[float, dict[str, float]]:
+    def value(self, partials: list[tuple[float, ...]]) -> tuple[float, dict[str, Any]]:
         """The criterion's value over every case's `partial`, and figures worth showing with it."""
-        if self.kind == "cosine":
-            return min(p[0] for p in partials), {}
-        if self.kind == "p99_abs_error":
-            return max(p[0] for p in partials), {}
-        totals = np.sum(np.array(partials, dtype=np.float64), axis=0)
-        if self.kind == "accuracy":
-            mine, reference = totals[0] / totals[2], totals[1] / totals[2]
-            return float(reference - mine), {"accuracy": float(mine), "reference_accuracy": float(reference),
-                                             "examples": int(totals[2])}
-        return float(totals[0] / totals[1]), {"positions": int(totals[1])}
+        return MEASURES[self.measure].combine(partials)
 
     def passes(self, value: float) -> bool:
         return bool(value >= self.threshold if self.at_least else value <= self.threshold)  # NaN fails
@@ -115,8 +162,6 @@ def parse_criteria(data: Any, outputs: tuple[str, ...], state_outputs: tuple[str
     Raises:
         `error`: one line naming the output, the key and what is valid.
     """
-    import difflib
-
     if not isinstance(data, dict):
         raise error(f"{where}: criteria must be a table of output -> {{criterion = {{...}}}}")
     found = []
@@ -128,21 +173,16 @@ def parse_criteria(data: Any, outputs: tuple[str, ...], state_outputs: tuple[str
             found.append(_criterion(output, kind, params, state_outputs, f"{where}: criteria.{output}", error))
     unknown = [name for name in data if name not in outputs]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], list(outputs), n=1)
-        raise error(f"{where}: criteria for unknown output {unknown[0]!r}"
-                    + (f" (did you mean {close[0]!r}?)" if close else "") + f"; outputs are {', '.join(outputs)}")
+        raise error(f"{where}: criteria for unknown output {unknown[0]!r}{did_you_mean(unknown[0], outputs)}; "
+                    f"outputs are {', '.join(outputs)}")
     return tuple(found)
 
 
 def _criterion(output: str, kind: str, params: Any, state_outputs: tuple[str, ...], where: str,
                error: type[Exception]) -> Criterion:
-    import difflib
-
-    if kind not in KINDS:
-        close = difflib.get_close_matches(kind, list(KINDS), n=1)
-        raise error(f"{where}: unknown criterion {kind!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
-                    + f"; valid: {', '.join(KINDS)}")
-    defaults, key, _ = KINDS[kind]
+    if kind not in MEASURES:
+        raise error(f"{where}: unknown criterion {kind!r}{did_you_mean(kind, MEASURES)}; valid: {', '.join(MEASURES)}")
+    defaults, key = MEASURES[kind].defaults, MEASURES[kind].key
     if not isinstance(params, dict) or key not in params:
         raise error(f"{where}.{kind} must be a table with {key!r} (e.g. {kind} = {{ {key} = 0.99 }})")
     extra = sorted(set(params) - {key, *defaults})
@@ -153,22 +193,22 @@ def _criterion(output: str, kind: str, params: Any, state_outputs: tuple[str, ..
             threshold < 0 or (key == "min" and threshold > 1)):
         raise error(f"{where}.{kind}.{key}: expected a number " + ("in [0, 1]" if key == "min" else ">= 0")
                     + f", got {threshold!r}")
-    if kind in CLASS_KINDS and output in state_outputs:
+    if MEASURES[kind].classes and output in state_outputs:
         raise error(f"{where}.{kind}: {output!r} is a state output (fed back as the next chunk's state): it has "
                     "no classes; judge it by cosine or p99_abs_error")
     values = {**defaults, **{k: v for k, v in params.items() if k != key}}
-    if type(values.get("axis", 0)) is not int or (kind == "topk" and not (type(values["k"]) is int and values["k"] >= 1)):
-        raise error(f"{where}.{kind}: axis must be an integer" + (" and k an integer >= 1" if kind == "topk" else ""))
-    if kind == "accuracy" and not isinstance(values["labels"], str):
-        raise error(f"{where}.accuracy: 'labels' must name an array of the evaluation data")
+    if type(values.get("axis", 0)) is not int or not (type(values.get("k", 1)) is int and values.get("k", 1) >= 1):
+        raise error(f"{where}.{kind}: axis must be an integer, k an integer >= 1")
+    if "labels" in values and not isinstance(values["labels"], str):
+        raise error(f"{where}.{kind}: 'labels' must name an array of the evaluation data")
     return Criterion(output, kind, float(threshold), **values)
 
 
 def check_axes(criteria: tuple[Criterion, ...], ranks: dict[str, int], where: str, error: type[Exception]) -> None:
     """Each class criterion's axis exists in its output (ranks known once the module ran)."""
     for c in criteria:
-        if c.kind in CLASS_KINDS and not -ranks[c.output] <= c.axis < ranks[c.output]:
-            raise error(f"{where}: criteria.{c.output}.{c.kind}: axis {c.axis} is out of range for {c.output!r}, "
+        if MEASURES[c.measure].classes and not -ranks[c.output] <= c.axis < ranks[c.output]:
+            raise error(f"{where}: criteria.{c.output}.{c.measure}: axis {c.axis} is out of range for {c.output!r}, "
                         f"which has {ranks[c.output]} axes")
 
 
@@ -176,7 +216,7 @@ def criteria_json(criteria: tuple[Criterion, ...]) -> dict[str, dict[str, Any]]:
     """The manifest's ``criteria``: ``{output: {kind: params}}``."""
     table: dict[str, dict[str, Any]] = {}
     for c in criteria:
-        table.setdefault(c.output, {})[c.kind] = c.to_json()
+        table.setdefault(c.output, {})[c.measure] = c.to_json()
     return table
 
 
@@ -234,6 +274,6 @@ class Tally:
         for (runtime, index), partials in self._partials.items():
             c = self.criteria[index]
             value, details = c.value(partials)
-            found.append(CriterionResult(self.artifact, runtime, c.output, c.kind, value, c.threshold, c.at_least,
+            found.append(CriterionResult(self.artifact, runtime, c.output, c.measure, value, c.threshold, c.at_least,
                                          c.passes(value), runtime in judged, len(partials), details))
         return found

@@ -8,7 +8,7 @@ traceback.
 
 from __future__ import annotations
 
-__all__ = [
+__all__ = ["did_you_mean", 
     "ArtifactError",
     "ExportError",
     "ExportRejected",
@@ -87,3 +87,12 @@ class WorkerDied(RNNExportError):
 
     def __reduce__(self):
         return type(self), (self.label, self.reason)
+
+
+def did_you_mean(name: str, valid) -> str:
+    """`` (did you mean 'x'?)`` for the closest of `valid` to `name`, or ``""``: every message
+    naming an unknown key, value or option ends with it."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

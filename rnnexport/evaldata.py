@@ -12,6 +12,8 @@ with its reference outputs and labels in ``golden.npz``, so every later validati
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import functools
 import zipfile
 import zlib
@@ -19,12 +21,45 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnexport.errors import UsageError
-from rnnexport.modelspec import IDENT_RE, ModelSpec, ShapeCase
+from rnnexport.errors import SpecError, UsageError, did_you_mean
+from rnnexport.inputs import IDENT_RE, ShapeCase
 
-__all__ = ["evaluation_case", "evaluation_data"]
+if TYPE_CHECKING:
+    from rnnexport.modelspec import ModelSpec
+
+__all__ = ["evaluation_case", "evaluation_data", "parse_evaluation"]
 
 MAX_BYTES = 1 << 30  # stored in golden.npz: a held-out set, not a training set
+
+
+_EVALUATION_KEYS = ("file", "labels")
+
+
+def parse_evaluation(value: Any, base: Path | None, source: str, names: set[str]) -> dict[str, Any] | None:
+    """``[evaluation]``: ``file`` (``.npz``/``.safetensors``, relative to the spec) and
+    ``labels`` (the file's arrays of true classes, not inputs). The file's contents are checked
+    when an export reads it (`rnnexport.evaldata`)."""
+    if value is None:
+        return None
+    where = f"{source}: [evaluation]"
+    if not isinstance(value, dict) or not isinstance(value.get("file"), str):
+        raise SpecError(f"{where} must be a table with 'file' (a .npz or .safetensors file, one array per input)")
+    unknown = [k for k in value if k not in _EVALUATION_KEYS]
+    if unknown:
+        raise SpecError(f"{where}: unknown key {unknown[0]!r}{did_you_mean(unknown[0], _EVALUATION_KEYS)}; valid keys: "
+                        f"{', '.join(_EVALUATION_KEYS)}")
+    path = Path(value["file"])
+    if path.suffix not in (".npz", ".safetensors"):
+        raise SpecError(f"{where} file {value['file']!r}: expected a .npz or .safetensors file")
+    if base is not None and not path.is_absolute():
+        path = (base / path).resolve()
+    labels = value.get("labels", [])
+    if not isinstance(labels, list) or not all(isinstance(n, str) and IDENT_RE.fullmatch(n) for n in labels):
+        raise SpecError(f"{where} labels must be a list of array names, got {labels!r}")
+    clash = sorted(set(labels) & names)
+    if clash:
+        raise SpecError(f"{where} labels: {clash[0]!r} is an input or output name; name label arrays apart")
+    return {"file": str(path), "labels": list(labels)}
 
 
 def evaluation_data(spec: ModelSpec) -> tuple[ShapeCase, dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -50,8 +85,6 @@ def _load(spec: ModelSpec, path: Path) -> tuple[ShapeCase, dict[str, np.ndarray]
     known = [*spec.input_names, *labels_wanted]
     for name in arrays:
         if name not in known:
-            from rnnexport.modelspec_load import did_you_mean
-
             raise UsageError(f"{where}: unexpected array {name!r}{did_you_mean(name, known)}; it holds one array per "
                              f"input ({', '.join(spec.input_names)})"
                              + (f" and the labels ({', '.join(labels_wanted)})" if labels_wanted else ""))
@@ -61,7 +94,7 @@ def _load(spec: ModelSpec, path: Path) -> tuple[ShapeCase, dict[str, np.ndarray]
                          f"({', '.join(spec.input_names)}; a state input left out starts at zero)")
     feeds = {n: arrays[n] for n in spec.input_names if n in arrays}
     for name, value in feeds.items():
-        if value.dtype.kind == "f" and not np.isfinite(value).all():
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
             raise UsageError(f"{where}: {name!r} holds NaN or Inf at {np.argwhere(~np.isfinite(value))[0].tolist()}")
     sizes = _sizes(spec, feeds, where)
     state = [n for n in spec.state_inputs if n not in feeds]
@@ -73,7 +106,7 @@ def _load(spec: ModelSpec, path: Path) -> tuple[ShapeCase, dict[str, np.ndarray]
         raise UsageError(f"{where}: {str(exc).removeprefix(f'{spec.name}: ')}") from None
     labels = {n: arrays[n] for n in labels_wanted}
     for name, value in labels.items():
-        if value.dtype.kind not in "iu":
+        if not np.issubdtype(value.dtype, np.integer):
             raise UsageError(f"{where}: labels {name!r} are {value.dtype}; expected integer classes")
     case = ShapeCase(tuple((d.name, sizes[d.name]) for d in spec.dims), "zero" if spec.state else "random",
                      bool(spec.state), _case_name(path))

@@ -12,7 +12,6 @@ projection) is recorded the same way, with a note, and is not a failure.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -33,18 +32,9 @@ def parse_formats(value: Any, where: str, error: type[Exception]) -> tuple[str, 
     Raises:
         `error`: naming `where`, the bad value, the valid names and the closest one.
     """
-    names = value.split(",") if isinstance(value, str) else value
-    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
-        raise error(f"{where}: formats must be a non-empty list of {', '.join(FORMATS)}; got {value!r}")
-    names = [n.strip() for n in names]
-    for name in names:
-        if name not in FORMATS:
-            close = difflib.get_close_matches(name, list(FORMATS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise error(f"{where}: unknown format {name!r}{hint}; valid: {', '.join(FORMATS)}")
-    if len(set(names)) != len(names):
-        raise error(f"{where}: formats repeat a name: {', '.join(names)}")
-    return tuple(f for f in FORMATS if f in names)
+    from rnnexport.options import parse_names
+
+    return parse_names(value, FORMATS, "format", where, error)
 
 
 def missing_formats(manifest: dict[str, Any]) -> dict[str, str]:

@@ -16,11 +16,9 @@ from typing import Any
 import numpy as np
 
 from rnnexport.errors import ArtifactError
-from rnnexport.modelspec import ModelSpec
-from rnnexport.spec import RNNSpec
 from rnnexport.verify import regular_file
 
-__all__ = ["golden_arrays", "label_names", "read_golden", "read_npz", "write_npz"]
+__all__ = ["golden_arrays", "label_names", "recorded_arrays", "read_golden", "read_npz", "write_npz"]
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 _NPY_HEADER_BYTES = 1 << 16  # the largest .npy header (format 2.0 allows 4 GiB, numpy writes < 64 KiB)
@@ -51,14 +49,16 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     except (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
         raise ArtifactError(f"{path}: unreadable golden data ({exc})") from None
 
-def golden_arrays(spec: RNNSpec | ModelSpec, manifest: dict[str, Any], case) -> list[tuple[str, tuple, np.dtype]]:
-    """(name, shape, dtype) of every golden tensor of `case`: from the spec for RNN specs; for
-    model specs inputs from the spec, outputs as recorded at export (checked for shape here and
-    compared with eager when validating)."""
+def golden_arrays(spec, manifest: dict[str, Any], case) -> list[tuple[str, tuple, np.dtype]]:
+    """(name, shape, dtype) of every golden tensor of `case`, as the spec gives them (an RNN
+    configuration from its shapes; a model spec as its manifest records them: `recorded_arrays`)."""
+    return spec.golden_arrays(manifest, case)
+
+
+def recorded_arrays(spec, manifest: dict[str, Any], case) -> list[tuple[str, tuple, np.dtype]]:
+    """A model spec's golden tensors: inputs from the spec, outputs (and an evaluation case's
+    labels) as recorded at export, checked for shape here and compared with eager when validating."""
     names = (*spec.input_names, *spec.output_names)
-    if not isinstance(spec, ModelSpec):
-        shapes = spec.shapes(case.batch, case.seq)
-        return [(n, shapes[n], np.dtype(spec.dtype(n))) for n in names]
     inputs = spec.input_shapes(dict(case.sizes))
     recorded = manifest["golden"].get("arrays", {})
     found = []
@@ -79,8 +79,7 @@ def golden_arrays(spec: RNNSpec | ModelSpec, manifest: dict[str, Any], case) -> 
 
 def label_names(spec, case) -> tuple[str, ...]:
     """The label arrays stored with an evaluation-data case (`rnnexport.evaldata`)."""
-    evaluation = getattr(spec, "evaluation", None)
-    return tuple(evaluation.get("labels", [])) if evaluation and getattr(case, "data", "") else ()
+    return tuple(spec.evaluation.get("labels", [])) if spec.evaluation and case.data else ()
 
 
 def read_golden(path: Path, expected: dict[str, tuple[tuple[int, ...], np.dtype]]) -> dict[str, np.ndarray]:

@@ -1,22 +1,25 @@
-"""Deterministic input cases and the default shape sweep.
+"""Input cases: `Case` (an RNN configuration's batch, seq and initial state), `ShapeCase` (a
+model spec's: a size per named dim), `Sizes` (a case given by its sizes alone, `--cases 8x24`), and the spec protocol's cases and inputs as functions.
 
-Every array is drawn from a NumPy generator keyed by (spec seed, batch, seq, initial-state kind),
-so each runtime, each process and each machine gets byte-identical feeds, whatever order the cases
-run in. Arrays are cached and read-only: no runtime can alter another's feed.
+Every array is seeded by the spec and the case (an RNN configuration's: `rnnexport.rnn_behaviour`;
+a model spec's: `rnnexport.modelspec`), so each runtime, each process and each machine gets
+byte-identical feeds, whatever order the cases run in. Arrays are cached and read-only: no runtime
+can alter another's feed.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
+import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
-from rnnexport.spec import RNNSpec
-
-__all__ = ["Case", "INITIAL_STATES", "check_feeds", "default_sweep", "golden_cases", "make_inputs"]
+__all__ = ["Case", "IDENT_RE", "INITIAL_STATES", "ShapeCase", "Sizes", "check_feeds", "default_sweep", "golden_cases", "make_inputs"]
 
 INITIAL_STATES = ("zero", "random")
+IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # a dim, input or output name
 
 
 @dataclass(frozen=True, order=True)
@@ -39,6 +42,15 @@ class Case:
         return self.batch * self.seq
 
     @property
+    def sizes(self) -> tuple[tuple[str, int], ...]:
+        return (("batch", self.batch), ("seq", self.seq))
+
+    def size(self, dim: str) -> int:
+        return dict(self.sizes)[dim]
+
+    data = ""  # never the user's evaluation data (`rnnexport.modelspec.ShapeCase.data`)
+
+    @property
     def id(self) -> str:
         """Readable id, e.g. ``b3xs17-h0zero``."""
         return f"b{self.batch}xs{self.seq}-h0{self.initial_state}"
@@ -57,92 +69,104 @@ class Case:
             raise ValueError(f"bad case {text!r}: expected BxS or bBxsS-h0zero|random ({exc})") from None
 
 
-def default_sweep(spec: RNNSpec) -> list[Case]:
-    """The documented shape, 1x1, an odd 3x17, a large 64x200 and a long 1x1000; each with a
-    zero and a random initial state."""
-    if spec.kind == "model":
-        return spec.sweep()
-    shapes = [(spec.batch_size, spec.seq_len), (1, 1), (3, 17), (64, 200), (1, 1000)]
-    cases = [Case(b, s, h) for b, s in dict.fromkeys(shapes) for h in INITIAL_STATES]
-    return cases
+@dataclass(frozen=True)
+class Sizes:
+    """A case given by its sizes alone, in the order of a spec's dims (``8x24``, ``4``,
+    ``2x50-h0zero``): each spec makes it a case of its own (`case_of`), or says it does not fit."""
+
+    sizes: tuple[int, ...]
+    initial_state: str = "random"
+
+    @property
+    def id(self) -> str:
+        return "x".join(map(str, self.sizes)) + (f"-h0{self.initial_state}" if self.initial_state != "random" else "")
+
+    @classmethod
+    def parse(cls, text: str) -> Case | Sizes:
+        """``BxS`` and RNN case ids give a `Case`; any other number of sizes a `Sizes`."""
+        shape, _, state = text.partition("-h0")
+        try:
+            if "xs" in shape or shape.count("x") == 1:
+                return Case.parse(text)
+            sizes = tuple(int(v) for v in shape.split("x"))
+            if any(v < 1 for v in sizes) or (state or "random") not in INITIAL_STATES:
+                raise ValueError(text)
+            return cls(sizes, state or "random")
+        except ValueError as exc:
+            raise ValueError(f"bad case {text!r}: expected sizes AxB... (one per dim, e.g. 3x17) or "
+                             f"bBxsS-h0zero|random ({exc})") from None
 
 
-def golden_cases(spec: RNNSpec) -> list[Case]:
+@dataclass(frozen=True, order=True)
+class ShapeCase:
+    """One input case of a model spec: a size per dim, and how state inputs are filled.
+
+    `state_in_id` is False for a spec without state inputs (there is no state to name: the id
+    is ``batch=3,seq=17``). Artifacts exported before wrote ``state=random`` for those too: a
+    parsed id keeps its spelling (it keys the golden data), and equals the case spelled either way.
+    `data` names the user's evaluation data (`rnnexport.evaldata`) the case's inputs are, not
+    seeded ones: ``data=heldout,batch=200,seq=24``.
+    """
+
+    sizes: tuple[tuple[str, int], ...]
+    initial_state: str = "random"
+    state_in_id: bool = dataclasses.field(default=True, compare=False)
+    data: str = ""
+
+    @property
+    def id(self) -> str:
+        """Readable id, e.g. ``batch=3,seq=17,state=zero``, or ``batch=3,seq=17`` without state."""
+        return ",".join([*([f"data={self.data}"] if self.data else []), *(f"{k}={v}" for k, v in self.sizes),
+                         *([f"state={self.initial_state}"] if self.state_in_id else [])])
+
+    @property
+    def steps(self) -> int:
+        """Product of the dim sizes (how much work the case is)."""
+        return math.prod(v for _, v in self.sizes)
+
+    def size(self, dim: str) -> int:
+        return dict(self.sizes)[dim]
+
+    @classmethod
+    def parse(cls, text: str) -> ShapeCase:
+        try:
+            parts = dict(part.split("=", 1) for part in text.split(","))
+            data = parts.pop("data", None)
+            state = parts.pop("state", None)
+            if state not in (*INITIAL_STATES, None) or not parts or (data is not None and not IDENT_RE.fullmatch(data)):
+                raise ValueError(state)
+            sizes = tuple((k, int(v)) for k, v in parts.items())
+            if any(not IDENT_RE.fullmatch(k) or v < 1 for k, v in sizes):
+                raise ValueError(text)
+            return cls(sizes, state or "random", state is not None, data or "")
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"bad case {text!r}: expected [data=NAME,]dim=N,...[,state=zero|random] ({exc})") \
+                from None
+
+
+# The spec protocol (`rnnexport.rnn_behaviour`, `rnnexport.model_behaviour`), as functions.
+
+
+def default_sweep(spec) -> list:
+    """The cases every validation runs (the spec's sweep)."""
+    return spec.sweep()
+
+
+def golden_cases(spec) -> list:
     """The cases whose inputs and outputs are stored with an artifact (kept small)."""
-    if spec.kind == "model":
-        return spec.golden_cases()
-    return [Case(spec.batch_size, spec.seq_len, "random"), Case(3, 17, "zero")]
+    return spec.golden_cases()
 
 
-_STATE_CODE = {"zero": 0, "random": 1}
+def make_inputs(spec, case) -> dict[str, np.ndarray]:
+    """Graph inputs of `case`: seeded, C-contiguous, read-only."""
+    return spec.make_inputs(case)
 
 
-@functools.lru_cache(maxsize=64)
-def _cached_inputs(spec: RNNSpec, case: Case) -> tuple[tuple[str, np.ndarray], ...]:
-    rng = np.random.default_rng([spec.seed, case.batch, case.seq, _STATE_CODE[case.initial_state]])
-    shapes = spec.shapes(case.batch, case.seq)
-    arrays = [("input", rng.standard_normal(shapes["input"], dtype=np.float32))]
-    for state in spec.state_names:
-        shape = shapes[f"{state}_0"]
-        if case.initial_state == "zero":
-            value = np.zeros(shape, dtype=np.float32)
-        else:
-            value = rng.standard_normal(shape, dtype=np.float32)
-        arrays.append((f"{state}_0", value))
-    if spec.variable_length:
-        # Unsorted lengths in [1, seq], one of them the full length (pad_packed's total_length).
-        lengths = rng.integers(1, case.seq + 1, size=case.batch, dtype=np.int64)
-        lengths[rng.integers(case.batch)] = case.seq
-        arrays.append(("lengths", lengths))
-    for _, array in arrays:
-        array.setflags(write=False)
-    return tuple(arrays)
-
-
-def make_inputs(spec: RNNSpec, case: Case) -> dict[str, np.ndarray]:
-    """Graph inputs of `case` (``input``, ``h_0``[, ``c_0``][, ``lengths``]), C-contiguous,
-    read-only; float32, and int64 ``lengths`` (unsorted, in ``[1, seq]``). A model spec's
-    inputs come from its own signature (`rnnexport.modelspec.ModelSpec.make_inputs`)."""
-    if spec.kind == "model":
-        return spec.make_inputs(case)
-    return dict(_cached_inputs(spec, case))
-
-
-def check_feeds(spec: RNNSpec, feeds: dict[str, np.ndarray]) -> None:
+def check_feeds(spec, feeds: dict[str, np.ndarray]) -> None:
     """Check named feeds against the spec before any runtime sees them.
 
     Raises:
-        UsageError: a missing or unexpected input (``lengths`` for a model exported without
-            variable lengths), a wrong shape, or lengths outside ``[1, seq]`` or of the wrong
-            batch size; the message names the input, what was found and what is valid.
+        UsageError: a missing or unexpected input, a wrong dtype or shape, integers out of
+            range; the message names the input, what was found and what is valid.
     """
-    from rnnexport.errors import UsageError
-
-    if getattr(spec, "kind", "rnn") == "model":
-        spec.check_feeds(feeds)
-        return
-    unexpected = sorted(set(feeds) - set(spec.input_names))
-    if "lengths" in unexpected:
-        raise UsageError(f"{spec.name}: got a 'lengths' input, but the model was exported without "
-                         "variable_length; its inputs are " + ", ".join(spec.input_names))
-    if unexpected:
-        raise UsageError(f"{spec.name}: unexpected input {unexpected[0]!r}; inputs are {', '.join(spec.input_names)}")
-    missing = [name for name in spec.input_names if name not in feeds]
-    if missing:
-        raise UsageError(f"{spec.name}: missing input {missing[0]!r}; inputs are {', '.join(spec.input_names)}")
-    x = np.asarray(feeds["input"])
-    if x.ndim != 3:
-        raise UsageError(f"{spec.name}: 'input' must be 3-D, got shape {list(x.shape)}")
-    batch, seq = (x.shape[0], x.shape[1]) if spec.batch_first else (x.shape[1], x.shape[0])
-    expected = spec.shapes(batch, seq)
-    for name in spec.input_names:
-        if tuple(np.shape(feeds[name])) != expected[name]:
-            raise UsageError(f"{spec.name}: {name!r} has shape {list(np.shape(feeds[name]))}, expected "
-                             f"{list(expected[name])} for batch {batch} and sequence length {seq}")
-    if spec.variable_length:
-        lengths = np.asarray(feeds["lengths"])
-        if not np.issubdtype(lengths.dtype, np.integer):
-            raise UsageError(f"{spec.name}: 'lengths' must be integers, got {lengths.dtype}")
-        bad = lengths[(lengths < 1) | (lengths > seq)]
-        if bad.size:
-            raise UsageError(f"{spec.name}: 'lengths' must be in [1, {seq}] (the sequence length), got {bad.tolist()}")
+    spec.check_feeds(feeds)

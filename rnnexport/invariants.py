@@ -14,10 +14,14 @@ at or past ``lengths[b]`` is 0 (``pad_packed_sequence``'s padding value).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from rnnexport.compare import Comparison, Tolerance, compare_arrays, compare_shapes, judged_by_tolerance
-from rnnexport.spec import RNNSpec
+
+if TYPE_CHECKING:
+    from rnnexport.spec import RNNSpec
 
 __all__ = ["check_invariants"]
 

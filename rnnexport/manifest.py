@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from rnnexport.errors import ArtifactError
-from rnnexport.inputs import Case
-from rnnexport.modelspec import ModelSpec, ShapeCase
+from rnnexport.modelspec import ModelSpec
 from rnnexport.spec import RNNSpec
 from rnnexport.verify import regular_file
 
 __all__ = [
     "MANIFEST",
+    "golden_case_ids",
     "MAX_MANIFEST_BYTES",
     "SCHEMA_VERSION",
     "implied_files",
@@ -191,9 +191,9 @@ def implied_files(spec: RNNSpec | ModelSpec, manifest: dict[str, Any]) -> list[s
     from rnnexport.formats import format_files
     from rnnexport.variants import variant_files
 
-    weights = "weights.safetensors" if isinstance(spec, ModelSpec) else "weights.pt"
-    projection = bool(getattr(spec, "proj_size", 0))
-    return [*format_files(manifest, projection=projection), *variant_files(manifest), weights,
+    # A manifest written before formats_missing has no ONNX file where ONNX cannot express the model.
+    projection = spec.onnx_impossible() is not None
+    return [*format_files(manifest, projection=projection), *variant_files(manifest), spec.weights_file,
             manifest["golden"]["file"]]
 
 
@@ -246,17 +246,27 @@ def read_manifest(path: Path) -> dict[str, Any]:
     _plain_name(golden.get("file"), f"{manifest_path} 'golden.file'")
     if golden["file"] not in files:
         raise ArtifactError(f"{manifest_path}: golden data {golden['file']!r} is not listed in 'files'")
-    ids = []
-    for case_id in golden["cases"]:
+    bad = next((c for c in golden["cases"] if not isinstance(c, str)), None)
+    if bad is not None:
+        raise ArtifactError(f"{manifest_path}: golden case {bad!r:.40} is not a case id (not a string)")
+    return manifest  # the case ids are parsed by the spec (`golden_case_ids`)
+
+
+def golden_case_ids(spec, manifest: dict[str, Any], manifest_path: Path) -> list:
+    """The manifest's golden cases, parsed by `spec`, none repeated.
+
+    Raises:
+        ArtifactError: an id that is not one of the spec's cases, or a case given twice.
+    """
+    cases = []
+    for case_id in manifest["golden"]["cases"]:
         try:
-            if not isinstance(case_id, str):
-                raise ValueError("not a string")
-            ids.append((ShapeCase.parse if manifest.get("kind") == "model" else Case.parse)(case_id).id)
+            cases.append(spec.parse_case(case_id))
         except ValueError as exc:
             raise ArtifactError(f"{manifest_path}: golden case {case_id!r:.40} is not a case id ({exc})") from None
-    if len(set(ids)) != len(ids):
-        raise ArtifactError(f"{manifest_path}: golden cases repeat a case: {golden['cases']!r:.120}")
-    return manifest
+    if len(set(cases)) != len(cases):
+        raise ArtifactError(f"{manifest_path}: golden cases repeat a case: {manifest['golden']['cases']!r:.120}")
+    return cases
 
 
 def _check_formats(manifest: dict[str, Any], manifest_path: Path) -> None:

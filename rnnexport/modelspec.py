@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,15 +24,15 @@ from typing import Any
 import numpy as np
 
 from rnnexport.dimexpr import DerivedDim
+from rnnexport.inputs import IDENT_RE, INITIAL_STATES, ShapeCase
+from rnnexport.model_behaviour import ModelBehaviour
 from rnnexport.errors import UsageError
 
 __all__ = ["DTYPES", "IDENT_RE", "INITIAL_STATES", "RANDOM_WEIGHTS", "DimSpec", "ModelSpec", "ShapeCase", "TensorSpec",
            "did_you_mean", "is_model_spec_data", "load_model_spec", "model_spec_from_dict"]
 
 DTYPES = ("float32", "float16", "int64", "int32", "bool")
-INITIAL_STATES = ("zero", "random")
 RANDOM_WEIGHTS = "random"  # `weights = "random"`: the module's seeded initialization, on purpose
-IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # a dim, input or output name
 
 
 @dataclass(frozen=True)
@@ -61,53 +60,6 @@ class TensorSpec:
         return tuple(sizes[d] if isinstance(d, str) else d for d in self.shape)
 
 
-@dataclass(frozen=True, order=True)
-class ShapeCase:
-    """One input case of a model spec: a size per dim, and how state inputs are filled.
-
-    `state_in_id` is False for a spec without state inputs (there is no state to name: the id
-    is ``batch=3,seq=17``). Artifacts exported before wrote ``state=random`` for those too: a
-    parsed id keeps its spelling (it keys the golden data), and equals the case spelled either way.
-    `data` names the user's evaluation data (`rnnexport.evaldata`) the case's inputs are, not
-    seeded ones: ``data=heldout,batch=200,seq=24``.
-    """
-
-    sizes: tuple[tuple[str, int], ...]
-    initial_state: str = "random"
-    state_in_id: bool = dataclasses.field(default=True, compare=False)
-    data: str = ""
-
-    @property
-    def id(self) -> str:
-        """Readable id, e.g. ``batch=3,seq=17,state=zero``, or ``batch=3,seq=17`` without state."""
-        return ",".join([*([f"data={self.data}"] if self.data else []), *(f"{k}={v}" for k, v in self.sizes),
-                         *([f"state={self.initial_state}"] if self.state_in_id else [])])
-
-    @property
-    def steps(self) -> int:
-        """Product of the dim sizes (how much work the case is)."""
-        return math.prod(v for _, v in self.sizes)
-
-    def size(self, dim: str) -> int:
-        return dict(self.sizes)[dim]
-
-    @classmethod
-    def parse(cls, text: str) -> ShapeCase:
-        try:
-            parts = dict(part.split("=", 1) for part in text.split(","))
-            data = parts.pop("data", None)
-            state = parts.pop("state", None)
-            if state not in (*INITIAL_STATES, None) or not parts or (data is not None and not IDENT_RE.fullmatch(data)):
-                raise ValueError(state)
-            sizes = tuple((k, int(v)) for k, v in parts.items())
-            if any(not IDENT_RE.fullmatch(k) or v < 1 for k, v in sizes):
-                raise ValueError(text)
-            return cls(sizes, state or "random", state is not None, data or "")
-        except (ValueError, KeyError) as exc:
-            raise ValueError(f"bad case {text!r}: expected [data=NAME,]dim=N,...[,state=zero|random] ({exc})") \
-                from None
-
-
 def _freeze(value: Any) -> Any:
     if isinstance(value, dict):
         return tuple((k, _freeze(v)) for k, v in sorted(value.items()))
@@ -117,7 +69,7 @@ def _freeze(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(ModelBehaviour):
     """A model spec (see the module docstring). Build with `model_spec_from_dict` or
     `load_model_spec`, which validate every key.
 
@@ -173,6 +125,11 @@ class ModelSpec:
         return hash((self.name, self.module, _freeze(self.module_args), self.weights, self.weights_key, self.seed,
                      self.inputs, self.dims, self.outputs, self.state, self.stream_dim, self.derived, self.inputs_fn,
                      _freeze(self.criteria), _freeze(self.evaluation)))
+
+    @property
+    def seeded_weights(self) -> bool:
+        """``weights = "random"``: the module's seeded initialization, on purpose."""
+        return self.weights == RANDOM_WEIGHTS
 
     def acceptance_criteria(self) -> tuple:
         """The criteria variants are judged by (`rnnexport.criteria`): the spec's, the default
@@ -371,12 +328,6 @@ class ModelSpec:
         args = ", ".join(f"{k}={v!r}" for k, v in self.module_args.items())
         target, attr = self.module.rsplit(":", 1)
         return f"{Path(target).name if target.endswith('.py') else target}:{attr}({args})"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The TOML keys (paths absolute), as stored in the manifest (`rnnexport.modelspec_load.spec_dict`)."""
-        from rnnexport.modelspec_load import spec_dict
-
-        return spec_dict(self)
 
     def replace(self, **changes: Any) -> ModelSpec:
         from rnnexport.modelspec_load import model_spec_from_dict

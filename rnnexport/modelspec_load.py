@@ -6,8 +6,6 @@ records (`output_tensors`). The data model and its behaviour are `rnnexport.mode
 
 from __future__ import annotations
 
-import difflib
-import json
 import math
 import re
 import tomllib
@@ -15,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from rnnexport.dimexpr import DerivedDim, parse_derived
-from rnnexport.errors import SpecError
+from rnnexport.errors import SpecError, did_you_mean
 from rnnexport.formats import parse_formats
 from rnnexport.variants import parse_variants
 from rnnexport.criteria import parse_criteria
+from rnnexport.evaldata import parse_evaluation
 from rnnexport.modelspec import DTYPES, IDENT_RE, RANDOM_WEIGHTS, DimSpec, ModelSpec, TensorSpec
 
 __all__ = ["MAX_DIM", "ORDERS", "did_you_mean", "is_model_spec_data", "load_model_spec", "model_spec_from_dict",
@@ -39,12 +38,6 @@ MAX_DIM = 1 << 20
 def is_model_spec_data(data: Any) -> bool:
     """A model spec has a ``module`` key (an RNN spec has ``cell``)."""
     return isinstance(data, dict) and "module" in data
-
-
-def did_you_mean(name: str, valid) -> str:
-    """`` (did you mean 'x'?)`` for the closest of `valid` to `name`, or ``""``."""
-    close = difflib.get_close_matches(name, list(valid), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _unknown(keys, valid, where: str) -> None:
@@ -221,10 +214,10 @@ def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", ba
         raise SpecError(f"{source}: invalid value for 'torchscript': {torchscript!r}; valid: 'script' | 'trace'")
     criteria = data.get("criteria", {})
     parse_criteria(criteria, tuple(names), tuple(o for _, o in state), source, SpecError)
-    evaluation = _evaluation(data.get("evaluation"), base, source, {t.name for t in inputs} | set(names))
+    evaluation = parse_evaluation(data.get("evaluation"), base, source, {t.name for t in inputs} | set(names))
     for c in parse_criteria(criteria, tuple(names), (), source, SpecError):
-        if c.kind == "accuracy" and (evaluation is None or c.labels not in evaluation["labels"]):
-            raise SpecError(f"{source}: criteria.{c.output}.accuracy: labels {c.labels!r} must be one of the "
+        if c.labels is not None and (evaluation is None or c.labels not in evaluation["labels"]):
+            raise SpecError(f"{source}: criteria.{c.output}.{c.measure}: labels {c.labels!r} must be one of the "
                             "[evaluation] labels (the evaluation data's arrays of true classes)")
     return ModelSpec(name=name, module=module, inputs=tuple(inputs), dims=tuple(dims), outputs=tuple(names),
                      module_args=dict(module_args), weights=weights, weights_key=weights_key, seed=seed,
@@ -235,33 +228,6 @@ def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", ba
                      variants=None if data.get("variants") is None else parse_variants(
                          data["variants"], f"{source}: 'variants'", SpecError),
                      criteria=criteria, evaluation=evaluation)
-
-
-_EVALUATION_KEYS = ("file", "labels")
-
-
-def _evaluation(value: Any, base: Path | None, source: str, names: set[str]) -> dict[str, Any] | None:
-    """``[evaluation]``: ``file`` (``.npz``/``.safetensors``, relative to the spec) and
-    ``labels`` (the file's arrays of true classes, not inputs). The file's contents are checked
-    when an export reads it (`rnnexport.evaldata`)."""
-    if value is None:
-        return None
-    where = f"{source}: [evaluation]"
-    if not isinstance(value, dict) or not isinstance(value.get("file"), str):
-        raise SpecError(f"{where} must be a table with 'file' (a .npz or .safetensors file, one array per input)")
-    _unknown(value, _EVALUATION_KEYS, where)
-    path = Path(value["file"])
-    if path.suffix not in (".npz", ".safetensors"):
-        raise SpecError(f"{where} file {value['file']!r}: expected a .npz or .safetensors file")
-    if base is not None and not path.is_absolute():
-        path = (base / path).resolve()
-    labels = value.get("labels", [])
-    if not isinstance(labels, list) or not all(isinstance(n, str) and IDENT_RE.fullmatch(n) for n in labels):
-        raise SpecError(f"{where} labels must be a list of array names, got {labels!r}")
-    clash = sorted(set(labels) & names)
-    if clash:
-        raise SpecError(f"{where} labels: {clash[0]!r} is an input or output name; name label arrays apart")
-    return {"file": str(path), "labels": list(labels)}
 
 
 def _target(value: Any, key: str, base: Path | None, source: str) -> str:
@@ -386,39 +352,7 @@ def load_model_spec(path: str | Path, data: dict[str, Any] | None = None) -> Mod
 
 def spec_dict(spec: ModelSpec) -> dict[str, Any]:
     """`ModelSpec.to_dict`: the TOML keys (paths absolute), as stored in the manifest."""
-    data: dict[str, Any] = {"name": spec.name, "module": spec.module, "module_args": dict(spec.module_args),
-                            "seed": spec.seed}
-    if spec.weights:
-        data["weights"] = spec.weights
-    if spec.weights_key:
-        data["weights_key"] = spec.weights_key
-    # Lists of named tables: JSON writers sort keys, and the order of inputs is forward()'s.
-    data["inputs"] = [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
-                       **({"range": list(t.range)} if t.range is not None else {}),
-                       **({"sorted": t.sorted} if t.sorted else {}),
-                       **({"reaches_max": True} if t.reaches_max else {})} for t in spec.inputs]
-    data["dims"] = [*({"name": d.name, "size": d.size, "sweep": list(d.sweep), **({"min": d.min} if d.min != 1 else {})}
-                      for d in spec.dims),
-                    *({"name": d.name, "size": d.expr} for d in spec.derived)]
-    data["outputs"] = {"names": list(spec.outputs)}
-    if spec.state:
-        data["outputs"]["state"] = dict(spec.state)
-        data["outputs"]["stream_dim"] = spec.stream_dim
-    if spec.tolerance:
-        data["tolerance"] = json.loads(json.dumps(spec.tolerance))
-    if spec.torchscript:
-        data["torchscript"] = spec.torchscript
-    if spec.formats:
-        data["formats"] = list(spec.formats)
-    if spec.inputs_fn:
-        data["inputs_fn"] = spec.inputs_fn
-    if spec.variants:
-        data["variants"] = list(spec.variants)
-    if spec.criteria:
-        data["criteria"] = json.loads(json.dumps(spec.criteria))
-    if spec.evaluation:
-        data["evaluation"] = json.loads(json.dumps(spec.evaluation))
-    return data
+    return spec.to_dict()
 
 
 def output_tensors(spec: ModelSpec, io: Any) -> tuple[TensorSpec, ...]:

@@ -9,13 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from rnnexport.errors import UsageError
+from rnnexport.errors import UsageError, did_you_mean
 
 if TYPE_CHECKING:
     from rnnexport.compare import Tolerance
-    from rnnexport.inputs import Case
 
-__all__ = ["comma_list", "nonnegative_float", "parse_cases", "parse_tolerance", "require_int"]
+__all__ = ["comma_list", "nonnegative_float", "parse_cases", "parse_names", "parse_tolerance", "require_int"]
 
 
 def comma_list(text: str | Sequence[str] | None) -> list[str] | None:
@@ -52,28 +51,31 @@ def require_int(label: str, value: object, least: int) -> int:
     return value
 
 
-def parse_cases(cases: str | Sequence[str | Case] | None, option: str = "--cases") -> list[Case] | None:
-    """Cases from ``"3x17,b1xs1-h0zero"`` or a sequence of ids and `Case` objects.
+def parse_cases(cases, option: str = "--cases") -> list | None:
+    """Cases from ``"3x17,b1xs1-h0zero,4,2x50-h0zero"`` (one size per dim of a spec, in its
+    order: `rnnexport.inputs.Sizes`; an RNN's ``BxS`` and its ids: `Case`) or a sequence of those
+    and case objects. Each artifact makes them cases of its own (`case_of`).
 
     Raises:
-        UsageError: an id that is not ``BxS`` or ``bBxsS-h0zero|random``, or no case at all
-            (``""``, ``[]``): an empty selection would check nothing and pass.
+        UsageError: text that is no case, or no case at all (``""``, ``[]``): an empty selection
+            would check nothing and pass.
     """
-    from rnnexport.inputs import Case
+    from rnnexport.inputs import Sizes
 
     if cases is None:
         return None
     items = comma_list(cases) if isinstance(cases, str) else list(cases)
     if not items:
         raise UsageError(f"{option} {cases!r}: no case given; valid: comma-separated BxS or bBxsS-h0zero|random "
-                         f"(e.g. 3x17,b1xs1-h0zero), or leave {option} out for the default ones")
+                         f"(e.g. 3x17,b1xs1-h0zero; one size per dim, e.g. 4 or 2x50-h0zero), or leave {option} out "
+                         "for the default ones")
     parsed = []
     for item in items:
-        if isinstance(item, Case):
+        if not isinstance(item, str):
             parsed.append(item)
             continue
         try:
-            parsed.append(Case.parse(str(item).strip()))
+            parsed.append(Sizes.parse(item.strip()))
         except ValueError as exc:
             raise UsageError(f"{option}: {exc}") from None
     return parsed
@@ -90,3 +92,22 @@ def parse_tolerance(atol: str | float | None = None, rtol: str | float | None = 
     default = Tolerance()
     return Tolerance(atol=default.atol if atol is None else nonnegative_float(atol, "--atol"),
                      rtol=default.rtol if rtol is None else nonnegative_float(rtol, "--rtol"))
+
+
+def parse_names(value, valid, noun: str, where: str, error: type[Exception]) -> tuple[str, ...]:
+    """A list (or comma-separated string) of names from `valid` (``formats``, ``variants``):
+    known, not repeated, at least one; returned in the order of `valid`.
+
+    Raises:
+        `error`: naming `where`, the bad value, the valid names and the closest one.
+    """
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
+        raise error(f"{where}: {noun}s must be a non-empty list of {', '.join(valid)}; got {value!r}")
+    names = [n.strip() for n in names]
+    for name in names:
+        if name not in valid:
+            raise error(f"{where}: unknown {noun} {name!r}{did_you_mean(name, valid)}; valid: {', '.join(valid)}")
+    if len(set(names)) != len(names):
+        raise error(f"{where}: {noun}s repeat a name: {', '.join(names)}")
+    return tuple(v for v in valid if v in names)

@@ -21,24 +21,40 @@ from rnnexport.inputs import Case, check_feeds, default_sweep, make_inputs
 from rnnexport.runtimes import make_runner, resolve_runtimes, variant_rows
 from rnnexport.streaming import streaming_cases
 
-__all__ = ["Plan", "cases_for", "estimated_work", "input_maker", "inputs_unavailable", "make_plan", "planned_steps",
+__all__ = ["Plan", "cases_for", "estimated_work", "fitting_cases", "spec_dims", "input_maker", "inputs_unavailable", "make_plan", "planned_steps",
            "reference_unavailable", "runnable_steps"]
 
 
-def cases_for(artifact: Artifact, cases: list[Case] | None, reference: bool = True) -> list[Case]:
+def cases_for(artifact: Artifact, cases: list | None, reference: bool = True) -> list:
+    """The cases a validation runs: the given ones (`fitting_cases`), else the spec's sweep; the
+    stored golden cases always. Without an eager reference only the golden cases."""
     if not reference:  # no eager reference: the golden data is what every runtime is checked against
         return artifact.golden_cases()
-    if cases is not None and artifact.spec.kind == "model":
-        cases = None  # BxS cases name an RNN's batch and seq; a model spec sweeps its own dims
-    chosen = default_sweep(artifact.spec) if cases is None else list(cases)
+    chosen = fitting_cases(artifact.spec, cases)
+    chosen = default_sweep(artifact.spec) if chosen is None else chosen
     return list(dict.fromkeys([*chosen, *artifact.golden_cases()]))
+
+
+def fitting_cases(spec, cases: list | None) -> list | None:
+    """`cases` (``3x17``: one size per dim of the spec, in its order; ids; case objects) as cases
+    of `spec`, or None when none are given or one does not fit its dims (its sweep runs instead,
+    with a note: one ``--cases`` over artifacts with other dims)."""
+    if cases is None:
+        return None
+    fitted = [spec.case_of(c) for c in cases]
+    return None if any(c is None for c in fitted) else fitted
+
+
+def spec_dims(spec) -> str:
+    """``batch, seq``: the dims a spec's cases give sizes for, in order."""
+    return ", ".join(k for k, _ in spec.golden_cases()[0].sizes)
 
 
 def inputs_unavailable(artifact: Artifact, trusted: bool) -> str | None:
     """Why a model spec's ``inputs_fn`` cannot make new cases' inputs, or None (no such
     function, or it is recorded and unchanged: `rnnexport.userinputs.recorded_inputs`)."""
     spec = artifact.spec
-    if spec.kind != "model" or spec.inputs_fn is None:
+    if spec.inputs_fn is None:
         return None
     if not trusted:
         return f"inputs_fn {spec.inputs_fn} is Python code; not run on untrusted artifacts (--untrusted)"
@@ -53,7 +69,7 @@ def input_maker(artifact: Artifact, in_process: bool, unavailable: str | None):
     process during its export (`in_process`: the export runs the user's code anyway), else in
     a child process (`rnnexport.runtimes.isolated`); None where `unavailable`."""
     spec = artifact.spec
-    if spec.kind != "model" or spec.inputs_fn is None:
+    if spec.inputs_fn is None:
         yield lambda case: make_inputs(spec, case)
     elif in_process:
         from rnnexport.userinputs import case_inputs
@@ -75,18 +91,9 @@ def input_maker(artifact: Artifact, in_process: bool, unavailable: str | None):
 
 
 def reference_unavailable(artifact: Artifact, trusted: bool) -> str | None:
-    """Why the eager reference cannot run for `artifact`, or None. Only a model spec's can be
-    missing: its module is the user's Python code (not run on untrusted artifacts), imported only
-    as recorded at export and unchanged since (`rnnexport.userimport.recorded_module`)."""
-    spec = artifact.spec
-    if spec.kind != "model":
-        return None
-    if not trusted:
-        return (f"the eager reference imports the module's Python code ({spec.module}); not run on untrusted "
-                "artifacts (--untrusted)")
-    from rnnexport.userimport import recorded_module
-
-    return recorded_module(spec, artifact.manifest.get("module_source"), artifact.path)[1]
+    """Why the eager reference cannot run for `artifact`, or None: only a model spec's can be
+    missing (its module is the user's Python code: `rnnexport.model_behaviour`)."""
+    return artifact.spec.reference_unavailable(artifact.manifest, artifact.path, trusted)
 
 
 def runnable_steps(runner, case_list: list[Case], stream_cases) -> list[str]:
@@ -106,7 +113,7 @@ def planned_steps(
     missing_reference = reference_unavailable(artifact, trusted)
     golden_only = missing_reference or inputs_unavailable(artifact, trusted)
     case_list = cases_for(artifact, cases, not golden_only)
-    stream_cases = [] if golden_only else streaming_cases(artifact.spec)
+    stream_cases = streaming_cases(artifact.spec, case_list if golden_only else None)
     total = 0
     for name in chosen:
         if name == "torch" and missing_reference:
@@ -130,7 +137,7 @@ class Plan:
     golden: dict[Any, dict[str, np.ndarray]]
     stream_cases: list[tuple[Any, tuple[int, ...]]]
     missing_reference: str | None
-    longest: Any  # the case whose error per time step is plotted (RNN specs)
+    longest: Any  # the case whose error per time step is plotted (the longest along the stream)
     missing_inputs: str | None = None  # why a model spec's inputs_fn could not run (golden cases only)
 
 
@@ -154,14 +161,14 @@ def make_plan(artifact: Artifact, runtimes, tolerance: tuple[Tolerance, list[str
     golden_only = missing_reference or missing_inputs
     case_list = cases_for(artifact, cases, not golden_only)
     try:  # every runtime's outputs of a case are held at once (`run_case`)
-        outputs = spec.output_tensors(artifact.manifest.get("io")) if spec.kind == "model" else ()
+        outputs = spec.output_tensors(artifact.manifest.get("io"))
     except ValueError as exc:
         raise ArtifactError(f"{artifact.path}: manifest {exc}") from None
     for case in case_list:
         check_memory(f"{artifact.name}: case {case.id}", spec.case_bytes(case, outputs, len(chosen)), max_memory)
         check_steps(f"{artifact.name}: case {case.id}", spec.case_steps(case))
     golden = artifact.golden()
-    stream_cases = [] if golden_only else streaming_cases(spec)
+    stream_cases = streaming_cases(spec, case_list if golden_only else None)  # golden-only: the stored cases
     with input_maker(artifact, in_process, missing_inputs) as inputs:
         feeds = {case: ({n: golden[case][n] for n in spec.input_names} if case in golden else inputs(case))
                  for case in case_list}
@@ -169,7 +176,7 @@ def make_plan(artifact: Artifact, runtimes, tolerance: tuple[Tolerance, list[str
             feeds.setdefault(case, inputs(case))
     for case_feeds in feeds.values():
         check_feeds(spec, case_feeds)
-    longest = max(case_list, key=lambda c: (c.seq, c.batch) if spec.kind == "rnn" else (c.steps,))
+    longest = max(case_list, key=lambda c: (spec.case_length(c), c.steps))  # the longest along the stream
     return Plan(*tolerance, chosen, skipped, case_list, feeds, golden, stream_cases,
                 missing_reference, longest, missing_inputs)
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rnnexport.criteria import CriterionResult
+from rnnexport.criteria import MEASURES, CriterionResult
 from rnnexport.compare import Comparison, passed
 from rnnexport.results import ArtifactReport
 
@@ -138,7 +138,7 @@ def criteria_grid(report: ArtifactReport) -> tuple[list[str], list[tuple[str, li
     columns = []
     for output, kind in keys:
         sample = next(c for c in report.criteria if (c.output, c.criterion) == (output, kind))
-        label = "accuracy drop" if kind == "accuracy" else kind
+        label = MEASURES[kind].label or kind
         columns.append(f"{output} {label} {'>=' if sample.at_least else '<='} {sample.threshold:g}")
     rows = [(runtime, [found.get((runtime, o, k)) for o, k in keys])
             for runtime in report.runtimes if any((runtime, o, k) in found for o, k in keys)]

@@ -15,12 +15,9 @@ from rnnexport.artifacts import Artifact
 from rnnexport.compare import Comparison, Tolerance, compare_arrays, failures, judged_by_tolerance
 from rnnexport.criteria import Tally
 from rnnexport.errors import RuntimeUnavailableError
-from rnnexport.inputs import Case
-from rnnexport.invariants import check_invariants
 from rnnexport.plan import Plan, runnable_steps
 from rnnexport.results import ArtifactReport, RunError
 from rnnexport.runtimes import make_runner
-from rnnexport.spec import RNNSpec
 from rnnexport.streaming import streaming_records
 
 __all__ = ["admit_runners", "compare_runs", "localize", "run_case", "run_streaming"]
@@ -104,12 +101,12 @@ def compare_runs(artifact: Artifact, plan: Plan, case, outputs: dict[str, dict[s
         records.extend(mine)
         if tally is not None and name != "torch" and expected is not None:
             tally.add(name, result, expected, golden or {})
-        if reference is None or name == "torch" or spec.kind != "rnn":
+        if reference is None or name == "torch":
             continue
-        if case == plan.longest:
-            report.error_over_time[name] = _error_over_time(spec, case, result, reference)
+        if case == plan.longest and (stream := spec.stream_output(artifact.manifest.get("io"))) is not None:
+            report.error_over_time[name] = _error_over_time(case, *stream, result, reference)
         if failures(mine):
-            located = localize(spec, result["h_n"], reference["h_n"], plan.tolerance)
+            located = spec.locate(result, reference, plan.tolerance)
             if located is not None:
                 report.localizations.append({"runtime": name, "case": case.id, **located})
     return records
@@ -130,19 +127,20 @@ def run_streaming(artifact: Artifact, runners: dict, case, chunks: tuple[int, ..
             report.errors.append(RunError(artifact.name, name, f"{case.id} (streaming)", f"{type(exc).__name__}: {exc}"))
 
 
-def _error_over_time(spec: RNNSpec, case: Case, outputs: dict[str, np.ndarray],
+def _error_over_time(case, output: str, time_axis: int, outputs: dict[str, np.ndarray],
                      reference: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Max abs error of ``output`` against torch at each time step: does error accumulate
-    along the sequence? (Padding steps of variable-length batches are 0 on both sides.)"""
-    got, want = np.asarray(outputs["output"], np.float64), np.asarray(reference["output"], np.float64)
-    if got.shape != want.shape:
-        return {"case": case.id, "errors": []}
-    time_axis = 1 if spec.batch_first else 0
+    """Max abs error of `output` against torch at each step along its `time_axis` (the spec's
+    stream axis): does error accumulate along the sequence? (Padding steps of variable-length
+    batches are 0 on both sides.)"""
+    got, want = np.asarray(outputs[output], np.float64), np.asarray(reference[output], np.float64)
+    if got.shape != want.shape or got.ndim <= time_axis:
+        return {"case": case.id, "output": output, "errors": []}
     diff = np.moveaxis(np.abs(got - want), time_axis, 0).reshape(got.shape[time_axis], -1)
-    return {"case": case.id, "errors": [float(x) for x in np.nan_to_num(diff, nan=np.inf).max(axis=1)]}
+    return {"case": case.id, "output": output,
+            "errors": [float(x) for x in np.nan_to_num(diff, nan=np.inf).max(axis=1)]}
 
 
-def _io_mismatch(spec: RNNSpec, runner) -> str | None:
+def _io_mismatch(spec, runner) -> str | None:
     """Why the loaded model's input/output names differ from the manifest's, or None."""
     names = runner.io_names()
     if names is None:
@@ -161,7 +159,7 @@ def _io_mismatch(spec: RNNSpec, runner) -> str | None:
 def _compare_case(
     artifact: Artifact,
     runtime: str,
-    case: Case,
+    case,
     feeds: dict[str, np.ndarray],
     outputs: dict[str, np.ndarray],
     reference: dict[str, np.ndarray] | None,
@@ -179,28 +177,11 @@ def _compare_case(
         if golden is not None:
             records.append(compare_arrays(outputs[output], golden[output], output=output, against="golden",
                                           judged=judged, **labels))
-    if spec.kind == "rnn":
-        records.extend(check_invariants(spec, outputs, batch=case.batch, seq=case.seq, lengths=feeds.get("lengths"),
-                                        **labels))
+    records.extend(spec.output_checks(outputs, case, feeds, labels))  # an RNN's invariants
     return records
 
 
-def localize(spec: RNNSpec, h_n: np.ndarray, expected: np.ndarray, tolerance: Tolerance) -> dict[str, Any] | None:
-    """The first layer and direction whose final hidden state diverges from the reference.
-
-    ``h_n[layer * D + direction]`` is that layer's state; a wrong weight in one layer shows in
-    its own slice first and only propagates to the layers above it, so the first failing slice
-    in (layer, direction) order names where the mismatch starts. None if no slice fails (or the
-    shapes differ).
-    """
-    if np.shape(h_n) != np.shape(expected):
-        return None
-    for layer in range(spec.num_layers):
-        for direction in range(spec.num_directions):
-            index = layer * spec.num_directions + direction
-            record = compare_arrays(h_n[index], expected[index], tolerance=tolerance, artifact="", runtime="",
-                                    case="", output="h_n", against="torch")
-            if record.mismatched:
-                return {"layer": layer, "direction": "reverse" if direction else "forward",
-                        "h_n_index": index, "max_abs_error": record.max_abs_error}
-    return None
+def localize(spec, h_n: np.ndarray, expected: np.ndarray, tolerance: Tolerance) -> dict[str, Any] | None:
+    """The first layer and direction whose final hidden state diverges from the reference
+    (`rnnexport.rnn_behaviour.RNNBehaviour.locate`)."""
+    return spec.locate({"h_n": h_n}, {"h_n": expected}, tolerance)

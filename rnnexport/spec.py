@@ -16,7 +16,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rnnexport.errors import SpecError, UsageError
+from rnnexport.errors import SpecError, UsageError, did_you_mean
+from rnnexport.rnn_behaviour import RNNBehaviour
 
 __all__ = ["CELLS", "NONLINEARITIES", "RNNSpec", "catalog", "get_spec", "load_spec", "spec_from_dict",
            "spec_from_flags"]
@@ -30,7 +31,7 @@ MAX_SIZE = 2**31 - 1  # sizes beyond int32 are refused before the memory estimat
 
 
 @dataclass(frozen=True)
-class RNNSpec:
+class RNNSpec(RNNBehaviour):
     """One recurrent network configuration.
 
     Attributes:
@@ -80,7 +81,7 @@ class RNNSpec:
         # Built directly (RNNSpec(...)) a spec is checked like one from TOML.
         _check_values(dataclasses.asdict(self), f"RNNSpec(name={self.name!r})")
 
-    kind = "rnn"
+    kind = "rnn"  # the catalog's listing (`catalog(kind)`); the pipeline calls the spec protocol instead
     variants = None  # made only when asked for (--variant): an RNN configuration has no such key
 
     @property
@@ -259,8 +260,7 @@ def spec_from_dict(data: dict[str, Any], *, source: str = "spec") -> RNNSpec:
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
         key = unknown[0]
-        close = difflib.get_close_matches(key, list(_FIELDS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(key, _FIELDS)
         raise SpecError(
             f"{source}: unknown key {key!r}{hint}; valid keys: {', '.join(_FIELDS)}"
         )

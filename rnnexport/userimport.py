@@ -19,12 +19,14 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 import torch
 
 from rnnexport.errors import SpecError
-from rnnexport.modelspec import ModelSpec
+
+if TYPE_CHECKING:
+    from rnnexport.modelspec import ModelSpec
 
 __all__ = ["exits_refused", "import_module", "import_target", "module_source", "recorded_module"]
 

@@ -19,12 +19,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rnnexport.errors import SpecError, UsageError
-from rnnexport.modelspec import ModelSpec, ShapeCase
+from rnnexport.inputs import ShapeCase
+
+if TYPE_CHECKING:
+    from rnnexport.modelspec import ModelSpec
 
 __all__ = ["case_inputs", "check_deterministic", "inputs_source", "inputs_target", "load_inputs_fn", "recorded_inputs"]
 

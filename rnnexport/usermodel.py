@@ -13,17 +13,19 @@ import inspect
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from rnnexport.errors import SpecError
-from rnnexport.modelspec import RANDOM_WEIGHTS, ModelSpec
 from rnnexport.substitution import RECURRENT_MODULES
 from rnnexport.userimport import exits_refused, import_module, import_target, module_source, recorded_module
 from rnnexport.userweights import check_state_dict, load_weights
+
+if TYPE_CHECKING:
+    from rnnexport.modelspec import ModelSpec
 
 __all__ = ["build_user_module", "call_user_model", "check_forward", "check_state_dict", "example_args",
            "exits_refused", "flatten_outputs", "import_module", "load_weights", "module_source", "recorded_module",
@@ -50,7 +52,7 @@ def build_user_module(spec: ModelSpec, state: Mapping[str, Tensor] | None = None
                             f"{type(exc).__name__}: {exc}") from None
     if not isinstance(module, torch.nn.Module):
         raise SpecError(f"{spec.name}: {spec.module} returned {type(module).__name__}, not an nn.Module")
-    if state is None and spec.weights and spec.weights != RANDOM_WEIGHTS:
+    if state is None and spec.weights and not spec.seeded_weights:
         state = load_weights(spec.weights, spec.weights_key)
         source = repr(spec.weights)
     else:

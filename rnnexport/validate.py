@@ -26,7 +26,7 @@ from rnnexport.formats import FORMATS, missing_formats
 from rnnexport.inputs import Case
 from rnnexport.manifest import versions
 from rnnexport.modelspec import RANDOM_WEIGHTS
-from rnnexport.plan import Plan, estimated_work, make_plan, planned_steps
+from rnnexport.plan import Plan, estimated_work, fitting_cases, make_plan, planned_steps, spec_dims
 from rnnexport.results import ArtifactReport, RunError
 from rnnexport.runloop import admit_runners, compare_runs, run_case, run_streaming
 from rnnexport.runtimes import RUNTIMES, loaded_runners, make_runner, resolve_runtimes, runtime_imports
@@ -91,7 +91,7 @@ def validate_artifact(
     options = {name: {"threads": 1, **(runner_options or {}).get(name, {})} for name in RUNTIMES}
     plan = make_plan(artifact, runtimes, applied_tolerance(artifact, tolerance, use_manifest=manifest_tolerance),
                      cases, options, trusted, max_memory)
-    report = _new_report(artifact, plan, given_cases=cases is not None)
+    report = _new_report(artifact, plan, given_cases=cases)
     if plan.missing_reference:  # nothing else reads the stored weights: check them as data
         from rnnexport.weightcheck import check_stored_weights
 
@@ -136,11 +136,11 @@ def spec_criteria(artifact: Artifact, *, trust_manifest: bool = False) -> tuple:
         raise ArtifactError(f"{artifact.path} manifest: 'criteria' must be a table of output -> criteria")
     table = recorded if trust_manifest else {
         output: {**DEFAULT, **recorded.get(output, {})} for output in spec.output_names}
-    state = tuple(o for _, o in getattr(spec, "state", ()))
+    state = tuple(o for _, o in spec.state)
     return parse_criteria(table, spec.output_names, state, f"{artifact.path} manifest", ArtifactError)
 
 
-def _new_report(artifact: Artifact, plan: Plan, *, given_cases: bool) -> ArtifactReport:
+def _new_report(artifact: Artifact, plan: Plan, *, given_cases: list | None) -> ArtifactReport:
     spec = artifact.spec
     report = ArtifactReport(
         artifact=artifact.name, path=str(artifact.path), runtimes=list(plan.runtimes), skipped=dict(plan.skipped),
@@ -150,9 +150,12 @@ def _new_report(artifact: Artifact, plan: Plan, *, given_cases: bool) -> Artifac
     report.notes.extend(plan.tolerance_notes)
     report.notes.extend(f"not in this artifact: {FORMATS[fmt]} ({fmt}), which its export could not make: {reason}"
                         for fmt, reason in missing_formats(artifact.manifest).items())
-    if given_cases and spec.kind == "model":
-        report.notes.append("the given cases (BxS) apply to RNN specs; this model spec ran its own dims' sweep")
-    if spec.kind == "model" and spec.weights == RANDOM_WEIGHTS:
+    if given_cases is not None and fitting_cases(spec, given_cases) is None:
+        unfit = next(c for c in given_cases if spec.case_of(c) is None)
+        report.notes.append(f"the given case {getattr(unfit, 'id', unfit)} does not fit this spec's dims "
+                            f"({spec_dims(spec)}): its own sweep ran (give one size per dim, e.g. --cases "
+                            f"{'x'.join(str(v) for _, v in spec.golden_cases()[0].sizes)})")
+    if spec.weights == RANDOM_WEIGHTS:
         report.notes.append(f"weights: the module's seeded initialization (seed {spec.seed}), not trained weights")
     if plan.missing_inputs and not plan.missing_reference:
         report.notes.append(f"new cases need the spec's inputs_fn, unavailable ({plan.missing_inputs}): only the "
@@ -163,7 +166,8 @@ def _new_report(artifact: Artifact, plan: Plan, *, given_cases: bool) -> Artifac
     report.streaming = (
         {"cases": [c.id for c, _ in plan.stream_cases], "chunks": {c.id: list(ch) for c, ch in plan.stream_cases}}
         if plan.stream_cases else {"not_applicable": streaming_not_applicable(spec) or (
-            "it runs new cases, which need the eager reference and the inputs (unavailable)")}
+            "no stored golden case is 3 steps long along the stream (new cases need the eager reference and the "
+            "inputs, unavailable)")}
     )
     return report
 

@@ -20,11 +20,11 @@ Both variants are deterministic: the same ``model.onnx`` gives byte-identical fi
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
 
 __all__ = ["VARIANTS", "Variant", "check_variants_field", "parse_variants", "record_variants", "variant_files",
            "write_variants"]
@@ -89,18 +89,9 @@ def parse_variants(value: Any, where: str, error: type[Exception]) -> tuple[str,
     Raises:
         `error`: naming `where`, the bad value, the valid names and the closest one.
     """
-    names = value.split(",") if isinstance(value, str) else value
-    if not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names):
-        raise error(f"{where}: variants must be a non-empty list of {', '.join(VARIANTS)}; got {value!r}")
-    names = [n.strip() for n in names]
-    for name in names:
-        if name not in VARIANTS:
-            close = difflib.get_close_matches(name, list(VARIANTS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise error(f"{where}: unknown variant {name!r}{hint}; valid: {', '.join(VARIANTS)}")
-    if len(set(names)) != len(names):
-        raise error(f"{where}: variants repeat a name: {', '.join(names)}")
-    return tuple(v for v in VARIANTS if v in names)
+    from rnnexport.options import parse_names
+
+    return parse_names(value, VARIANTS, "variant", where, error)
 
 
 def write_variants(name: str, stage: Path, variants: tuple[str, ...], writing,

@@ -27,7 +27,7 @@ def _onnx_floats(onnx_path: Path) -> tuple[dict[str, np.ndarray], np.ndarray, np
     model = onnx.load(str(onnx_path))
     inits = [*model.graph.initializer, *(i for f in model.functions for i in getattr(f, "initializer", []))]
     arrays = {i.name: numpy_helper.to_array(i) for i in inits}
-    floats = {k: v for k, v in arrays.items() if v.dtype.kind == "f"}
+    floats = {k: v for k, v in arrays.items() if np.issubdtype(v.dtype, np.floating)}
     pool = np.concatenate([v.astype(np.float64).ravel() for v in floats.values()]) if floats else np.zeros(0)
     unique, counts = np.unique(pool, return_counts=True)
     return floats, unique, counts

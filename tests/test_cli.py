@@ -270,7 +270,7 @@ def test_export_killed_midway_leaves_previous_folder_valid(tmp_path, cli):
     # The child dies by SIGKILL (no cleanup runs) right after it wrote model.onnx into staging.
     script = textwrap.dedent(f"""
         import os, signal, sys
-        import rnnexport.export as ex
+        import rnnexport.export.rnn as ex
         real = ex.check_onnx
         def die(path, name):
             real(path, name)

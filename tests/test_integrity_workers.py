@@ -161,8 +161,8 @@ def test_no_case_at_all_is_an_error(cli, command, option, value):
     code, out, err = cli(command, MODELS / "deep", option, value)
     assert (code, out) == (2, "")
     assert err.splitlines() == [f"rnnexport: error: {option} {value!r}: no case given; valid: comma-separated BxS or "
-                                f"bBxsS-h0zero|random (e.g. 3x17,b1xs1-h0zero), or leave {option} out for the "
-                                "default ones"]
+                                f"bBxsS-h0zero|random (e.g. 3x17,b1xs1-h0zero; one size per dim, e.g. 4 or "
+                                f"2x50-h0zero), or leave {option} out for the default ones"]
 
 
 @pytest.mark.parametrize("cases", [[], ""], ids=["list", "string"])

@@ -6,12 +6,14 @@ given to the ONNX outputs' dynamic axes (`name_output_dims`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from rnnexport.errors import ExportRejected
-from rnnexport.export import writing
-from rnnexport.modelspec import ModelSpec
+from rnnexport.export.steps import writing
 from rnnexport.userinputs import case_inputs
+
+if TYPE_CHECKING:
+    from rnnexport.modelspec import ModelSpec
 
 __all__ = ["RECURRENT_OPS", "check_native_ops", "find_output_axes", "name_output_dims", "recurrent_ops"]
 

@@ -11,7 +11,7 @@ The steps, as `export_model_spec` runs them in a staging folder::
     golden.npz from the module  ->  manifest.json  ->  validate  ->  install
 
 The ONNX graph's checks are `rnnexport.export.graph`'s; `export_model` (a module in memory,
-no TOML) is `rnnexport.export.api`'s, still importable from here.
+no TOML) is `rnnexport.export.api`'s.
 """
 
 from __future__ import annotations
@@ -19,16 +19,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rnnexport.compare import Tolerance
-from rnnexport.errors import ExportError, ExportRejected, SpecError, UsageError
-from rnnexport.export import writing
+from rnnexport.errors import ExportError, SpecError, UsageError
+from rnnexport.export.steps import (ExportResult, check_exporter, check_memory_limits, chosen_variants, made_any,
+                                    validate_staged, writing)
 from rnnexport.export.graph import check_native_ops, find_output_axes, name_output_dims, recurrent_ops
+from rnnexport.export.program import dynamic_shapes, native_program
 from rnnexport.export.loadable import check_onnx
 from rnnexport.formats import FormatPlan
 from rnnexport.golden import write_npz
@@ -41,7 +42,7 @@ from rnnexport.criteria import check_axes
 from rnnexport.evaldata import evaluation_case, evaluation_data
 from rnnexport.variants import record_variants, write_variants
 
-__all__ = ["dynamic_shapes", "export_model", "export_model_spec", "native_program", "recurrent_ops"]
+__all__ = ["dynamic_shapes", "export_model_spec", "native_program", "recurrent_ops"]
 
 
 def export_model_spec(
@@ -76,7 +77,6 @@ def export_model_spec(
         ExportRejected: a recurrent layer lost its native op, or a packed sequence cannot be kept.
         ExportError, UsageError, ValidationFailed: as `export_spec`.
     """
-    from rnnexport.export import check_exporter, check_memory_limits, chosen_variants
     from rnnexport.userimport import exits_refused
     from rnnexport.usermodel import build_user_module
 
@@ -127,7 +127,6 @@ def _export_module(spec: ModelSpec, module, out_dir, rebuildable: bool, notes: l
                    method: str | None, validate: bool, runtimes, tolerance, max_memory, lock_timeout, formats,
                    variants: tuple[str, ...]):
     """The steps of `export_model_spec` (see the module docstring) on a module in eval mode."""
-    from rnnexport.export import ExportResult, made_any, validate_staged
     from rnnexport.userinputs import check_deterministic
     from rnnexport.usermodel import recurrent_layers
     from rnnexport.userweights import check_state_dict
@@ -287,48 +286,6 @@ def golden_cases_of(spec: ModelSpec) -> list:
     return [*spec.golden_cases(), *evaluation_case(spec)]
 
 
-def dynamic_shapes(spec: ModelSpec) -> dict[str, Any]:
-    import torch
-
-    # A dim that another is derived from starts at its smallest validated size: below it
-    # intermediate sizes (a convolution's (frames - 4)) reach 1, which torch.export specializes.
-    roots = {d.root for d in spec.derived}
-    dims = {d.name: torch.export.Dim(d.name, min=min((d.size, *d.sweep)) if d.name in roots else d.min)
-            for d in spec.dims}
-    dims.update({d.name: d.value(dims[d.root]) for d in spec.derived})  # torch.export's derived Dims
-    return {t.name: {axis: dims[d] for axis, d in enumerate(t.shape) if isinstance(d, str)} or None
-            for t in spec.inputs}
-
-
-def native_program(spec: ModelSpec, module):
-    """torch.export of `module` itself with its recurrent layers computing as native ops
-    (`rnnexport.substitution`); the named dims dynamic; source locations stripped (they hold
-    absolute paths)."""
-    import torch
-
-    from rnnexport.export._capture import captured_messages
-    from rnnexport.export.onnx_dynamo import strip_source_locations
-    from rnnexport.substitution import native_recurrence
-    from rnnexport.usermodel import example_args
-
-    try:
-        longest = any(t.reaches_max for t in spec.inputs)
-        with captured_messages() as messages, torch.no_grad(), native_recurrence(module, padded_to_longest=longest):
-            program = torch.export.export(module, example_args(spec), dynamic_shapes=dynamic_shapes(spec),
-                                          strict=False)
-    except ExportRejected as exc:
-        raise ExportRejected(f"{spec.name}: {exc}") from None  # raised inside the module: it names no artifact
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:400]
-        low = re.search(r"Not all values of (\w+) = .*? in the specified range (\d+) <= \1", str(exc))
-        if low:  # the module needs a larger smallest size than the spec's dim allows
-            first += (f" (the module does not accept every {low[1]} >= {low[2]}: give [dims.{low[1]}] a 'min', "
-                      "the smallest size it accepts)")
-        raise ExportError(f"{spec.name}: torch.export cannot export the module: {type(exc).__name__}: {first}") from None
-    strip_source_locations(program)
-    return program, messages
-
-
 def _write_onnx(spec: ModelSpec, module, program, stage: Path, exporter: str, opset: int, size: int,
                 output_axes: dict[str, dict[int, str]], layers) -> list[str]:
     """``model.onnx`` by `exporter`, its output dims named after the spec's, checked loadable
@@ -409,12 +366,3 @@ def _manifest(spec: ModelSpec, stage: Path, plan: FormatPlan, exporter: str, ops
     with writing(stage, MANIFEST, 1 << 20) as path:
         write_json(path, manifest)
     return manifest
-
-
-def __getattr__(name: str) -> Any:
-    """``export_model``, from `rnnexport.export.api` (which imports this module) on first use."""
-    if name == "export_model":
-        from rnnexport.export.api import export_model
-
-        return export_model
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -98,12 +98,8 @@ def save_program(program: torch.export.ExportedProgram, path: Path) -> None:
 def export_onnx_dynamo(program: torch.export.ExportedProgram, spec: RNNSpec, path: Path, *, opset: int) -> list[str]:
     """Translate `program` to ONNX at `path` with native RNN/GRU/LSTM ops; returns captured warnings."""
     require_onnxscript()
-    if getattr(spec, "proj_size", 0):  # RNN specs; a model spec's LSTMs fail in the translation instead
-        raise ExportError(
-            f"{spec.name}: ONNX cannot express an LSTM with proj_size={spec.proj_size} (the ONNX LSTM op has "
-            "no projection, and its recurrence would need the projected state); model.pt and model.pt2 "
-            "support it"
-        )
+    if reason := spec.onnx_impossible():  # a model spec's LSTM projections fail in the translation instead
+        raise ExportError(f"{spec.name}: {reason}; model.pt and model.pt2 support it")
     import onnx
     import torch
 

@@ -48,7 +48,7 @@ class Runner(ABC):
     """
 
     def __init__(self, artifact: Artifact, runtime: str) -> None:
-        from rnnexport.runtimes import RUNTIMES
+        from rnnexport.runtimes.registry import RUNTIMES
 
         base, _, variant = runtime.partition(":")
         self.name: str = runtime

@@ -273,11 +273,10 @@ class _ClientRunner(Runner):
         if reason := super().unsupported_reason():
             return reason
         spec = self.artifact.spec
-        if spec.kind == "model":
-            odd = [t.name for t in spec.inputs if t.dtype not in ("float32", "int64")]
-            odd += [o["name"] for o in self.artifact.manifest["io"]["outputs"] if o.get("dtype") != "float32"]
-            if odd:
-                return f"the {self.name} client exchanges float32 and int64 inputs and float32 outputs only ({odd[0]!r})"
+        odd = [n for n in spec.input_names if spec.dtype(n) not in ("float32", "int64")]
+        odd += [o["name"] for o in self.artifact.manifest["io"]["outputs"] if o.get("dtype", "float32") != "float32"]
+        if odd:
+            return f"the {self.name} client exchanges float32 and int64 inputs and float32 outputs only ({odd[0]!r})"
         return None
 
     def _load(self) -> None:
@@ -298,7 +297,7 @@ class _ClientRunner(Runner):
     def _write_inputs(self, feeds: dict[str, np.ndarray]) -> Path:
         folder = Path(tempfile.mkdtemp(dir=self._tmp.name))
         spec = self.artifact.spec
-        lines = ["positional"] if spec.kind == "model" and self._positional else []
+        lines = ["positional"] if spec.positional_call and self._positional else []
         for name in spec.input_names:
             dtype = spec.dtype(name)
             array = np.ascontiguousarray(feeds[name], dtype="<i8" if dtype == "int64" else "<f4")

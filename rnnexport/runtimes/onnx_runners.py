@@ -141,9 +141,7 @@ class OnnxReferenceRunner(Runner):
         if self.artifact.uses_sequence_lens:
             # onnx 1.23's reference RNN/GRU/LSTM ignore sequence_lens (errors up to 0.5 measured).
             return "onnx.reference ignores sequence_lens: variable-length models are not run on it"
-        relu = (any(op.get("activation") == "Relu" for op in self.artifact.manifest.get("recurrent_ops", []))
-                if spec.kind == "model" else spec.cell == "rnn" and spec.nonlinearity == "relu")
-        if relu:
+        if "Relu" in spec.recurrent_activations(self.artifact.manifest):
             return "onnx.reference's RNN implements the Tanh activation only"
         return None
 

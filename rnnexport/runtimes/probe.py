@@ -23,7 +23,7 @@ def probe_variants(artifact, rows: dict[str, dict[str, Any]]) -> dict[str, str]:
     if not rows:
         return {}
     from rnnexport._workers import map_in_processes
-    from rnnexport.runtimes import runtime_imports
+    from rnnexport.runtimes.registry import runtime_imports
 
     items = [(artifact, row, options) for row, options in rows.items()]
     preload = runtime_imports([row.partition(":")[0] for row in rows])
@@ -39,7 +39,7 @@ def probe_variants(artifact, rows: dict[str, dict[str, Any]]) -> dict[str, str]:
 
 def _probe(item: tuple[Any, str, dict[str, Any]]) -> str | None:
     artifact, row, options = item
-    from rnnexport.runtimes import make_runner
+    from rnnexport.runtimes.registry import make_runner
 
     runner = make_runner(row, artifact, **options)
     if runner.unsupported_reason():

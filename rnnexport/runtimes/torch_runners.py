@@ -40,70 +40,45 @@ class _ModuleRunner(Runner):
             self._threads_before = None
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from rnnexport.builder import call_model
-
         with warnings.catch_warnings():
             # "LSTM with projections is not supported with oneDNN. Using default implementation":
             # which kernel runs is torch's business; the numbers are what validation checks.
             warnings.filterwarnings("ignore", message="LSTM with projections is not supported", category=UserWarning)
-            if self.artifact.spec.kind == "model":
-                from rnnexport.usermodel import call_user_model
-
-                return call_user_model(self._module, self.artifact.spec, feeds)
-            return call_model(self._module, self.artifact.spec, feeds)
+            return self.artifact.spec.call_reference(self._module, feeds)  # its calling contract
 
     def _close(self) -> None:
         self._module = None
 
 
 class TorchEagerRunner(_ModuleRunner):
-    """The reference: the module rebuilt from ``weights.pt`` (no RNG involved), behind the
-    calling contract (`rnnexport.builder.wrap`). For a model spec: the user's module, imported
-    and loaded with ``weights.safetensors`` (or `module`, given by an export in progress)."""
+    """The reference, as the spec rebuilds it (`load_reference`): an RNN configuration's module
+    from ``weights.pt`` (no RNG involved) behind its calling contract; a model spec's module,
+    imported in a child process and loaded with ``weights.safetensors``. Or `module`, given by
+    an export in progress."""
 
     def __init__(self, artifact, runtime: str, threads: int = 0, module=None) -> None:
         super().__init__(artifact, runtime, threads)
         self._given = module
-        self._child = None
-        if artifact.spec.kind == "model":
-            self.requires = "weights.safetensors"
+        self._reference = None
+        self.requires = artifact.spec.weights_file
 
     def _load(self) -> None:
-        from rnnexport.builder import module_from_state_dict, wrap
-
-        spec = self.artifact.spec
-        if spec.kind == "model":
-            from rnnexport.userimport import recorded_module
-
-            if self._given is not None:
-                self._module = self._given
-                return
-            source = self.artifact.manifest.get("module_source")
-            resolved, reason = recorded_module(spec, source, self.artifact.path)
-            if resolved is None:
-                raise ArtifactError(f"{self.artifact.path}: the eager reference cannot be rebuilt: {reason}")
-            # The user's code: imported and run in a child process, where it can neither end
-            # nor patch this one (`rnnexport.runtimes.isolated`).
-            import dataclasses
-
-            from rnnexport.runtimes.isolated import IsolatedReference
-
-            self._child = IsolatedReference(dataclasses.replace(self.artifact, spec=resolved), source.get("sha256"),
-                                            self.threads)
-            self._child.load()
-            return
-        try:
-            self._module = wrap(module_from_state_dict(spec, self.artifact.state_dict()), spec)
-        except (RuntimeError, KeyError) as exc:
-            raise ArtifactError(f"{self.artifact.path}: weights.pt does not fit the spec ({exc})") from None
+        if self._given is None:  # `infer` and `close` (`load_reference`)
+            self._reference = self.artifact.spec.load_reference(self.artifact, self.threads)
+        else:
+            self._module = self._given
 
     def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self._child.infer(feeds) if self._child is not None else super()._infer(feeds)
+        if self._reference is None:
+            return super()._infer(feeds)  # the module given, in this process
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="LSTM with projections is not supported", category=UserWarning)
+            return self._reference.infer(feeds)
 
     def _close(self) -> None:
-        if self._child is not None:
-            self._child.close()
-            self._child = None
+        if self._reference is not None:
+            self._reference.close()
+            self._reference = None
         super()._close()
 
 

@@ -1,0 +1,58 @@
+"""A model spec's module as a torch.export program: its named dims dynamic (`dynamic_shapes`),
+its recurrent layers computing as native ops (`native_program`; `rnnexport.substitution`). The
+dynamo ONNX exporter translates this program; ``model.pt2`` is it, saved.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from rnnexport.errors import ExportError, ExportRejected
+
+if TYPE_CHECKING:
+    from rnnexport.modelspec import ModelSpec
+
+__all__ = ["dynamic_shapes", "native_program"]
+
+
+def dynamic_shapes(spec: ModelSpec) -> dict[str, Any]:
+    import torch
+
+    # A dim that another is derived from starts at its smallest validated size: below it
+    # intermediate sizes (a convolution's (frames - 4)) reach 1, which torch.export specializes.
+    roots = {d.root for d in spec.derived}
+    dims = {d.name: torch.export.Dim(d.name, min=min((d.size, *d.sweep)) if d.name in roots else d.min)
+            for d in spec.dims}
+    dims.update({d.name: d.value(dims[d.root]) for d in spec.derived})  # torch.export's derived Dims
+    return {t.name: {axis: dims[d] for axis, d in enumerate(t.shape) if isinstance(d, str)} or None
+            for t in spec.inputs}
+
+
+def native_program(spec: ModelSpec, module):
+    """torch.export of `module` itself with its recurrent layers computing as native ops
+    (`rnnexport.substitution`); the named dims dynamic; source locations stripped (they hold
+    absolute paths)."""
+    import torch
+
+    from rnnexport.export._capture import captured_messages
+    from rnnexport.export.onnx_dynamo import strip_source_locations
+    from rnnexport.substitution import native_recurrence
+    from rnnexport.usermodel import example_args
+
+    try:
+        longest = any(t.reaches_max for t in spec.inputs)
+        with captured_messages() as messages, torch.no_grad(), native_recurrence(module, padded_to_longest=longest):
+            program = torch.export.export(module, example_args(spec), dynamic_shapes=dynamic_shapes(spec),
+                                          strict=False)
+    except ExportRejected as exc:
+        raise ExportRejected(f"{spec.name}: {exc}") from None  # raised inside the module: it names no artifact
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:400]
+        low = re.search(r"Not all values of (\w+) = .*? in the specified range (\d+) <= \1", str(exc))
+        if low:  # the module needs a larger smallest size than the spec's dim allows
+            first += (f" (the module does not accept every {low[1]} >= {low[2]}: give [dims.{low[1]}] a 'min', "
+                      "the smallest size it accepts)")
+        raise ExportError(f"{spec.name}: torch.export cannot export the module: {type(exc).__name__}: {first}") from None
+    strip_source_locations(program)
+    return program, messages
