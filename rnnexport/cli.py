@@ -142,7 +142,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         specs = [spec.replace(seed=args.seed) for spec in specs]
     tolerance = _tolerance(args)
     formats = None if args.formats is None else parse_formats(args.formats, "--formats", UsageError)
-    variants = None if args.variant is None else parse_variants(args.variant, "--variant", UsageError)
+    variants = (None if args.variant is None else [] if args.variant.strip() in ("", "none")  # none: not the spec's
+                else parse_variants(args.variant, "--variant", UsageError))
     if args.no_validate:
         wanted = [flag for flag, value in (("--json", args.json_path), ("--junit", args.junit), ("--html", args.html),
                                            ("--runtimes", args.runtimes)) if value]

@@ -122,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "be made is left out with its reason, the rest installed, and the export exits 1)")
     p.add_argument("--variant", default=None, metavar="V,...",
                    help="deployment variants made from model.onnx beside it: int8 (ONNX Runtime dynamic "
-                        "quantization), fp16; judged by the spec's acceptance criteria (default: the spec's "
-                        "'variants' key, else none)")
+                        "quantization), fp16; judged by the spec's acceptance criteria; none: not even the spec's "
+                        "(default: the spec's 'variants' key, else none)")
     _add_jobs(p, "configurations exported at once, each in its own process")
     p.add_argument("--lock-timeout", type=_nonnegative_float, default=None, metavar="S",
                    help="seconds to wait while another export of the same name into the same folder runs "

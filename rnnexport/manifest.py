@@ -26,6 +26,7 @@ __all__ = [
     "golden_case_ids",
     "MAX_MANIFEST_BYTES",
     "SCHEMA_VERSION",
+    "schema_version_of",
     "implied_files",
     "manifest_summary",
     "model_manifest",
@@ -40,8 +41,13 @@ MANIFEST = "manifest.json"
 # `onnx_refused`), model specs may hold derived dims, `sorted`/`reaches_max` inputs, a dim's `min`
 # and `inputs_fn` (`inputs_source`). A schema-1 reader would take an absent model.onnx for a
 # tampered folder, hence the new number; schema 1 is still read.
-SCHEMA_VERSION = 2
-_SCHEMA_2_FIELDS = ("formats", "formats_missing", "inputs_source", "variants", "criteria")
+# 3: deployment variants (`variants`, `criteria`) and a model spec's `variants`, `criteria` and
+# `evaluation` keys. Written only by a manifest that uses them (`schema_version_of`): every other
+# one stays 2, which older rnnexport reads; a schema-2 reader refuses a 3 as newer, with "upgrade".
+SCHEMA_VERSION = 3
+_SCHEMA_2_FIELDS = ("formats", "formats_missing", "inputs_source")
+_SCHEMA_3_FIELDS = ("variants", "criteria")
+_SCHEMA_3_SPEC_KEYS = ("variants", "criteria", "evaluation")
 MAX_MANIFEST_BYTES = 16 << 20  # real manifests are a few KB
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -102,7 +108,7 @@ def rnn_manifest(spec: RNNSpec, files: dict[str, dict[str, Any]], *, exporter: s
                 "dynamic_axes": {str(k): v for k, v in axes[name].items()}}
 
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": 2,  # or 3: `schema_version_of`, set where the manifest is written
         "name": spec.name,
         "spec": spec.to_dict(),
         "exporter": exporter,
@@ -135,7 +141,7 @@ def model_manifest(spec: ModelSpec, files: dict[str, dict[str, Any]], *, exporte
     atol, rtol, per_output = spec.tolerance_for(tolerance.atol, tolerance.rtol)
     documented = spec.golden_cases()[0]
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": 2,  # or 3: `schema_version_of`, set where the manifest is written
         "kind": "model",
         "name": spec.name,
         "spec": {**spec.to_dict(), **({"weights": Path(spec.weights).name} if spec.weights else {}),
@@ -269,15 +275,25 @@ def golden_case_ids(spec, manifest: dict[str, Any], manifest_path: Path) -> list
     return cases
 
 
+def schema_version_of(manifest: dict[str, Any]) -> int:
+    """The lowest schema that holds `manifest`'s fields (2, or 3 with variants or their spec keys)."""
+    spec = manifest.get("spec") if isinstance(manifest.get("spec"), dict) else {}
+    return 3 if any(k in manifest for k in _SCHEMA_3_FIELDS) or any(k in spec for k in _SCHEMA_3_SPEC_KEYS) else 2
+
+
 def _check_formats(manifest: dict[str, Any], manifest_path: Path) -> None:
-    """``formats`` (when present) names known formats; ``formats_missing`` maps them to reasons."""
+    """``formats`` (when present) names known formats; ``formats_missing`` maps them to reasons;
+    no field is newer than the manifest's schema."""
     from rnnexport.formats import FORMATS, parse_formats
 
-    newer = [key for key in _SCHEMA_2_FIELDS if key in manifest]
-    if newer and manifest["schema_version"] < 2:
-        # Never written by a schema-1 export: it would let a manifest excuse a missing file.
-        raise ArtifactError(f"{manifest_path}: {newer[0]!r} is a schema-2 field, but the manifest says schema "
-                            f"{manifest['schema_version']}")
+    spec = manifest.get("spec") if isinstance(manifest.get("spec"), dict) else {}
+    for version, fields, spec_keys in ((2, _SCHEMA_2_FIELDS, ()), (3, _SCHEMA_3_FIELDS, _SCHEMA_3_SPEC_KEYS)):
+        newer = [k for k in fields if k in manifest] + [f"spec.{k}" for k in spec_keys if k in spec]
+        if newer and manifest["schema_version"] < version:
+            # Never written by an older export: it would let a manifest excuse a missing file, or
+            # judge a variant by criteria no reader of its schema knows.
+            raise ArtifactError(f"{manifest_path}: {newer[0]!r} is a schema-{version} field, but the manifest says "
+                                f"schema {manifest['schema_version']}")
     if "formats" in manifest:
         parse_formats(manifest["formats"], f"{manifest_path} 'formats'", ArtifactError)
     from rnnexport.variants import check_variants_field

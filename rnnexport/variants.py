@@ -139,11 +139,11 @@ def record_variants(manifest: dict[str, Any], stage: Path, table: dict[str, dict
     from rnnexport.criteria import criteria_json
     from rnnexport.verify import file_entry
 
-    if not table:
-        return
-    manifest["files"].update({entry["file"]: file_entry(stage / entry["file"]) for entry in table.values()})
-    manifest["variants"] = table
-    manifest["criteria"] = criteria_json(spec.acceptance_criteria())
+    if table:
+        manifest["files"].update({entry["file"]: file_entry(stage / entry["file"]) for entry in table.values()})
+        manifest["variants"] = table
+        manifest["criteria"] = criteria_json(spec.acceptance_criteria())
+
 
 
 def ops_of(path: Path) -> list[str]:

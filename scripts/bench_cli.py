@@ -4,7 +4,8 @@
     python scripts/bench_cli.py --baseline /path/to/checkout  # also another rnnexport, interleaved
 
 Rows: the import floor (``import torch, onnx, onnxruntime`` in a fresh process), what validating
-and exporting import before any artifact runs (this version only), ``rnnexport list``, ``export --all`` (every built-in configuration, validated on every available runtime)
+and exporting import before any artifact runs (this version only), ``rnnexport list``, ``export --all`` (every built-in configuration, validated on every available runtime; and
+``--jobs 1 --variant none``, without the examples' int8 variants: this version only)
 and ``validate`` of those artifacts, both as typed (``--jobs`` defaults to the number of cores)
 and with ``--jobs 1``, and ``validate`` of 16 artifacts (copies of those) with ``--jobs 1`` and
 ``--jobs 2``. Each command runs in a fresh process in a scratch folder; one unmeasured run of
@@ -12,7 +13,9 @@ the floor first, so that no row pays for a cold file cache.
 
 ``--baseline`` runs every row with another checkout of rnnexport as well (put first on
 ``PYTHONPATH``, in the same environment), alternating the two run by run, so that a shared
-machine's changing load falls on both alike; it prints both columns and baseline / this.
+machine's changing load falls on both alike; it prints both columns and baseline / this. Each
+version exports into a folder of its own and validates what it exported (an older rnnexport
+may refuse a newer manifest, by design).
 """
 
 from __future__ import annotations
@@ -37,15 +40,18 @@ def _run(command: list[str], cwd: Path, env: dict[str, str] | None) -> float:
     return time.perf_counter() - start
 
 
-def _seconds(command: list[str], cwd: Path, repeat: int, envs: list[dict[str, str] | None],
+def _seconds(command: list[str], cwd: Path | list[Path], repeat: int, envs: list[dict[str, str] | None],
              before=None) -> list[float]:
-    """Median seconds of `command` under each environment, the environments alternating."""
+    """Median seconds of `command` under each environment, the environments alternating; `cwd`
+    one folder, or one per environment (each version works on the artifacts it exported: an
+    older one may not read a newer manifest); `before(folder)` runs before each run."""
+    folders = cwd if isinstance(cwd, list) else [cwd] * len(envs)
     times: list[list[float]] = [[] for _ in envs]
     for _ in range(repeat):
         for index, env in enumerate(envs):
             if before is not None:
-                before()
-            times[index].append(_run(command, cwd, env))
+                before(folders[index])
+            times[index].append(_run(command, folders[index], env))
     return [statistics.median(t) for t in times]
 
 
@@ -88,31 +94,38 @@ def main() -> int:
             command = [sys.executable, "-c", f"import os, {', '.join(modules)}; os._exit(0)"]
             rows.append((label, _seconds(command, work, args.repeat, envs[:1])))
         rows.append(("rnnexport list", _seconds([*RNNEXPORT, "list"], work, args.repeat, envs)))
+        own = [work / "this", work / "baseline"][:len(envs)]  # each version's own exports
+        for folder in own:
+            folder.mkdir()
         for label, jobs in (("", []), (" --jobs 1", ["--jobs", "1"])):
             rows.append((f"rnnexport export --all{label}", _seconds(
-                [*RNNEXPORT, "export", "--all", "--out", "models", *jobs], work, args.repeat, envs,
-                before=lambda: shutil.rmtree(work / "models", ignore_errors=True))))
+                [*RNNEXPORT, "export", "--all", "--out", "models", *jobs], own, args.repeat, envs,
+                before=lambda folder: shutil.rmtree(folder / "models", ignore_errors=True))))
+        # The examples' int8 variants (made and validated by export --all) left out: this version only.
+        rows.append(("rnnexport export --all --jobs 1 --variant none", _seconds(
+            [*RNNEXPORT, "export", "--all", "--out", "variantless", "--jobs", "1", "--variant", "none"], own[0],
+            args.repeat, envs[:1], before=lambda folder: shutil.rmtree(folder / "variantless", ignore_errors=True))))
         for label, jobs in (("", []), (" --jobs 1", ["--jobs", "1"])):
             rows.append((f"rnnexport validate models{label}",
-                         _seconds([*RNNEXPORT, "validate", "models", *jobs], work, args.repeat, envs)))
-        many = work / "many"
-        made = sorted(p for p in (work / "models").iterdir() if p.is_dir() and not p.name.startswith("."))
-        for index in range(16):  # copies of the built-in artifacts, 16 in all
-            artifact = made[index % len(made)]
-            shutil.copytree(artifact, many / f"{artifact.name}_{index // len(made)}")
+                         _seconds([*RNNEXPORT, "validate", "models", *jobs], own, args.repeat, envs)))
+        for folder in own:
+            made = sorted(p for p in (folder / "models").iterdir() if p.is_dir() and not p.name.startswith("."))
+            for index in range(16):  # copies of the built-in artifacts, 16 in all
+                artifact = made[index % len(made)]
+                shutil.copytree(artifact, folder / "many" / f"{artifact.name}_{index // len(made)}")
         for jobs in (1, 2):
             rows.append((f"validate 16 artifacts --jobs {jobs}",
-                         _seconds([*RNNEXPORT, "validate", "many", "--jobs", str(jobs)], work, args.repeat, envs)))
+                         _seconds([*RNNEXPORT, "validate", "many", "--jobs", str(jobs)], own, args.repeat, envs)))
     print(f"median of {args.repeat} run(s), {os.cpu_count()} core(s); ratio = time / import floor; "
           f"--jobs defaults to {os.cpu_count()} here")
     floor = rows[0][1][0]
     if args.baseline is None:
         for label, (seconds,) in rows:
-            print(f"  {label:<36}{seconds:>8.2f} s{seconds / floor:>8.1f}x")
+            print(f"  {label:<48}{seconds:>8.2f} s{seconds / floor:>8.1f}x")
     else:
-        print(f"  {'':<36}{'this':>18}{'baseline':>18}{'baseline/this':>15}")
+        print(f"  {'':<48}{'this':>18}{'baseline':>18}{'baseline/this':>15}")
         for label, (seconds, *base) in rows:
-            line = f"  {label:<36}{seconds:>8.2f} s{seconds / floor:>8.1f}x"
+            line = f"  {label:<48}{seconds:>8.2f} s{seconds / floor:>8.1f}x"
             if base:
                 line += f"{base[0]:>8.2f} s{base[0] / floor:>8.1f}x{base[0] / seconds:>14.2f}x"
             print(line)

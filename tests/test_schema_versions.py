@@ -58,3 +58,30 @@ def test_schema_2_fields_in_a_schema_1_manifest_are_refused(tmp_path, field, val
     (folder / MANIFEST).write_text(json.dumps({**manifest, "schema_version": 1, field: value}))
     with pytest.raises(ArtifactError, match=f"'{field}' is a schema-2 field, but the manifest says schema 1"):
         open_artifact(folder)
+
+
+@pytest.mark.parametrize("field", ["variants", "criteria", "spec.evaluation"])
+def test_schema_3_fields_in_a_schema_2_manifest_are_refused(tmp_path, field):
+    """A manifest that records variants (or their spec keys) says schema 3, which a schema-2
+    reader refuses as newer; saying 2 instead must not smuggle them past it."""
+    folder = shutil.copytree(MODELS / "text_classifier", tmp_path / "text_classifier")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    assert manifest["schema_version"] == 3
+    if field == "criteria":
+        manifest.pop("variants")
+    if field == "spec.evaluation":
+        for key in ("variants", "criteria"):
+            manifest.pop(key)
+            manifest["spec"].pop(key)
+        del manifest["files"]["model.int8.onnx"]
+        (folder / "model.int8.onnx").unlink()
+    (folder / MANIFEST).write_text(json.dumps({**manifest, "schema_version": 2}))
+    with pytest.raises(ArtifactError, match=f"'{field}' is a schema-3 field, but the manifest says schema 2"):
+        open_artifact(folder)
+
+
+def test_only_manifests_with_variants_say_schema_3():
+    found = {p.parent.name: json.loads(p.read_text())["schema_version"] for p in MODELS.glob("*/manifest.json")}
+    assert {n for n, v in found.items() if v == 3} == {"text_classifier", "keyword_spotter", "seq2seq_encoder",
+                                                      "seq2seq_decoder"}
+    assert {v for n, v in found.items() if n in ("deep", "deep_bidirectional", "seq_first", "single_layer")} == {2}

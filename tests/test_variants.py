@@ -319,3 +319,21 @@ def test_a_manifest_cannot_loosen_its_variants_criteria(artifact_copy):
     assert ("onnxruntime-cpu:int8", "cosine") in missed and not report.passed
     trusted = validate_artifact(folder, runtimes=["onnxruntime-cpu"], manifest_tolerance=True)
     assert {c.criterion for c in trusted.criteria} == {"argmax"} and trusted.passed
+
+
+def test_variant_none_leaves_out_the_specs_own(cli, tmp_path):
+    code, _, err = cli("export", "text_classifier", "--variant", "none", "--no-validate", "--out", tmp_path)
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "text_classifier" / MANIFEST).read_text())
+    assert "variants" not in manifest and not (tmp_path / "text_classifier" / "model.int8.onnx").exists()
+
+
+def test_the_shipped_held_out_set_is_what_its_script_writes(tmp_path):
+    """scripts/write_heldout.py is deterministic and made the committed file."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(CATALOG.parents[1] / "scripts" / "write_heldout.py"), "--out",
+                           str(tmp_path / "h.npz")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "h.npz").read_bytes() == (CATALOG / "text_classifier_heldout.npz").read_bytes()

@@ -33,7 +33,7 @@ from rnnexport.export.program import dynamic_shapes, native_program
 from rnnexport.export.loadable import check_onnx
 from rnnexport.formats import FormatPlan
 from rnnexport.golden import write_npz
-from rnnexport.manifest import MANIFEST, write_json
+from rnnexport.manifest import MANIFEST, schema_version_of, write_json
 from rnnexport.modelspec import RANDOM_WEIGHTS, ModelSpec
 from rnnexport.staging import DEFAULT_LOCK_TIMEOUT, resolve_output, staged_folder
 from rnnexport.userinputs import case_inputs
@@ -363,6 +363,7 @@ def _manifest(spec: ModelSpec, stage: Path, plan: FormatPlan, exporter: str, ops
 
         manifest["inputs_source"] = inputs_source(spec, stage)
     record_variants(manifest, stage, variants, spec)
+    manifest["schema_version"] = schema_version_of(manifest)  # 3 only where its fields are used
     with writing(stage, MANIFEST, 1 << 20) as path:
         write_json(path, manifest)
     return manifest

@@ -19,7 +19,7 @@ from rnnexport.export.steps import (DEFAULT_OPSET, ExportResult, check_exporter,
 from rnnexport.formats import FormatPlan
 from rnnexport.golden import write_npz
 from rnnexport.inputs import golden_cases, make_inputs
-from rnnexport.manifest import MANIFEST, write_json
+from rnnexport.manifest import MANIFEST, schema_version_of, write_json
 from rnnexport.spec import RNNSpec
 from rnnexport.staging import DEFAULT_LOCK_TIMEOUT, resolve_output, staged_folder
 from rnnexport.variants import record_variants, write_variants
@@ -160,6 +160,7 @@ def _manifest(
                             torchscript_method=torchscript_method, warnings=warnings, formats=plan.manifest_fields(),
                             tolerance=tolerance or Tolerance())
     record_variants(manifest, stage, variants, spec)
+    manifest["schema_version"] = schema_version_of(manifest)  # 3 only where its fields are used
     with writing(stage, MANIFEST, 1 << 16) as path:
         write_json(path, manifest)
     return manifest
