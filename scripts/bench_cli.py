@@ -5,7 +5,8 @@
 
 Rows: the import floor (``import torch, onnx, onnxruntime`` in a fresh process), what validating
 and exporting import before any artifact runs (this version only), ``rnnexport list``, ``export --all`` (every built-in configuration, validated on every available runtime; and
-``--jobs 1 --variant none``, without the examples' int8 variants: this version only)
+``--jobs 1 --variant none``, without the examples' int8 variants, and its validation: this
+version only)
 and ``validate`` of those artifacts, both as typed (``--jobs`` defaults to the number of cores)
 and with ``--jobs 1``, and ``validate`` of 16 artifacts (copies of those) with ``--jobs 1`` and
 ``--jobs 2``. Each command runs in a fresh process in a scratch folder; one unmeasured run of
@@ -105,6 +106,8 @@ def main() -> int:
         rows.append(("rnnexport export --all --jobs 1 --variant none", _seconds(
             [*RNNEXPORT, "export", "--all", "--out", "variantless", "--jobs", "1", "--variant", "none"], own[0],
             args.repeat, envs[:1], before=lambda folder: shutil.rmtree(folder / "variantless", ignore_errors=True))))
+        rows.append(("validate --jobs 1 of the --variant none export", _seconds(
+            [*RNNEXPORT, "validate", "variantless", "--jobs", "1"], own[0], args.repeat, envs[:1])))
         for label, jobs in (("", []), (" --jobs 1", ["--jobs", "1"])):
             rows.append((f"rnnexport validate models{label}",
                          _seconds([*RNNEXPORT, "validate", "models", *jobs], own, args.repeat, envs)))
