@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Comparison", "Tolerance", "compare_arrays", "compare_shapes", "failures", "judged_by_tolerance", "passed"]
+__all__ = ["Comparison", "Tolerance", "compare_arrays", "compare_shapes", "failures", "judged_by_tolerance", "passed",
+           "split_row"]
 
 
 @dataclass(frozen=True)
@@ -185,10 +186,18 @@ def compare_shapes(
     )
 
 
+def split_row(name: str) -> tuple[str, str | None]:
+    """A report row's runtime and variant: ``onnxruntime-cpu:int8`` -> (``onnxruntime-cpu``,
+    ``int8``); a runtime's own row -> (name, None). Variants' rows are named by
+    `rnnexport.runtimes.registry.variant_rows`."""
+    runtime, _, variant = name.partition(":")
+    return runtime, variant or None
+
+
 def judged_by_tolerance(runtime: str) -> bool:
     """False for a variant's row (``onnxruntime-cpu:int8``): its values are judged by the
     acceptance criteria (`rnnexport.criteria`), its shapes still here."""
-    return ":" not in runtime
+    return split_row(runtime)[1] is None
 
 
 def passed(comparison: Comparison) -> bool:

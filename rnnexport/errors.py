@@ -8,7 +8,7 @@ traceback.
 
 from __future__ import annotations
 
-__all__ = ["did_you_mean", 
+__all__ = [
     "ArtifactError",
     "ExportError",
     "ExportRejected",
@@ -18,6 +18,8 @@ __all__ = ["did_you_mean",
     "UsageError",
     "ValidationFailed",
     "WorkerDied",
+    "did_you_mean",
+    "first_line",
 ]
 
 
@@ -96,3 +98,9 @@ def did_you_mean(name: str, valid) -> str:
 
     close = difflib.get_close_matches(name, list(valid), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def first_line(exc: BaseException, limit: int | None = 300) -> str:
+    """The first line of `exc`'s message, at most `limit` characters (None: all of it): what a
+    one-line error quotes of a library's (often multi-line) exception."""
+    return (str(exc).strip().splitlines() or [""])[0][:limit]

@@ -88,9 +88,10 @@ def run_case(artifact: Artifact, runners: dict, case, feeds: dict[str, np.ndarra
 
 def compare_runs(artifact: Artifact, plan: Plan, case, outputs: dict[str, dict[str, np.ndarray]],
                  report: ArtifactReport, tally: Tally | None = None) -> list[Comparison]:
-    """Each runtime's outputs against torch and the golden data (and the RNN invariants), and
-    added to the acceptance criteria's `tally`; for an RNN spec also where a failure starts and
-    the error per time step on the longest case."""
+    """Each runtime's outputs against torch and the golden data (and the checks the spec
+    carries: an RNN's invariants), added to the acceptance criteria's `tally`; where a failure
+    starts (`locate`: an RNN's layer and direction) and, on the longest case, the error per step
+    along the spec's stream."""
     spec = artifact.spec
     reference = outputs.get("torch")
     golden = plan.golden.get(case)

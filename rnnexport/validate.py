@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from rnnexport.artifacts import Artifact, discover_artifacts, open_artifact
-from rnnexport.compare import Tolerance
+from rnnexport.compare import Tolerance, judged_by_tolerance
 from rnnexport.criteria import Tally, parse_criteria
 from rnnexport.errors import RuntimeUnavailableError, UsageError, WorkerDied
 from rnnexport.formats import FORMATS, missing_formats
@@ -29,7 +29,7 @@ from rnnexport.modelspec import RANDOM_WEIGHTS
 from rnnexport.plan import Plan, estimated_work, fitting_cases, make_plan, planned_steps, spec_dims
 from rnnexport.results import ArtifactReport, RunError
 from rnnexport.runloop import admit_runners, compare_runs, run_case, run_streaming
-from rnnexport.runtimes import RUNTIMES, loaded_runners, make_runner, resolve_runtimes, runtime_imports
+from rnnexport.runtimes import RUNTIMES, loaded_runners, make_runner, resolve_runtimes, runtime_imports, split_row
 from rnnexport.streaming import streaming_not_applicable
 from rnnexport.tolerance_policy import applied_tolerance, describe_tolerance
 
@@ -101,7 +101,7 @@ def validate_artifact(
     step = on_step or (lambda *_: None)
     streamed = {case for case, _ in plan.stream_cases}
     full_runs: dict[Any, dict[str, dict[str, np.ndarray]]] = {}  # a streaming case's full run, by case and runtime
-    rows = [name for name in plan.runtimes if ":" in name]
+    rows = [name for name in plan.runtimes if not judged_by_tolerance(name)]  # the variants' rows
     tally = Tally(artifact.name, spec_criteria(artifact, trust_manifest=manifest_tolerance)) if rows else None
     with loaded_runners(artifact, plan.runtimes, options) as (runners, unsupported, failed):
         admit_runners(artifact, plan, runners, unsupported, failed, report, runtimes, skip_unsupported, step)
@@ -114,7 +114,7 @@ def validate_artifact(
             run_streaming(artifact, runners, case, chunks, plan, report, step, full_runs.get(case, {}))
     if tally is not None:
         report.criteria = tally.results(judged=set(rows))
-        made = list(dict.fromkeys(row.partition(":")[2] for row in rows))
+        made = list(dict.fromkeys(split_row(row)[1] for row in rows))
         report.notes.append(f"variants ({', '.join(made)}) are judged by their acceptance "
                             "criteria, not by the tolerances; their streaming check is not run")
     return report  # judged by report.passed (compare.failures over the records)

@@ -18,7 +18,7 @@ _FP32 = "fp32"
 def variant_table(artifact, results, shape: str) -> list[dict[str, Any]]:
     """One row per variant (fp32 first) when the artifact has variants, else ``[]``;
     `results` are the bench's (`rnnexport.bench.BenchResult`) and `shape` the one compared."""
-    from rnnexport.runtimes import RUNTIMES
+    from rnnexport.runtimes import RUNTIMES, split_row
 
     made = artifact.manifest.get("variants") or {}
     if not made:
@@ -32,7 +32,7 @@ def variant_table(artifact, results, shape: str) -> list[dict[str, Any]]:
         suffix = "" if variant == _FP32 else f":{variant}"
         latency = {}
         for row, r in timed.items():
-            base, _, of = row.partition(":")
+            base, of = split_row(row)
             if (of or _FP32) != variant or base not in RUNTIMES:  # not the ONNX Runtime floor
                 continue
             fp32 = timed.get(base)
@@ -40,7 +40,7 @@ def variant_table(artifact, results, shape: str) -> list[dict[str, Any]]:
                              "ratio_to_fp32": r.median_ms / fp32.median_ms if fp32 and fp32.median_ms else None}
         # The first runtime that ran this file (ONNX Runtime CPU comes first among them).
         judged = [(runtime, entry["criteria"]) for runtime, entry in validated.items()
-                  if runtime.partition(":")[2] == suffix[1:] and entry.get("criteria")
+                  if (split_row(runtime)[1] or "") == suffix[1:] and entry.get("criteria")
                   and (suffix or runtime.startswith("onnx"))]
         runtime, criteria = judged[0] if judged else (None, {})
         rows.append({"variant": variant, "file": file, "bytes": files[file]["bytes"],

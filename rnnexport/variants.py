@@ -105,7 +105,7 @@ def write_variants(name: str, stage: Path, variants: tuple[str, ...], writing,
     Raises:
         ExportError: a variant cannot be made.
     """
-    from rnnexport.errors import ExportError
+    from rnnexport.errors import ExportError, first_line
     from rnnexport.export.loadable import check_onnx
 
     if not variants:
@@ -121,9 +121,8 @@ def write_variants(name: str, stage: Path, variants: tuple[str, ...], writing,
             try:
                 variant.make(source, path)
             except Exception as exc:
-                first = (str(exc).strip().splitlines() or [""])[0][:300]
                 raise ExportError(f"{name}: the {variant.name} variant cannot be made: {type(exc).__name__}: "
-                                  f"{first}") from None
+                                  f"{first_line(exc)}") from None
         check_onnx(path, f"{name} ({variant.name})", session=False)
         table[variant.name] = {"file": variant.file, "of": _SOURCE, "method": variant.method, "ops": ops_of(path)}
         if variant.name == "int8" and not any("Integer" in op or "Quantize" in op for op in table["int8"]["ops"]):

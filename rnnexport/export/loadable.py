@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rnnexport.errors import FormatFailed
+from rnnexport.errors import FormatFailed, first_line
 
 __all__ = ["check_onnx"]
 
@@ -52,6 +52,5 @@ def _first_line(exc: BaseException) -> str:
     """The first line of `exc`, without ONNX Runtime's source locations and C++ signatures."""
     import re
 
-    line = (str(exc).strip().splitlines() or [""])[0]
-    line = re.sub(r"/onnxruntime_src/\S+ [^(]*\([^)]*\)[^ ]* ?", "", line)
+    line = re.sub(r"/onnxruntime_src/\S+ [^(]*\([^)]*\)[^ ]* ?", "", first_line(exc, None))
     return f"{type(exc).__name__}: {line[:300]}"

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from rnnexport.compare import Tolerance
-from rnnexport.errors import ExportError, SpecError, UsageError
+from rnnexport.errors import ExportError, SpecError, UsageError, first_line
 from rnnexport.export.steps import (ExportResult, check_exporter, check_memory_limits, chosen_variants, made_any,
                                     validate_staged, writing)
 from rnnexport.export.graph import check_native_ops, find_output_axes, name_output_dims, recurrent_ops
@@ -309,9 +309,8 @@ def _write_onnx(spec: ModelSpec, module, program, stage: Path, exporter: str, op
         except ExportError:
             raise
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [""])[0][:400]
-            raise ExportError(f"{spec.name}: the {exporter} ONNX exporter failed: {type(exc).__name__}: {first}") \
-                from None
+            raise ExportError(f"{spec.name}: the {exporter} ONNX exporter failed: {type(exc).__name__}: "
+                              f"{first_line(exc, 400)}") from None
     check_onnx(path, spec.name)
     name_output_dims(stage, output_axes)
     check_native_ops(spec, layers, recurrent_ops(path), exporter)

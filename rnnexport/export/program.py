@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from rnnexport.errors import ExportError, ExportRejected
+from rnnexport.errors import ExportError, ExportRejected, first_line
 
 if TYPE_CHECKING:
     from rnnexport.modelspec import ModelSpec
@@ -48,7 +48,7 @@ def native_program(spec: ModelSpec, module):
     except ExportRejected as exc:
         raise ExportRejected(f"{spec.name}: {exc}") from None  # raised inside the module: it names no artifact
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:400]
+        first = first_line(exc, 400)
         low = re.search(r"Not all values of (\w+) = .*? in the specified range (\d+) <= \1", str(exc))
         if low:  # the module needs a larger smallest size than the spec's dim allows
             first += (f" (the module does not accept every {low[1]} >= {low[2]}: give [dims.{low[1]}] a 'min', "

@@ -25,7 +25,7 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rnnexport.errors import ExportError, UsageError
+from rnnexport.errors import ExportError, UsageError, first_line
 from rnnexport.export._capture import captured_messages
 from rnnexport.export._torch_internals import strip_torchscript_debug_info
 from rnnexport.export.compile_server import TorchScriptJob, fork_compile_server, start_compile, start_compile_server
@@ -91,7 +91,7 @@ def compile_model_spec(module: torch.nn.Module, spec, path: Path, method: str | 
                     compiled = torch.jit.trace(module, example_args(spec), check_trace=False, strict=False)
                 torch.jit.save(compiled, str(path))
             except Exception as exc:
-                first = (str(exc).strip().splitlines() or [""])[0][:300]
+                first = first_line(exc)
                 why = f" (torch.jit.script failed too: {script_error})" if script_error else ""
                 raise ExportError(f"{spec.name}: torch.jit.trace failed: {type(exc).__name__}: {first}{why}") from None
     strip_torchscript_debug_info(path)

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from rnnexport.errors import RNNExportError, RuntimeUnavailableError
 from rnnexport.runtimes.base import Runner
 from rnnexport.runtimes.registry import (RUNTIMES, UNTRUSTED_REASON, RuntimeInfo, make_runner, resolve_runtimes,
-                                         runtime_imports, unavailable_reason, variant_rows)
+                                         runtime_imports, split_row, unavailable_reason, variant_rows)
 
 __all__ = ["RUNTIMES", "UNTRUSTED_REASON", "RuntimeInfo", "loaded_runners", "make_runner", "resolve_runtimes",
-           "runtime_imports", "unavailable_reason", "variant_rows"]
+           "runtime_imports", "split_row", "unavailable_reason", "variant_rows"]
 
 
 @contextlib.contextmanager
@@ -32,10 +32,10 @@ def loaded_runners(
     unsupported: dict[str, str] = {}
     failed: dict[str, Exception] = {}
     options = options or {}
-    chosen = {name: options.get(name, options.get(name.partition(":")[0], {})) for name in names}
+    chosen = {name: options.get(name, options.get(split_row(name)[0], {})) for name in names}
     from rnnexport.runtimes.probe import probe_variants
 
-    probed = probe_variants(artifact, {name: o for name, o in chosen.items() if ":" in name})
+    probed = probe_variants(artifact, {name: o for name, o in chosen.items() if split_row(name)[1]})
     with contextlib.ExitStack() as stack:
         for name in names:
             runner = make_runner(name, artifact, **chosen[name])

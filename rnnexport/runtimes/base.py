@@ -48,11 +48,10 @@ class Runner(ABC):
     """
 
     def __init__(self, artifact: Artifact, runtime: str) -> None:
-        from rnnexport.runtimes.registry import RUNTIMES
+        from rnnexport.runtimes.registry import RUNTIMES, split_row
 
-        base, _, variant = runtime.partition(":")
+        base, self.variant = split_row(runtime)  # ``onnxruntime-cpu:int8`` runs the int8 variant's file
         self.name: str = runtime
-        self.variant: str | None = variant or None  # ``onnxruntime-cpu:int8`` runs the int8 variant's file
         self.requires: str = RUNTIMES[base].requires
         if self.variant:
             entry = (artifact.manifest.get("variants") or {}).get(self.variant)

@@ -11,13 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rnnexport.compare import split_row
 from rnnexport.errors import RuntimeUnavailableError, UsageError
 
 if TYPE_CHECKING:
     from rnnexport.runtimes.base import Runner
 
 __all__ = ["RUNTIMES", "UNTRUSTED_REASON", "RuntimeInfo", "make_runner", "resolve_runtimes", "runtime_imports",
-           "unavailable_reason", "variant_rows"]
+           "split_row", "unavailable_reason", "variant_rows"]
 
 
 def _module_missing(module: str) -> Callable[[], str | None]:
@@ -157,7 +158,7 @@ def runtime_imports(names: list[str] | None) -> list[str]:
 def make_runner(name: str, artifact, **options) -> Runner:
     """A runner of runtime `name` for `artifact` (not loaded yet); ``RUNTIME:VARIANT`` runs the
     variant's file (`variant_rows`)."""
-    return RUNTIMES[name.partition(":")[0]].factory(artifact, name, **options)
+    return RUNTIMES[split_row(name)[0]].factory(artifact, name, **options)
 
 
 def variant_rows(artifact, names: list[str]) -> list[str]:
