@@ -431,3 +431,25 @@ def test_default_exporter_fails_on_stanza_packed_sequence(tmp_path):
         torch.onnx.export(module, args, str(tmp_path / "default.onnx"), dynamo=True)
     text = str(info.value)
     assert "zeros(): argument 'size'" in text and "FakeTensor" in text, text[:2000]
+
+
+INT8_MODELS = [pytest.param(m, id=m.id) for m in (EASYOCR, FORECASTING, STANZA)]  # their LSTMs quantize
+
+
+@pytest.mark.parametrize("real", INT8_MODELS)
+def test_int8_variant_of_a_public_model_meets_the_default_criterion(real: RealModel, tmp_path: Path):
+    """Each LSTM model as its authors wrote it, with an int8 variant: the LSTMs become ONNX
+    Runtime's integer op and the variant meets the default criterion (cosine >= 0.99) on the
+    seeded sweep, beside the fp32 file's tolerances."""
+    from rnnexport.export import export_model
+
+    result = export_model(real.build(), name=real.id.replace("-", "_"), out=tmp_path, inputs=real.inputs,
+                          dims=real.dims, outputs=real.outputs, runtimes=["onnxruntime-cpu"], variants="int8",
+                          exporter="dynamo")  # easyocr's adaptive pooling has no legacy ONNX
+    assert result.report.passed, [c.describe() for c in result.report.criteria_failures]
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    assert "com.microsoft.DynamicQuantizeLSTM" in manifest["variants"]["int8"]["ops"]
+    judged = [c for c in result.report.criteria if c.runtime == "onnxruntime-cpu:int8"]
+    assert judged and all(c.judged and c.criterion == "cosine" and c.value >= 0.99 for c in judged)
+    print(f"\n[realmodels] {real.id} int8: {manifest['files']['model.int8.onnx']['bytes']} bytes against "
+          f"{manifest['files']['model.onnx']['bytes']}; cosine {min(c.value for c in judged):.5f}")
