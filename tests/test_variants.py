@@ -337,3 +337,51 @@ def test_the_shipped_held_out_set_is_what_its_script_writes(tmp_path):
                            str(tmp_path / "h.npz")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "h.npz").read_bytes() == (CATALOG / "text_classifier_heldout.npz").read_bytes()
+
+
+def test_an_export_killed_while_writing_a_variant_leaves_the_previous_artifact(tmp_path):
+    """SIGKILL (no cleanup runs) right after the int8 file was written into the staging folder:
+    the installed text_classifier (with its own variant) is untouched and still validates."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.test_cli import digest as digest_folder
+
+    out = tmp_path / "models"
+    shutil.copytree(MODELS / "text_classifier", out / "text_classifier")
+    before = digest_folder(out / "text_classifier")
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        import rnnexport.variants as v
+        real = v._int8
+        def die(source, target):
+            real(source, target)
+            os.kill(os.getpid(), signal.SIGKILL)
+        v.VARIANTS["int8"] = v.Variant("int8", "model.int8.onnx", die, v.VARIANTS["int8"].method)
+        from rnnexport.cli import main
+        sys.exit(main(["export", "text_classifier", "--seed", "5", "--out", {str(out)!r}]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert digest_folder(out / "text_classifier") == before
+    assert validate_artifact(out / "text_classifier", runtimes=["onnxruntime-cpu"]).passed
+
+
+def test_two_exports_with_variants_at_once_both_end_cleanly(tmp_path):
+    """Two processes export the same spec with variants into one folder: the export lock makes
+    them take turns; both exit 0 and the installed artifact is whole (verified on opening)."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "rnnexport", "export", "keyword_spotter", "--variant", "int8,fp16",
+               "--runtimes", "onnxruntime-cpu", "--out", str(tmp_path)]
+    first, second = (subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for _ in range(2))
+    outcomes = [p.communicate(timeout=600) for p in (first, second)]
+    assert (first.returncode, second.returncode) == (0, 0), outcomes
+    manifest = open_artifact(tmp_path / "keyword_spotter").manifest
+    assert set(manifest["variants"]) == {"int8", "fp16"}
+    names = [p.name for p in tmp_path.iterdir()]
+    assert "keyword_spotter" in names and not [n for n in names if ".staging-" in n or n.endswith(".rejected")]
