@@ -228,7 +228,7 @@ def open_artifact(path: str | Path, *, max_memory: int | None = None) -> Artifac
         UsageError: the artifact needs more memory than `max_memory`.
     """
     from rnnexport.limits import check_memory
-    from rnnexport.modelspec import TensorSpec
+    from rnnexport.contract import TensorSpec
 
     path = Path(path)
     if not path.is_dir():

@@ -103,10 +103,8 @@ def default_bench_cases(artifact: Artifact) -> list:
 
 
 def shape_label(case) -> str:
-    """``BxS`` for an RNN case, ``batch=8,seq=24`` for a model spec's."""
-    if isinstance(case, Case):
-        return f"{case.batch}x{case.seq}"
-    return ",".join(f"{k}={v}" for k, v in case.sizes)
+    """``BxS`` for an RNN case, ``batch=8,seq=24`` for a model spec's (its id without the state)."""
+    return case.label if case.compact else ",".join(f"{k}={v}" for k, v in case.sizes)
 
 
 def _floor_ms(feeds: dict[str, np.ndarray], threads: int, warmup: int, repeat: int) -> float:

@@ -152,7 +152,7 @@ def example_args(spec: RNNSpec) -> tuple:
     """
     from rnnexport.inputs import Case, make_inputs
 
-    feeds = make_inputs(spec, Case(max(spec.batch_size, 2), max(spec.seq_len, 2), "random"))
+    feeds = make_inputs(spec, Case.rnn(max(spec.batch_size, 2), max(spec.seq_len, 2), "random"))
     return contract_args(spec, {name: value.copy() for name, value in feeds.items()})
 
 

@@ -33,9 +33,9 @@ def _cases(args: argparse.Namespace):
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from importlib import resources
+    from rnnexport.schema import schema_text
 
-    print(resources.files("rnnexport.schemas").joinpath(f"{args.kind}.schema.json").read_text(encoding="utf-8"), end="")
+    print(schema_text(args.kind), end="")
     return 0
 
 
@@ -126,7 +126,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from rnnexport.errors import ValidationFailed, WorkerDied
     from rnnexport.export import DEFAULT_OPSET, export_specs
     from rnnexport.formats import parse_formats
-    from rnnexport.spec import catalog, get_spec
+    from rnnexport.spec import catalog, get_spec, replace_spec
     from rnnexport.variants import parse_variants
 
     if sum(map(bool, (args.all, args.configs, args.cell))) > 1:
@@ -139,7 +139,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         specs = list(catalog().values()) if args.all else [get_spec(c) for c in args.configs]
         _check_unique_names(specs, [f"built-in {s.name!r}" for s in specs] if args.all else args.configs)
     if args.seed is not None:
-        specs = [spec.replace(seed=args.seed) for spec in specs]
+        specs = [replace_spec(spec, seed=args.seed) for spec in specs]
     tolerance = _tolerance(args)
     formats = None if args.formats is None else parse_formats(args.formats, "--formats", UsageError)
     variants = (None if args.variant is None else [] if args.variant.strip() in ("", "none")  # none: not the spec's

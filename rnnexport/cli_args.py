@@ -10,6 +10,7 @@ import os
 
 from rnnexport import __version__
 from rnnexport.errors import UsageError
+from rnnexport.schema import KINDS
 
 __all__ = ["build_parser"]
 
@@ -102,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtimes", action="store_true",
                    help="list the runtimes instead: what each loads, and whether it can run here (or why not)")
 
-    p = sub.add_parser("schema", help="print the JSON Schema of a spec file, for editors that validate TOML")
-    p.add_argument("kind", choices=["model-spec", "rnn-config"], help="which kind of spec file")
+    p = sub.add_parser("schema", help="print the JSON Schema of a spec file (for editors that validate TOML) or "
+                                      "of manifest.json")
+    p.add_argument("kind", choices=KINDS, help="which kind of file")
 
     p = sub.add_parser("export", help="export configurations to artifact folders (and validate them)")
     p.add_argument("configs", nargs="*", metavar="NAME|SPEC.toml", help="built-in names or spec files")

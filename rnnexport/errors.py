@@ -79,7 +79,7 @@ class ValidationFailed(RNNExportError):
 class WorkerDied(RNNExportError):
     """A ``--jobs`` worker process ended without a result: killed (often by the out-of-memory
     killer) or crashed in native code. Exit code 1: its item was not checked. The other items'
-    results stand (`rnnexport._workers.map_in_processes`)."""
+    results stand (`rnnexport.workers.map_in_processes`)."""
 
     exit_code = 1
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rnnexport.errors import SpecError, UsageError, did_you_mean
-from rnnexport.inputs import IDENT_RE, ShapeCase
+from rnnexport.inputs import IDENT_RE, Case
 
 if TYPE_CHECKING:
     from rnnexport.modelspec import ModelSpec
@@ -62,7 +62,7 @@ def parse_evaluation(value: Any, base: Path | None, source: str, names: set[str]
     return {"file": str(path), "labels": list(labels)}
 
 
-def evaluation_data(spec: ModelSpec) -> tuple[ShapeCase, dict[str, np.ndarray], dict[str, np.ndarray]]:
+def evaluation_data(spec: ModelSpec) -> tuple[Case, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The evaluation case of `spec`, its inputs and its labels, checked.
 
     Raises:
@@ -72,13 +72,13 @@ def evaluation_data(spec: ModelSpec) -> tuple[ShapeCase, dict[str, np.ndarray], 
     return _load(spec, Path(spec.evaluation["file"]))
 
 
-def evaluation_case(spec: ModelSpec) -> list[ShapeCase]:
+def evaluation_case(spec: ModelSpec) -> list[Case]:
     """``[case]`` when the spec names evaluation data, else ``[]``."""
     return [evaluation_data(spec)[0]] if spec.evaluation else []
 
 
 @functools.lru_cache(maxsize=4)
-def _load(spec: ModelSpec, path: Path) -> tuple[ShapeCase, dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _load(spec: ModelSpec, path: Path) -> tuple[Case, dict[str, np.ndarray], dict[str, np.ndarray]]:
     where = f"{spec.name}: evaluation data {str(path)!r}"
     arrays = _read(path, where)
     labels_wanted = spec.evaluation.get("labels", [])
@@ -108,8 +108,8 @@ def _load(spec: ModelSpec, path: Path) -> tuple[ShapeCase, dict[str, np.ndarray]
     for name, value in labels.items():
         if not np.issubdtype(value.dtype, np.integer):
             raise UsageError(f"{where}: labels {name!r} are {value.dtype}; expected integer classes")
-    case = ShapeCase(tuple((d.name, sizes[d.name]) for d in spec.dims), "zero" if spec.state else "random",
-                     bool(spec.state), _case_name(path))
+    case = Case(tuple((d.name, sizes[d.name]) for d in spec.dims), "zero" if spec.state else "random",
+                bool(spec.state), _case_name(path))
     frozen = {n: _read_only(v) for n, v in feeds.items()}
     return case, frozen, {n: _read_only(v.astype(np.int64)) for n, v in labels.items()}
 

@@ -1,10 +1,10 @@
-"""Input cases: `Case` (an RNN configuration's batch, seq and initial state), `ShapeCase` (a
-model spec's: a size per named dim), `Sizes` (a case given by its sizes alone, `--cases 8x24`), and the spec protocol's cases and inputs as functions.
+"""Input cases: `Case` (a size per named dim of a spec, how its state inputs are filled, and
+for the user's evaluation data its name), `Sizes` (a case given by its sizes alone, `--cases
+8x24`), and the spec protocol's cases and inputs as functions.
 
-Every array is seeded by the spec and the case (an RNN configuration's: `rnnexport.rnn_behaviour`;
-a model spec's: `rnnexport.modelspec`), so each runtime, each process and each machine gets
-byte-identical feeds, whatever order the cases run in. Arrays are cached and read-only: no runtime
-can alter another's feed.
+Every array is seeded by the spec and the case (`rnnexport.contract`), so each runtime, each
+process and each machine gets byte-identical feeds, whatever order the cases run in. Arrays are
+cached and read-only: no runtime can alter another's feed.
 """
 
 from __future__ import annotations
@@ -16,57 +16,85 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Case", "IDENT_RE", "INITIAL_STATES", "ShapeCase", "Sizes", "check_feeds", "default_sweep", "golden_cases", "make_inputs"]
+__all__ = ["Case", "IDENT_RE", "INITIAL_STATES", "Sizes", "check_feeds", "default_sweep", "golden_cases", "make_inputs"]
 
 INITIAL_STATES = ("zero", "random")
 IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # a dim, input or output name
+_COMPACT_RE = re.compile(r"b?(\d+)xs?(\d+)(?:-h0(\w+))?")
 
 
 @dataclass(frozen=True, order=True)
 class Case:
-    """One input case: batch size, sequence length, and how the initial state is filled."""
+    """One input case of a spec: a size per dim (in the spec's order), and how state inputs are
+    filled (``zero`` or ``random``).
 
-    batch: int
-    seq: int
+    Its id is how golden data and reports name it, in one of two spellings the spec chooses:
+    ``batch=3,seq=17,state=zero`` (named dims), or ``b3xs17-h0zero`` (`compact`: an RNN
+    configuration's, whose dims are always batch and seq; `rnn` makes one). `state_in_id` is
+    False for a spec without state inputs (``batch=3,seq=17``); artifacts exported before wrote
+    ``state=random`` for those too: a parsed id keeps its spelling (it keys the golden data) and
+    equals the case spelled either way. `data` names the user's evaluation data
+    (`rnnexport.evaldata`) the case's inputs are, not seeded ones: ``data=heldout,batch=200,seq=24``.
+    """
+
+    sizes: tuple[tuple[str, int], ...]
     initial_state: str = "random"
+    state_in_id: bool = dataclasses.field(default=True, compare=False)
+    data: str = ""
+    compact: bool = dataclasses.field(default=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.batch < 1 or self.seq < 1:
-            raise ValueError(f"case needs batch >= 1 and seq >= 1, got {self.batch}x{self.seq}")
+        if any(v < 1 for _, v in self.sizes):
+            raise ValueError(f"a case needs every size >= 1, got {dict(self.sizes)}")
         if self.initial_state not in INITIAL_STATES:
             raise ValueError(f"initial_state must be one of {INITIAL_STATES}, got {self.initial_state!r}")
 
-    @property
-    def steps(self) -> int:
-        """batch * seq: how much work the case is."""
-        return self.batch * self.seq
+    @classmethod
+    def rnn(cls, batch: int, seq: int, initial_state: str = "random") -> Case:
+        """A case of an RNN configuration: batch and seq, spelled ``b3xs17-h0zero``."""
+        return cls((("batch", batch), ("seq", seq)), initial_state, compact=True)
 
     @property
-    def sizes(self) -> tuple[tuple[str, int], ...]:
-        return (("batch", self.batch), ("seq", self.seq))
+    def id(self) -> str:
+        """Readable id, e.g. ``b3xs17-h0zero`` (compact) or ``batch=3,seq=17,state=zero``."""
+        if self.compact:
+            return f"b{self.size('batch')}xs{self.size('seq')}-h0{self.initial_state}"
+        return ",".join([*([f"data={self.data}"] if self.data else []), *(f"{k}={v}" for k, v in self.sizes),
+                         *([f"state={self.initial_state}"] if self.state_in_id else [])])
+
+    @property
+    def steps(self) -> int:
+        """Product of the dim sizes (how much work the case is)."""
+        return math.prod(v for _, v in self.sizes)
 
     def size(self, dim: str) -> int:
         return dict(self.sizes)[dim]
 
-    data = ""  # never the user's evaluation data (`rnnexport.modelspec.ShapeCase.data`)
-
     @property
-    def id(self) -> str:
-        """Readable id, e.g. ``b3xs17-h0zero``."""
-        return f"b{self.batch}xs{self.seq}-h0{self.initial_state}"
+    def label(self) -> str:
+        """The sizes alone, ``3x17`` (a bench table's column)."""
+        return "x".join(str(v) for _, v in self.sizes)
 
     @classmethod
     def parse(cls, text: str) -> Case:
-        """Parse an id made by `id`, or ``BxS`` (random initial state)."""
+        """Parse an id made by `id` in either spelling, or ``BxS`` (compact, random state)."""
+        compact = _COMPACT_RE.fullmatch(text)
         try:
-            if "-h0" in text:
-                shape, state = text.split("-h0")
-            else:
-                shape, state = text, "random"
-            batch, seq = shape.lstrip("b").split("xs" if "xs" in shape else "x")
-            return cls(int(batch), int(seq), state)
-        except ValueError as exc:
-            raise ValueError(f"bad case {text!r}: expected BxS or bBxsS-h0zero|random ({exc})") from None
+            if compact:
+                batch, seq, state = compact.groups()
+                return cls.rnn(int(batch), int(seq), state or "random")
+            parts = dict(part.split("=", 1) for part in text.split(","))
+            data = parts.pop("data", None)
+            state = parts.pop("state", None)
+            if state not in (*INITIAL_STATES, None) or not parts or (data is not None and not IDENT_RE.fullmatch(data)):
+                raise ValueError(state)
+            sizes = tuple((k, int(v)) for k, v in parts.items())
+            if any(not IDENT_RE.fullmatch(k) for k, _ in sizes):
+                raise ValueError(text)
+            return cls(sizes, state or "random", state is not None, data or "")
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"bad case {text!r}: expected [data=NAME,]dim=N,...[,state=zero|random], "
+                             f"bBxsS-h0zero|random or BxS ({exc})") from None
 
 
 @dataclass(frozen=True)
@@ -83,10 +111,10 @@ class Sizes:
 
     @classmethod
     def parse(cls, text: str) -> Case | Sizes:
-        """``BxS`` and RNN case ids give a `Case`; any other number of sizes a `Sizes`."""
+        """RNN case ids (``b3xs17-h0zero``) and named ids give a `Case`; sizes alone a `Sizes`."""
         shape, _, state = text.partition("-h0")
         try:
-            if "xs" in shape or shape.count("x") == 1:
+            if "xs" in shape or "=" in shape:
                 return Case.parse(text)
             sizes = tuple(int(v) for v in shape.split("x"))
             if any(v < 1 for v in sizes) or (state or "random") not in INITIAL_STATES:
@@ -95,53 +123,6 @@ class Sizes:
         except ValueError as exc:
             raise ValueError(f"bad case {text!r}: expected sizes AxB... (one per dim, e.g. 3x17) or "
                              f"bBxsS-h0zero|random ({exc})") from None
-
-
-@dataclass(frozen=True, order=True)
-class ShapeCase:
-    """One input case of a model spec: a size per dim, and how state inputs are filled.
-
-    `state_in_id` is False for a spec without state inputs (there is no state to name: the id
-    is ``batch=3,seq=17``). Artifacts exported before wrote ``state=random`` for those too: a
-    parsed id keeps its spelling (it keys the golden data), and equals the case spelled either way.
-    `data` names the user's evaluation data (`rnnexport.evaldata`) the case's inputs are, not
-    seeded ones: ``data=heldout,batch=200,seq=24``.
-    """
-
-    sizes: tuple[tuple[str, int], ...]
-    initial_state: str = "random"
-    state_in_id: bool = dataclasses.field(default=True, compare=False)
-    data: str = ""
-
-    @property
-    def id(self) -> str:
-        """Readable id, e.g. ``batch=3,seq=17,state=zero``, or ``batch=3,seq=17`` without state."""
-        return ",".join([*([f"data={self.data}"] if self.data else []), *(f"{k}={v}" for k, v in self.sizes),
-                         *([f"state={self.initial_state}"] if self.state_in_id else [])])
-
-    @property
-    def steps(self) -> int:
-        """Product of the dim sizes (how much work the case is)."""
-        return math.prod(v for _, v in self.sizes)
-
-    def size(self, dim: str) -> int:
-        return dict(self.sizes)[dim]
-
-    @classmethod
-    def parse(cls, text: str) -> ShapeCase:
-        try:
-            parts = dict(part.split("=", 1) for part in text.split(","))
-            data = parts.pop("data", None)
-            state = parts.pop("state", None)
-            if state not in (*INITIAL_STATES, None) or not parts or (data is not None and not IDENT_RE.fullmatch(data)):
-                raise ValueError(state)
-            sizes = tuple((k, int(v)) for k, v in parts.items())
-            if any(not IDENT_RE.fullmatch(k) or v < 1 for k, v in sizes):
-                raise ValueError(text)
-            return cls(sizes, state or "random", state is not None, data or "")
-        except (ValueError, KeyError) as exc:
-            raise ValueError(f"bad case {text!r}: expected [data=NAME,]dim=N,...[,state=zero|random] ({exc})") \
-                from None
 
 
 # The spec protocol (`rnnexport.rnn_behaviour`, `rnnexport.model_behaviour`), as functions.

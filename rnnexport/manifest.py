@@ -11,7 +11,6 @@ import functools
 import json
 import math
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,15 +48,6 @@ _SCHEMA_2_FIELDS = ("formats", "formats_missing", "inputs_source")
 _SCHEMA_3_FIELDS = ("variants", "criteria")
 _SCHEMA_3_SPEC_KEYS = ("variants", "criteria", "evaluation")
 MAX_MANIFEST_BYTES = 16 << 20  # real manifests are a few KB
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
-
-
-def _plain_name(name: object, where: str) -> str:
-    """`name` when it is a plain file name (no folder part, not hidden, not the manifest)."""
-    if (not isinstance(name, str) or not name or name in (".", "..") or name.startswith(".")
-            or "/" in name or "\\" in name or "\0" in name or name == MANIFEST):
-        raise ArtifactError(f"{where}: {name!r} is not a plain file name of the artifact folder")
-    return name
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -204,8 +194,10 @@ def implied_files(spec: RNNSpec | ModelSpec, manifest: dict[str, Any]) -> list[s
 
 
 def read_manifest(path: Path) -> dict[str, Any]:
-    """The manifest of the artifact folder `path`, its fields checked (schema version, files,
-    formats, versions, golden cases); `rnnexport.artifacts.open_artifact` reads it first.
+    """The manifest of the artifact folder `path`, its fields checked: the schema version, then
+    the structure against the shipped schema (`rnnexport.schema`, kind ``manifest``), then what
+    a schema cannot state (plain file names, the golden and variant files listed in ``files``, no
+    field newer than the schema version); `rnnexport.artifacts.open_artifact` reads it first.
 
     Raises:
         ArtifactError: no manifest, or one that is unreadable, malformed or of a newer schema.
@@ -233,28 +225,13 @@ def read_manifest(path: Path) -> dict[str, Any]:
             f"{manifest_path}: manifest schema version {schema!r} is not supported by this "
             f"rnnexport (it reads versions 1..{SCHEMA_VERSION}); upgrade rnnexport"
         )
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        raise ArtifactError(f"{manifest_path}: 'files' must be a non-empty table of file name -> sha256 and bytes")
-    for name, entry in files.items():
-        _plain_name(name, f"{manifest_path} 'files'")
-        if (not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str)
-                or not _SHA256_RE.fullmatch(entry["sha256"]) or type(entry.get("bytes")) is not int):
-            raise ArtifactError(f"{manifest_path}: files entry {name!r} must be {{\"sha256\": 64 hex digits, "
-                                f"\"bytes\": an integer}}, got {entry!r:.80}")
+    from rnnexport.schema import check
+
+    check("manifest", manifest, str(manifest_path), ArtifactError)  # the structure, declared once
     _check_formats(manifest, manifest_path)
-    found = manifest.get("versions", {})
-    if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
-        raise ArtifactError(f"{manifest_path}: 'versions' must be a table of package -> version string")
-    golden = manifest.get("golden")
-    if not isinstance(golden, dict) or not isinstance(golden.get("cases"), list) or not golden["cases"]:
-        raise ArtifactError(f"{manifest_path}: 'golden' must be a table with 'file' and a non-empty list 'cases'")
-    _plain_name(golden.get("file"), f"{manifest_path} 'golden.file'")
-    if golden["file"] not in files:
+    golden = manifest["golden"]
+    if golden["file"] not in manifest["files"]:
         raise ArtifactError(f"{manifest_path}: golden data {golden['file']!r} is not listed in 'files'")
-    bad = next((c for c in golden["cases"] if not isinstance(c, str)), None)
-    if bad is not None:
-        raise ArtifactError(f"{manifest_path}: golden case {bad!r:.40} is not a case id (not a string)")
     return manifest  # the case ids are parsed by the spec (`golden_case_ids`)
 
 
@@ -284,7 +261,7 @@ def schema_version_of(manifest: dict[str, Any]) -> int:
 def _check_formats(manifest: dict[str, Any], manifest_path: Path) -> None:
     """``formats`` (when present) names known formats; ``formats_missing`` maps them to reasons;
     no field is newer than the manifest's schema."""
-    from rnnexport.formats import FORMATS, parse_formats
+    from rnnexport.formats import parse_formats
 
     spec = manifest.get("spec") if isinstance(manifest.get("spec"), dict) else {}
     for version, fields, spec_keys in ((2, _SCHEMA_2_FIELDS, ()), (3, _SCHEMA_3_FIELDS, _SCHEMA_3_SPEC_KEYS)):
@@ -299,7 +276,3 @@ def _check_formats(manifest: dict[str, Any], manifest_path: Path) -> None:
     from rnnexport.variants import check_variants_field
 
     check_variants_field(manifest, str(manifest_path), ArtifactError)
-    missing = manifest.get("formats_missing", {})
-    if not isinstance(missing, dict) or not all(k in FORMATS and isinstance(v, str) for k, v in missing.items()):
-        raise ArtifactError(f"{manifest_path}: 'formats_missing' must be a table of format ({', '.join(FORMATS)}) -> "
-                            f"reason, got {missing!r:.80}")

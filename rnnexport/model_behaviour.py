@@ -1,6 +1,7 @@
 """What a model spec (`rnnexport.modelspec.ModelSpec`) does in the pipeline: the same spec
-protocol as `rnnexport.rnn_behaviour` (see there), for a user's own module. The cases, inputs,
-feed checks and streaming cases are `ModelSpec`'s own; this mixin adds the rest.
+protocol as `rnnexport.rnn_behaviour` (see there), for a user's own module. The sweep, golden and
+streaming cases are `ModelSpec`'s own; the inputs and feed checks `rnnexport.contract`'s; this
+mixin adds the rest.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from rnnexport.inputs import ShapeCase, Sizes
 
 __all__ = ["ModelBehaviour"]
 
@@ -28,20 +27,6 @@ class ModelBehaviour:
         """The documented sizes and the all-largest combination of the sweep (random state)."""
         sweep = self.sweep()
         return list(dict.fromkeys([self.case(dict(c.sizes), "random") for c in (sweep[0], sweep[-1])]))
-
-    def case_of(self, item):
-        """`item` as a case of this spec: a `ShapeCase` of its dims; a `Case` or `Sizes`
-        (``--cases 8x24``) gives one size per dim, in the spec's order. None when it does not fit."""
-        if isinstance(item, ShapeCase):
-            return item if [k for k, _ in item.sizes] == [d.name for d in self.dims] else None
-        sizes = item.sizes if isinstance(item, Sizes) else (item.batch, item.seq)
-        if len(sizes) != len(self.dims) or (item.initial_state == "zero" and not self.state):
-            return None
-        return self.case(dict(zip((d.name for d in self.dims), sizes)), item.initial_state)
-
-    def case_length(self, case) -> int:
-        """How far a case reaches along the stream dim (all dims without one)."""
-        return case.size(self.stream_dim) if self.stream_dim else case.steps
 
     def stream_axis(self, name: str) -> int | None:
         """The axis of input `name` along the stream dim, or None."""
@@ -128,6 +113,34 @@ class ModelBehaviour:
         from rnnexport.golden import recorded_arrays
 
         return recorded_arrays(self, manifest, case)
+
+    def output_tensors(self, io: Any) -> tuple:
+        """The outputs as a manifest's ``io`` records them (the shape, the dtype and the axes that
+        follow a dim), each such axis named after its dim: `ModelSpec.case_bytes` sizes them for
+        any case before anything runs. The shape gives an axis that follows a dim by the dim's
+        name, as the inputs' do, or (manifests written before) by its documented size.
+
+        Raises:
+            ValueError: an output without a well-formed entry.
+        """
+        from rnnexport.contract import DTYPES, TensorSpec
+
+        entries = io.get("outputs") if isinstance(io, dict) else None
+        found = {e.get("name"): e for e in entries if isinstance(e, dict)} if isinstance(entries, list) else {}
+        declared = {d.name for d in self.dims} | {d.name for d in self.derived}
+        tensors = []
+        for name in self.output_names:
+            entry = found.get(name, {})
+            shape, axes = entry.get("shape"), entry.get("dynamic_axes")
+            if (not isinstance(shape, list) or not isinstance(axes, dict)
+                    or not all(type(d) is int and 0 <= d < 2**31 or isinstance(d, str) and axes.get(str(i)) == d
+                               for i, d in enumerate(shape))
+                    or entry.get("dtype") not in (*DTYPES, "float64")
+                    or not all(d in declared and a.isdigit() and int(a) < len(shape) for a, d in axes.items())):
+                raise ValueError(f"io.outputs lacks a valid entry for {name!r} ({{\"shape\": [...], \"dtype\": ..., "
+                                 "\"dynamic_axes\": {axis: dim}})")
+            tensors.append(TensorSpec(name, entry["dtype"], tuple(axes.get(str(a), d) for a, d in enumerate(shape))))
+        return tuple(tensors)
 
     def weight_bytes(self) -> int | None:
         return None  # known once the module is built (`rnnexport.export.model`)

@@ -1,7 +1,7 @@
 """Model spec data <-> `ModelSpec`: reading a model spec TOML (or a manifest's dict) and checking
 every key, one `SpecError` line naming the key, the value and what is valid (docs/specs.md,
 "Model spec"); the dict a spec is stored as (`spec_dict`), and the outputs a manifest's ``io``
-records (`output_tensors`). The data model and its behaviour are `rnnexport.modelspec`'s.
+records (`ModelSpec.output_tensors`). The data model and its behaviour are `rnnexport.modelspec`'s.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from rnnexport.formats import parse_formats
 from rnnexport.variants import parse_variants
 from rnnexport.criteria import parse_criteria
 from rnnexport.evaldata import parse_evaluation
-from rnnexport.modelspec import DTYPES, IDENT_RE, RANDOM_WEIGHTS, DimSpec, ModelSpec, TensorSpec
+from rnnexport.contract import DimSpec, TensorSpec
+from rnnexport.modelspec import DTYPES, IDENT_RE, RANDOM_WEIGHTS, ModelSpec
 
 __all__ = ["MAX_DIM", "ORDERS", "did_you_mean", "is_model_spec_data", "load_model_spec", "model_spec_from_dict",
-           "output_tensors", "spec_dict"]
+           "spec_dict"]
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _MODULE_RE = re.compile(r"(?P<target>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_.]*)")
@@ -353,30 +354,3 @@ def load_model_spec(path: str | Path, data: dict[str, Any] | None = None) -> Mod
 def spec_dict(spec: ModelSpec) -> dict[str, Any]:
     """`ModelSpec.to_dict`: the TOML keys (paths absolute), as stored in the manifest."""
     return spec.to_dict()
-
-
-def output_tensors(spec: ModelSpec, io: Any) -> tuple[TensorSpec, ...]:
-    """`ModelSpec.output_tensors`: the outputs of `spec` as a manifest's ``io`` records them (the
-    shape, the dtype and the axes that follow a dim), each such axis named after its dim:
-    `ModelSpec.case_bytes` sizes them for any case before anything runs. The shape gives an axis that follows a dim by the dim's name, as the
-    inputs' do, or (manifests written before) by its documented size.
-
-    Raises:
-        ValueError: an output without a well-formed entry.
-    """
-    entries = io.get("outputs") if isinstance(io, dict) else None
-    found = {e.get("name"): e for e in entries if isinstance(e, dict)} if isinstance(entries, list) else {}
-    declared = {d.name for d in spec.dims} | {d.name for d in spec.derived}
-    tensors = []
-    for name in spec.output_names:
-        entry = found.get(name, {})
-        shape, axes = entry.get("shape"), entry.get("dynamic_axes")
-        if (not isinstance(shape, list) or not isinstance(axes, dict)
-                or not all(type(d) is int and 0 <= d < 2**31 or isinstance(d, str) and axes.get(str(i)) == d
-                           for i, d in enumerate(shape))
-                or entry.get("dtype") not in (*DTYPES, "float64")
-                or not all(d in declared and a.isdigit() and int(a) < len(shape) for a, d in axes.items())):
-            raise ValueError(f"io.outputs lacks a valid entry for {name!r} ({{\"shape\": [...], \"dtype\": ..., "
-                             "\"dynamic_axes\": {axis: dim}})")
-        tensors.append(TensorSpec(name, entry["dtype"], tuple(axes.get(str(a), d) for a, d in enumerate(shape))))
-    return tuple(tensors)

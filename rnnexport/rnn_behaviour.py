@@ -2,29 +2,26 @@
 every stage calls, so that no stage branches on the kind of spec. `rnnexport.model_behaviour`
 is the same protocol for a model spec.
 
-The protocol: the cases (`sweep`, `golden_cases`, `bench_cases`, `case_of`, `case_length`) and
-their inputs (`make_inputs`, `check_feeds`); the state pairs and the stream axis of each tensor
-(`state`, `stream_axis`, `stream_output`, `streaming_not_applicable`, `streaming_cases`); the
+The protocol: the cases (`sweep`, `golden_cases`, `bench_cases`); the stream axis of each tensor
+(`stream_axis`, `stream_output`, `streaming_not_applicable`, `streaming_cases`); the
 checks an RNN carries besides the comparisons (`output_checks`: the invariants; `locate`: the
 first layer and direction that diverges); the stored weights and the eager reference
 (`weights_file`, `load_state_dict`, `load_reference`, `call_reference`); what the ONNX graph holds
 (`uses_sequence_lens`, `recurrent_activations`, `onnx_impossible`); the golden arrays and memory
-(`golden_arrays`, `output_tensors`, `weight_bytes`).
+(`golden_arrays`, `output_tensors`, `weight_bytes`). The inputs, their cases and the feed check
+are `rnnexport.contract`'s, over the contract an RNN configuration produces (`RNNSpec.inputs`).
 """
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rnnexport.inputs import INITIAL_STATES, Case, Sizes
+from rnnexport.inputs import INITIAL_STATES, Case
 
 __all__ = ["RNNBehaviour"]
-
-_STATE_CODE = {"zero": 0, "random": 1}
 
 
 class RNNBehaviour:
@@ -44,76 +41,17 @@ class RNNBehaviour:
         """The documented shape, 1x1, an odd 3x17, a large 64x200 and a long 1x1000; each with
         a zero and a random initial state."""
         shapes = [(self.batch_size, self.seq_len), (1, 1), (3, 17), (64, 200), (1, 1000)]
-        return [Case(b, s, h) for b, s in dict.fromkeys(shapes) for h in INITIAL_STATES]
+        return [Case.rnn(b, s, h) for b, s in dict.fromkeys(shapes) for h in INITIAL_STATES]
 
     def golden_cases(self) -> list[Case]:
         """The cases whose inputs and outputs are stored with an artifact (kept small)."""
-        return [Case(self.batch_size, self.seq_len, "random"), Case(3, 17, "zero")]
+        return [Case.rnn(self.batch_size, self.seq_len, "random"), Case.rnn(3, 17, "zero")]
 
     def bench_cases(self) -> list[Case]:
         """The documented shape, 1 x 1000 and 64 x 200 (random initial state)."""
-        return list(dict.fromkeys([Case(self.batch_size, self.seq_len), Case(1, 1000), Case(64, 200)]))
-
-    def case_of(self, item: Case | Sizes) -> Case | None:
-        """`item` as a case of this spec (``BxS``: batch and seq), or None when it gives
-        another number of sizes."""
-        if isinstance(item, Case):
-            return item
-        return Case(*item.sizes, item.initial_state) if len(item.sizes) == 2 else None
-
-    def case_length(self, case: Case) -> int:
-        return case.seq
-
-    def make_inputs(self, case: Case) -> dict[str, np.ndarray]:
-        """Graph inputs of `case` (``input``, ``h_0``[, ``c_0``][, ``lengths``]), C-contiguous,
-        read-only; float32, and int64 ``lengths`` (unsorted, in ``[1, seq]``)."""
-        return dict(_cached_inputs(self, case))
-
-    def check_feeds(self, feeds: dict[str, np.ndarray]) -> None:
-        """Names, shapes (one batch and seq across inputs) and lengths in ``[1, seq]``.
-
-        Raises:
-            UsageError: naming the input, what was found and what is valid.
-        """
-        from rnnexport.errors import UsageError
-
-        unexpected = sorted(set(feeds) - set(self.input_names))
-        if "lengths" in unexpected:
-            raise UsageError(f"{self.name}: got a 'lengths' input, but the model was exported without "
-                             "variable_length; its inputs are " + ", ".join(self.input_names))
-        if unexpected:
-            raise UsageError(f"{self.name}: unexpected input {unexpected[0]!r}; inputs are {', '.join(self.input_names)}")
-        missing = [name for name in self.input_names if name not in feeds]
-        if missing:
-            raise UsageError(f"{self.name}: missing input {missing[0]!r}; inputs are {', '.join(self.input_names)}")
-        x = np.asarray(feeds["input"])
-        if x.ndim != 3:
-            raise UsageError(f"{self.name}: 'input' must be 3-D, got shape {list(x.shape)}")
-        batch, seq = (x.shape[0], x.shape[1]) if self.batch_first else (x.shape[1], x.shape[0])
-        expected = self.shapes(batch, seq)
-        for name in self.input_names:
-            if tuple(np.shape(feeds[name])) != expected[name]:
-                raise UsageError(f"{self.name}: {name!r} has shape {list(np.shape(feeds[name]))}, expected "
-                                 f"{list(expected[name])} for batch {batch} and sequence length {seq}")
-        if self.variable_length:
-            lengths = np.asarray(feeds["lengths"])
-            if not np.issubdtype(lengths.dtype, np.integer):
-                raise UsageError(f"{self.name}: 'lengths' must be integers, got {lengths.dtype}")
-            bad = lengths[(lengths < 1) | (lengths > seq)]
-            if bad.size:
-                raise UsageError(f"{self.name}: 'lengths' must be in [1, {seq}] (the sequence length), got "
-                                 f"{bad.tolist()}")
+        return list(dict.fromkeys([Case.rnn(self.batch_size, self.seq_len), Case.rnn(1, 1000), Case.rnn(64, 200)]))
 
     # --- state and streaming ----------------------------------------------------------------
-
-    @property
-    def state(self) -> tuple[tuple[str, str], ...]:
-        """(input, output) pairs: ``h_n`` feeds ``h_0`` (and ``c_n`` ``c_0``) at the next chunk."""
-        return tuple((f"{s}_0", f"{s}_n") for s in self.state_names)
-
-    @property
-    def state_inputs(self) -> tuple[str, ...]:
-        return tuple(i for i, _ in self.state)
 
     def stream_axis(self, name: str) -> int | None:
         """The time axis of input or output `name`, or None (states, lengths)."""
@@ -135,10 +73,10 @@ class RNNBehaviour:
         in three chunks."""
         if self.streaming_not_applicable():
             return []
-        cases = [(Case(3, 17, "zero"), (5, 1, 11))]
+        cases = [(Case.rnn(3, 17, "zero"), (5, 1, 11))]
         if self.seq_len >= 3:
             third = self.seq_len // 3
-            cases.append((Case(self.batch_size, self.seq_len, "random"), (third, 1, self.seq_len - third - 1)))
+            cases.append((Case.rnn(self.batch_size, self.seq_len, "random"), (third, 1, self.seq_len - third - 1)))
         return cases
 
     # --- the checks an RNN carries ----------------------------------------------------------
@@ -149,7 +87,8 @@ class RNNBehaviour:
         boundary steps, zero padding; `labels` name the records (artifact, runtime, case id, tolerance)."""
         from rnnexport.invariants import check_invariants
 
-        return check_invariants(self, outputs, batch=case.batch, seq=case.seq, lengths=feeds.get("lengths"), **labels)
+        return check_invariants(self, outputs, batch=case.size("batch"), seq=case.size("seq"), lengths=feeds.get("lengths"),
+                                **labels)
 
     def locate(self, outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], tolerance) -> dict | None:
         """The first layer and direction whose final hidden state diverges from the reference.
@@ -229,7 +168,7 @@ class RNNBehaviour:
 
     def golden_arrays(self, manifest: dict[str, Any], case: Case) -> list[tuple[str, tuple, np.dtype]]:
         """(name, shape, dtype) of every golden tensor of `case`, from the spec."""
-        shapes = self.shapes(case.batch, case.seq)
+        shapes = self.shapes(case.size("batch"), case.size("seq"))
         return [(n, shapes[n], np.dtype(self.dtype(n))) for n in (*self.input_names, *self.output_names)]
 
     def output_tensors(self, io: Any) -> tuple:
@@ -253,25 +192,3 @@ class _Reference:
 
     def close(self) -> None:
         self.module = None
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_inputs(spec, case: Case) -> tuple[tuple[str, np.ndarray], ...]:
-    rng = np.random.default_rng([spec.seed, case.batch, case.seq, _STATE_CODE[case.initial_state]])
-    shapes = spec.shapes(case.batch, case.seq)
-    arrays = [("input", rng.standard_normal(shapes["input"], dtype=np.float32))]
-    for state in spec.state_names:
-        shape = shapes[f"{state}_0"]
-        if case.initial_state == "zero":
-            value = np.zeros(shape, dtype=np.float32)
-        else:
-            value = rng.standard_normal(shape, dtype=np.float32)
-        arrays.append((f"{state}_0", value))
-    if spec.variable_length:
-        # Unsorted lengths in [1, seq], one of them the full length (pad_packed's total_length).
-        lengths = rng.integers(1, case.seq + 1, size=case.batch, dtype=np.int64)
-        lengths[rng.integers(case.batch)] = case.seq
-        arrays.append(("lengths", lengths))
-    for _, array in arrays:
-        array.setflags(write=False)
-    return tuple(arrays)

@@ -9,29 +9,26 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rnnexport.errors import SpecError, UsageError, did_you_mean
+from rnnexport.errors import SpecError, UsageError
+from rnnexport.contract import Contract, DimSpec, TensorSpec
 from rnnexport.rnn_behaviour import RNNBehaviour
 
-__all__ = ["CELLS", "NONLINEARITIES", "RNNSpec", "catalog", "get_spec", "load_spec", "spec_from_dict",
+__all__ = ["CELLS", "NONLINEARITIES", "RNNSpec", "catalog", "get_spec", "load_spec", "replace_spec", "spec_from_dict",
            "spec_from_flags"]
 
 CELLS = ("rnn", "lstm", "gru")
 NONLINEARITIES = ("tanh", "relu")
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: `$` would admit a trailing newline
 _MAX_SPEC_BYTES = 1 << 20
-MAX_LAYERS = 64  # deep RNNs stop at a few dozen layers; building nn.RNN is quadratic in layers
-MAX_SIZE = 2**31 - 1  # sizes beyond int32 are refused before the memory estimate even runs
 
 
 @dataclass(frozen=True)
-class RNNSpec(RNNBehaviour):
+class RNNSpec(Contract, RNNBehaviour):
     """One recurrent network configuration.
 
     Attributes:
@@ -99,19 +96,39 @@ class RNNSpec(RNNBehaviour):
         return self.proj_size or self.hidden_size
 
     @property
-    def input_names(self) -> tuple[str, ...]:
-        lengths = ("lengths",) if self.variable_length else ()
-        return ("input", *(f"{s}_0" for s in self.state_names), *lengths)
-
-    @property
     def output_names(self) -> tuple[str, ...]:
         return ("output", *(f"{s}_n" for s in self.state_names))
+
+    # The calling contract this configuration produces (`rnnexport.contract`), as a model spec
+    # declares it: ``input``, ``h_0`` (``c_0``), ``lengths`` over ``batch`` and ``seq``.
+    compact_case_ids = True  # b3xs17-h0zero
+    derived = ()
+    stream_dim = "seq"
+
+    @property
+    def dims(self) -> tuple[DimSpec, ...]:
+        return (DimSpec("batch", self.batch_size), DimSpec("seq", self.seq_len))
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        """``input`` (float32, in the spec's layout), each initial state, and with
+        `variable_length` ``lengths`` (int64 ``[batch]`` in ``[1, seq]``, unsorted; none need
+        fill the sequence: outputs are padded to ``seq`` (``total_length``))."""
+        shapes = self.shapes("batch", "seq")
+        lengths = (TensorSpec("lengths", "int64", ("batch",), (1, "seq")),)
+        return (*(TensorSpec(n, "float32", shapes[n]) for n in ("input", *self.state_inputs)),
+                *(lengths if self.variable_length else ()))
+
+    @property
+    def state(self) -> tuple[tuple[str, str], ...]:
+        """(input, output) pairs: ``h_n`` feeds ``h_0`` (and ``c_n`` ``c_0``) at the next chunk."""
+        return tuple((f"{s}_0", f"{s}_n") for s in self.state_names)
 
     def sequence_shape(self, batch: int, seq: int, features: int) -> tuple[int, int, int]:
         """Shape of a sequence tensor in this spec's layout."""
         return (batch, seq, features) if self.batch_first else (seq, batch, features)
 
-    def shapes(self, batch: int | None = None, seq: int | None = None) -> dict[str, tuple[int, ...]]:
+    def shapes(self, batch: int | str | None = None, seq: int | str | None = None) -> dict[str, tuple[int, ...]]:
         """Shapes of every graph input and output; defaults to the documented batch and seq."""
         batch = self.batch_size if batch is None else batch
         seq = self.seq_len if seq is None else seq
@@ -127,14 +144,6 @@ class RNNSpec(RNNBehaviour):
         if self.variable_length:
             shapes["lengths"] = (batch,)
         return shapes
-
-    def dtype(self, name: str) -> str:
-        """Element type of a graph input or output: int64 for ``lengths``, else float32."""
-        return "int64" if name == "lengths" else "float32"
-
-    def case_steps(self, case) -> int:
-        """How much work a case is: batch x seq recurrent steps."""
-        return case.steps
 
     def dynamic_axes(self) -> dict[str, dict[int, str]]:
         """Symbolic axes of every graph input and output: batch and sequence are dynamic."""
@@ -159,18 +168,12 @@ class RNNSpec(RNNBehaviour):
         options += [f"proj_size={self.proj_size}"] if self.proj_size else []
         return f"nn.{self.cell.upper()}({', '.join([str(self.input_size), str(self.hidden_size), *options])})"
 
-    def parse_case(self, text: str):
-        """A case id of this spec (`rnnexport.inputs.Case.parse`)."""
-        from rnnexport.inputs import Case
-
-        return Case.parse(text)
-
     def case_bytes(self, case, outputs: tuple = (), runs: int = 1) -> int:
         """Estimated peak bytes of running `case` on `runs` runtimes at once
         (`rnnexport.limits.case_bytes`); `outputs` is for model specs (an RNN spec's follow from it)."""
         from rnnexport.limits import case_bytes
 
-        return case_bytes(self, case.batch, case.seq, runs)
+        return case_bytes(self, case.size("batch"), case.size("seq"), runs)
 
     def acceptance_criteria(self) -> tuple:
         """The criteria variants are judged by: the default one for every output
@@ -183,63 +186,32 @@ class RNNSpec(RNNBehaviour):
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> RNNSpec:
-        """A validated copy with some fields changed."""
-        return spec_from_dict({**self.to_dict(), **changes})
+        """A validated copy with some fields changed (`replace_spec`)."""
+        return replace_spec(self, **changes)
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(RNNSpec)}
 _REQUIRED = tuple(f.name for f in dataclasses.fields(RNNSpec) if f.default is dataclasses.MISSING)
 
 
-def _check_type(key: str, value: Any, kind: type, source: str) -> None:
-    # bool is a subclass of int: `num_layers = true` must not pass as 1.
-    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        ok = True
-    if not ok:
-        raise SpecError(
-            f"{source}: spec key {key!r}: expected {kind.__name__}, got {type(value).__name__} {value!r}"
-        )
-
-
 def _check_values(data: dict[str, Any], source: str) -> dict[str, Any]:
-    """Types and values of known spec keys; returns them with floats coerced.
+    """Keys, types and values against the shipped schema (`rnnexport.schema`, kind
+    ``rnn-config``), then the combinations it cannot state; returns them with floats coerced.
 
     Raises:
         SpecError: naming the key and the value.
     """
-    values: dict[str, Any] = {}
-    for key, value in data.items():
-        kind = {"int": int, "bool": bool, "str": str, "float": float}[str(_FIELDS[key].type)]
-        _check_type(key, value, kind, source)
-        values[key] = float(value) if kind is float else value
+    from rnnexport.schema import check
+
+    check("rnn-config", data, source, SpecError)
+    values = {k: float(v) if k == "dropout" else v for k, v in data.items()}
 
     def bad(key: str, valid: str) -> SpecError:
         return SpecError(f"{source}: invalid value for {key!r}: {values[key]!r}; valid: {valid}")
 
-    if "name" in values and not _NAME_RE.fullmatch(values["name"]):
-        raise bad("name", "1-64 letters, digits, '_', '.', '-', starting with a letter or digit")
-    for key in ("input_size", "hidden_size", "num_layers", "batch_size", "seq_len"):
-        if key in values and values[key] < 1:
-            raise bad(key, "an integer >= 1")
-    if values.get("num_layers", 1) > MAX_LAYERS:
-        raise bad("num_layers", f"an integer in [1, {MAX_LAYERS}]")
-    for key in ("input_size", "hidden_size", "batch_size", "seq_len", "proj_size"):
-        if values.get(key, 0) > MAX_SIZE:
-            raise bad(key, f"an integer <= {MAX_SIZE} (and the model must fit in memory: see --max-memory)")
-    if "seed" in values and not 0 <= values["seed"] < 2**63:
-        raise bad("seed", "an integer in [0, 2**63)")
-    if "cell" in values and values["cell"] not in CELLS:
-        raise bad("cell", " | ".join(repr(c) for c in CELLS))
-    if "nonlinearity" in values and values["nonlinearity"] not in NONLINEARITIES:
-        raise bad("nonlinearity", " | ".join(repr(n) for n in NONLINEARITIES))
-    if "dropout" in values and not 0.0 <= values["dropout"] < 1.0:
-        raise bad("dropout", "a number in [0, 1)")
     cell = values.get("cell", "rnn")
     if cell != "rnn" and values.get("nonlinearity", "tanh") != "tanh":
         raise bad("nonlinearity", f"'tanh' (nonlinearity applies to cell 'rnn' only; cell is {cell!r})")
-    if values.get("proj_size", 0) < 0:
-        raise bad("proj_size", "an integer >= 0")
     if values.get("proj_size", 0) > 0:
         if cell != "lstm":
             raise bad("proj_size", f"0 (projections exist for cell 'lstm' only; cell is {cell!r})")
@@ -257,17 +229,10 @@ def spec_from_dict(data: dict[str, Any], *, source: str = "spec") -> RNNSpec:
     """
     if not isinstance(data, dict):
         raise SpecError(f"{source}: expected a table of spec keys, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(_FIELDS))
-    if unknown:
-        key = unknown[0]
-        hint = did_you_mean(key, _FIELDS)
-        raise SpecError(
-            f"{source}: unknown key {key!r}{hint}; valid keys: {', '.join(_FIELDS)}"
-        )
-    missing = [k for k in _REQUIRED if k not in data]
+    values = _check_values(data, source)
+    missing = [k for k in _REQUIRED if k not in data]  # the schema's, and a name (a TOML file's stem by default)
     if missing:
         raise SpecError(f"{source}: missing required key {missing[0]!r}")
-    values = _check_values(data, source)
     return RNNSpec(**values)
 
 
@@ -297,6 +262,18 @@ def load_spec(path: str | Path):
         return load_model_spec(path, data)
     data.setdefault("name", path.stem)
     return spec_from_dict(data, source=f"spec file {str(path)!r}")
+
+
+def replace_spec(spec, **changes: Any):
+    """A validated copy of `spec` (either kind) with some keys changed, e.g. ``seed``.
+
+    Raises:
+        SpecError: a changed key or value the spec does not take.
+    """
+    from rnnexport.modelspec_load import is_model_spec_data, model_spec_from_dict
+
+    data = {**spec.to_dict(), **changes}
+    return model_spec_from_dict(data) if is_model_spec_data(data) else spec_from_dict(data)
 
 
 def catalog(kind: str | None = None) -> dict:

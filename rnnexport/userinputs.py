@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rnnexport.errors import SpecError, UsageError
-from rnnexport.inputs import ShapeCase
+from rnnexport.inputs import Case
 
 if TYPE_CHECKING:
     from rnnexport.modelspec import ModelSpec
@@ -49,7 +49,7 @@ def load_inputs_fn(spec: ModelSpec, sha256: str | None = None):
     return fn
 
 
-def case_inputs(spec: ModelSpec, case: ShapeCase, fn=None) -> dict[str, np.ndarray]:
+def case_inputs(spec: ModelSpec, case: Case, fn=None) -> dict[str, np.ndarray]:
     """The inputs of `case`: from ``inputs_fn`` (`fn`, else imported here) when the spec names
     one, else the seeded ones (`ModelSpec.make_inputs`).
 

@@ -154,7 +154,7 @@ def _new_report(artifact: Artifact, plan: Plan, *, given_cases: list | None) -> 
         unfit = next(c for c in given_cases if spec.case_of(c) is None)
         report.notes.append(f"the given case {getattr(unfit, 'id', unfit)} does not fit this spec's dims "
                             f"({spec_dims(spec)}): its own sweep ran (give one size per dim, e.g. --cases "
-                            f"{'x'.join(str(v) for _, v in spec.golden_cases()[0].sizes)})")
+                            f"{spec.golden_cases()[0].label})")
     if spec.weights == RANDOM_WEIGHTS:
         report.notes.append(f"weights: the module's seeded initialization (seed {spec.seed}), not trained weights")
     if plan.missing_inputs and not plan.missing_reference:
@@ -215,11 +215,16 @@ def validate_paths(
     if shard is not None:
         folders = select_shard(folders, *shard)
     preload = validate_imports(runtimes)
-    if jobs > 1 and len(folders) > 1:
-        from rnnexport._workers import start_workers
+    parallel = jobs > 1 and len(folders) > 1
+    if parallel:
+        from rnnexport.workers import start_workers
 
         start_workers(preload)  # the workers' imports, while the artifacts are opened and verified here
     artifacts = [open_artifact(path, max_memory=max_memory) for path in folders]
+    if not parallel and any(a.manifest.get("variants") for a in artifacts):
+        from rnnexport.runtimes.probe import start_probing
+
+        start_probing()  # the variants' trials fork from it (`rnnexport.runtimes.probe`): importing meanwhile
     if runtimes is not None:
         resolve_runtimes(runtimes, trusted=trusted)  # unknown or unavailable: before the scan below
         for name in dict.fromkeys(runtimes if require_runnable else []):
@@ -228,7 +233,6 @@ def validate_paths(
                 artifact, reason = next(iter(reasons.items()))
                 raise RuntimeUnavailableError(f"runtime {name!r} was asked for but cannot run any of the artifacts "
                                               f"(e.g. {artifact}: {reason})")
-    parallel = jobs > 1 and len(artifacts) > 1
     plans = ([planned_steps(a, runtimes=runtimes, cases=cases, trusted=trusted) for a in artifacts]
              if on_plan is not None or (parallel and on_step is not None) else [])
     if on_plan is not None:
@@ -238,7 +242,7 @@ def validate_paths(
                    skip_unsupported=True)
     if not parallel:
         return [validate_artifact(a, on_step=on_step, **options) for a in artifacts]
-    from rnnexport._workers import map_in_processes
+    from rnnexport.workers import map_in_processes
 
     # Longest first (by the bytes its cases move), so that no worker starts a long artifact
     # when the others are about to finish; the reports come back in the artifacts' order.

@@ -160,13 +160,11 @@ def variant_files(manifest: dict[str, Any]) -> list[str]:
 
 
 def check_variants_field(manifest: dict[str, Any], where: str, error: type[Exception]) -> None:
-    """``variants`` (when present): known names, each with its own file, listed in ``files``."""
-    table = manifest.get("variants", {})
-    if not isinstance(table, dict):
-        raise error(f"{where}: 'variants' must be a table of variant -> {{file, of, method}}")
-    for name, entry in table.items():
-        if name not in VARIANTS or not isinstance(entry, dict) or entry.get("file") != VARIANTS[name].file:
-            raise error(f"{where}: variants entry {name!r} must be one of {', '.join(VARIANTS)} with its file "
-                        f"({', '.join(v.file for v in VARIANTS.values())})")
-        if entry["file"] not in manifest.get("files", {}):
+    """Each of ``variants`` (its structure is the manifest schema's) has its own file, listed in
+    ``files``."""
+    for name, entry in manifest.get("variants", {}).items():
+        if entry["file"] != VARIANTS[name].file:
+            raise error(f"{where}: variants entry {name!r} must name its own file {VARIANTS[name].file!r}, got "
+                        f"{entry['file']!r:.80}")
+        if entry["file"] not in manifest["files"]:
             raise error(f"{where}: variant file {entry['file']!r} is not listed in 'files'")

@@ -23,7 +23,7 @@ import warnings
 import torch
 
 from rnnexport.builder import build_module
-from rnnexport.export._capture import captured_messages
+from rnnexport.export.capture import captured_messages
 from rnnexport.export.onnx_dynamo import export_onnx_dynamo, export_program
 from rnnexport.spec import get_spec
 

@@ -73,10 +73,11 @@ def test_folder_without_manifest(tmp_path: Path):
     [
         (lambda m: m.update(schema_version=99), "schema version 99 is not supported"),
         (lambda m: m["spec"].update(cell="transformer"), "cell type 'transformer'"),
-        (lambda m: m.pop("files"), "'files' must be a non-empty table"),
-        (lambda m: m["files"].update({"../x": {"sha256": "0"}}), "not a plain file name"),
+        (lambda m: m.pop("files"), "missing required key 'files'$"),
+        (lambda m: m["files"].update({"../x": {"sha256": "0"}}), "invalid key '../x' in 'files'; valid: a plain file name"),
+        (lambda m: m["files"].update({"manifest.json": m["files"]["model.onnx"]}), "invalid key 'manifest.json'"),
     ],
-    ids=["newer-schema", "other-cell", "no-files", "path-escape"],
+    ids=["newer-schema", "other-cell", "no-files", "path-escape", "lists-itself"],
 )
 def test_bad_manifest(artifact_copy, edit, match):
     folder = artifact_copy("deep")

@@ -12,7 +12,7 @@ from tests.conftest import MODELS
 
 def test_bench_measures_every_runtime_with_ratios_from_one_run():
     report = bench_artifact(open_artifact(MODELS / "single_layer"), runtimes=["onnxruntime-cpu", "torchscript"],
-                            cases=[Case(3, 17), Case(1, 50)], warmup=1, repeat=3)
+                            cases=[Case.rnn(3, 17), Case.rnn(1, 50)], warmup=1, repeat=3)
     by = {(r.runtime, r.shape): r for r in report.results}
     assert set(by) == {(rt, s) for rt in ("torch", "onnxruntime-cpu", "torchscript", FLOOR) for s in ("3x17", "1x50")}
     for (runtime, shape), result in by.items():
@@ -66,7 +66,7 @@ def test_bench_skips_runtimes_whose_file_the_artifact_lacks(tmp_path):
 
     spec = RNNSpec("proj", cell="lstm", input_size=3, hidden_size=6, proj_size=2)
     artifact = open_artifact(export_spec(spec, tmp_path, validate=False).path)  # no model.onnx
-    report = bench_artifact(artifact, cases=[Case(2, 5)], warmup=0, repeat=2)
+    report = bench_artifact(artifact, cases=[Case.rnn(2, 5)], warmup=0, repeat=2)
     assert not report.errors
     assert report.skipped["onnxruntime-cpu"].startswith("artifact has no model.onnx (not made: proj: no model.onnx")
     assert {r.runtime for r in report.results} >= {"torch", "torchscript"}
@@ -100,5 +100,5 @@ def test_bench_times_variants_side_by_side(cli, tmp_path):
 
 def test_bench_has_no_variant_table_without_variants():
     report = bench_artifact(open_artifact(MODELS / "single_layer"), runtimes=["onnxruntime-cpu"],
-                            cases=[Case(2, 3)], warmup=0, repeat=2)
+                            cases=[Case.rnn(2, 3)], warmup=0, repeat=2)
     assert report.variants == [] and "variants at" not in format_bench([report])

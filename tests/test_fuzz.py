@@ -232,7 +232,7 @@ _MODEL_SPEC = {
 @given(st.data())
 def test_fuzzed_model_specs_are_valid_or_one_spec_error(data):
     from rnnexport.errors import SpecError
-    from rnnexport.modelspec import model_spec_from_dict
+    from rnnexport.modelspec_load import model_spec_from_dict
 
     spec = copy.deepcopy(_MODEL_SPEC)
     for _ in range(data.draw(st.integers(1, 3))):

@@ -266,7 +266,7 @@ def _exported_user_model(tmp_path: Path, *, epilogue: str = "") -> Path:
     (tmp_path / "features.py").write_text(source.read_text() + epilogue)
     (tmp_path / "two.toml").write_text(TWO_RECURRENT)
     from rnnexport.export import export_spec
-    from rnnexport.modelspec import load_model_spec
+    from rnnexport.modelspec_load import load_model_spec
 
     return export_spec(load_model_spec(tmp_path / "two.toml"), tmp_path / "out", runtimes=["onnxruntime-cpu"]).path
 

@@ -26,7 +26,8 @@ from rnnexport.artifacts import MANIFEST, write_json
 from rnnexport.errors import SpecError
 from rnnexport.export import export_model
 from rnnexport.limits import MAX_CASE_STEPS
-from rnnexport.modelspec import TensorSpec, model_spec_from_dict
+from rnnexport.contract import TensorSpec
+from rnnexport.modelspec_load import model_spec_from_dict
 from tests.conftest import MODELS, restamp, run_process
 from tests.test_cli import digest
 from tests.test_faults import _fill, one_line_error, small_tmpfs  # noqa: F401 (small_tmpfs: a fixture)

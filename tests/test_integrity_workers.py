@@ -102,7 +102,7 @@ def test_a_dead_worker_costs_no_other_item_its_result(tmp_path):
     script = tmp_path / "work.py"
     script.write_text(
         "import os\n"
-        "from rnnexport._workers import map_in_processes\n"
+        "from rnnexport.workers import map_in_processes\n"
         "def work(n):\n"
         "    if n == 1:\n"
         "        os.kill(os.getpid(), 9)\n"
@@ -126,7 +126,7 @@ def test_a_dead_worker_costs_no_other_item_its_result(tmp_path):
 def test_an_error_in_a_worker_is_raised_with_its_remote_traceback(tmp_path):
     script = tmp_path / "work.py"
     script.write_text(
-        "from rnnexport._workers import map_in_processes\n"
+        "from rnnexport.workers import map_in_processes\n"
         "def work(n):\n"
         "    if n == 1:\n"
         "        raise KeyError(n)\n"

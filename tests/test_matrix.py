@@ -25,7 +25,7 @@ from rnnexport.inputs import Case, make_inputs
 from rnnexport.spec import RNNSpec
 
 CELLS = {"rnn-tanh": ("rnn", "tanh"), "rnn-relu": ("rnn", "relu"), "lstm": ("lstm", "tanh"), "gru": ("gru", "tanh")}
-CASES = [Case(3, 7, "zero"), Case(2, 13, "random"), Case(1, 1, "random")]
+CASES = [Case.rnn(3, 7, "zero"), Case.rnn(2, 13, "random"), Case.rnn(1, 1, "random")]
 
 
 def make_spec(cell: str, layers: int, bidirectional: bool, variable_length: bool, batch_first: bool,

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from rnnexport.errors import SpecError, UsageError
-from rnnexport.modelspec import ShapeCase, load_model_spec, model_spec_from_dict
+from rnnexport.inputs import Case
+from rnnexport.modelspec_load import load_model_spec, model_spec_from_dict
 from tests.usermodels import TWO_RECURRENT
 
 USERMODELS = Path(__file__).resolve().parent / "usermodels"
@@ -109,10 +110,10 @@ def test_inputs_are_seeded_in_range_and_lengths_follow_their_dim(tmp_path: Path)
 
 
 def test_case_ids_round_trip() -> None:
-    case = ShapeCase((("batch", 3), ("seq", 17)), "zero")
-    assert ShapeCase.parse(case.id) == case
+    case = Case((("batch", 3), ("seq", 17)), "zero")
+    assert Case.parse(case.id) == case
     with pytest.raises(ValueError, match="bad case"):
-        ShapeCase.parse("batch=3,seq=x,state=zero")
+        Case.parse("batch=3,seq=x,state=zero")
 
 
 def test_a_spec_written_to_a_manifest_reads_back_with_its_order(tmp_path: Path) -> None:
@@ -162,7 +163,7 @@ def test_case_ids_name_the_state_only_where_the_spec_has_state_inputs(tmp_path: 
     manifest = json.loads((MODELS / "keyword_spotter" / "manifest.json").read_text())
     stateful = model_spec_from_dict(manifest["spec"])
     assert [c.id for c in stateful.golden_cases()] == ["batch=2,time=50,state=random", "batch=1,time=1,state=zero"]
-    assert ShapeCase.parse("batch=2,time=50").id == "batch=2,time=50"
+    assert Case.parse("batch=2,time=50").id == "batch=2,time=50"
     with pytest.raises(ValueError, match=r"state inputs: end with state=zero\|random"):
         stateful.parse_case("batch=2,time=50")
 

@@ -72,13 +72,33 @@ def _cycles(graph: dict[str, set[str]]) -> list[set[str]]:
     return [set(g) for g in groups if len(g) > 1]
 
 
-def test_no_import_cycles_but_the_one_left():
-    """Imports inside functions count. Left (see the closing note of issue 18): the model spec's
-    data model and its loader (`ModelSpec.to_dict`/`replace` call the loader, which builds them)."""
+def test_no_import_cycles():
+    """Imports inside functions count."""
     graph = _import_graph()
-    assert _cycles(graph) == [{"rnnexport.modelspec", "rnnexport.modelspec_load"}]
+    assert _cycles(graph) == []
     graph["rnnexport.inputs"].add("rnnexport.spec")  # the test can fail: a cycle through the RNN spec
-    assert any({"rnnexport.inputs", "rnnexport.spec", "rnnexport.rnn_behaviour"} <= c for c in _cycles(graph))
+    assert any({"rnnexport.inputs", "rnnexport.spec", "rnnexport.contract"} <= c for c in _cycles(graph))
+
+
+def _private_imports(tree: ast.AST) -> list[str]:
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("rnnexport"):
+            found += [f"{node.module}.{a.name}" for a in node.names if a.name.startswith("_")
+                      and not a.name.endswith("__")]
+            found += [node.module] if any(p.startswith("_") for p in node.module.split(".")) else []
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.startswith("rnnexport")
+                      and any(p.startswith("_") for p in a.name.split("."))]
+    return found
+
+
+def test_no_private_name_is_imported_from_another_module():
+    found = {str(path.relative_to(PACKAGE)): names for path in sorted(PACKAGE.rglob("*.py"))
+             if (names := _private_imports(ast.parse(path.read_text())))}
+    assert found == {}
+    assert _private_imports(ast.parse("from rnnexport.export.steps import _check\nimport rnnexport._x")) == [
+        "rnnexport.export.steps._check", "rnnexport._x"]  # the test can fail
 
 
 def test_one_case_syntax_for_every_spec(tmp_path):
@@ -94,7 +114,7 @@ def test_one_case_syntax_for_every_spec(tmp_path):
     assert decoder.cases[:2] == ["batch=4", "batch=9"] and decoder.passed
     unfit = validate_artifact(MODELS / "seq2seq_decoder", runtimes=["onnxruntime-cpu"], cases=parse_cases("2x9"))
     assert unfit.cases[:4] == ["batch=4", "batch=1", "batch=7", "batch=64"]  # its own sweep
-    assert any("the given case b2xs9-h0random does not fit this spec's dims (batch)" in n for n in unfit.notes)
+    assert any("the given case 2x9 does not fit this spec's dims (batch)" in n for n in unfit.notes)
     report = bench_artifact(open_artifact(MODELS / "keyword_spotter"), runtimes=["onnxruntime-cpu"],
                             cases=parse_cases("1x30"), warmup=0, repeat=2)
     assert {r.shape for r in report.results} == {"batch=1,time=30"}

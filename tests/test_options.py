@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rnnexport.errors import UsageError
-from rnnexport.inputs import Case
+from rnnexport.inputs import Case, Sizes
 from rnnexport.options import comma_list, nonnegative_float, parse_cases, parse_tolerance
 
 
@@ -17,8 +17,8 @@ def test_comma_list():
 
 @pytest.mark.parametrize(
     ("given", "expected"),
-    [("3x17", [Case(3, 17)]), ("b1xs1-h0zero, 2x5", [Case(1, 1, "zero"), Case(2, 5)]),
-     (["3x17", Case(2, 2, "zero")], [Case(3, 17), Case(2, 2, "zero")]), (None, None)],
+    [("3x17", [Sizes((3, 17))]), ("b1xs1-h0zero, 2x5", [Case.rnn(1, 1, "zero"), Sizes((2, 5))]),
+     (["3x17", Case.rnn(2, 2, "zero")], [Sizes((3, 17)), Case.rnn(2, 2, "zero")]), (None, None)],
 )
 def test_parse_cases(given, expected):
     assert parse_cases(given) == expected

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rnnexport.errors import SpecError
-from rnnexport.modelspec import load_model_spec, model_spec_from_dict
+from rnnexport.modelspec_load import load_model_spec, model_spec_from_dict
 from tests.usermodels import TWO_RECURRENT
 
 USERMODELS = Path(__file__).resolve().parent / "usermodels"

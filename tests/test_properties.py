@@ -46,7 +46,7 @@ def test_any_valid_spec_exports_and_validates(spec, exporter):
     with tempfile.TemporaryDirectory() as tmp:
         result = export_spec(spec, tmp, exporter=exporter, validate=False)
         report = validate_artifact(result.path,  # every runtime available here
-                                   cases=[Case(2, 3, "random"), Case(1, 1, "zero"), Case(3, 9, "random")])
+                                   cases=[Case.rnn(2, 3, "random"), Case.rnn(1, 1, "zero"), Case.rnn(3, 9, "random")])
         note(format_table([report]))
         assert report.passed
         expected = {"torch", "torchscript", "torch-export"} | (set() if spec.proj_size else {"onnxruntime-cpu"})

@@ -15,7 +15,7 @@ from rnnexport.report import Progress, format_table, versions_line, write_html
 from rnnexport.validate import localize, streaming_cases, validate_artifact
 from tests.conftest import MODELS, mutate_onnx, perturb_weight, rnn_weights, set_array
 
-ZERO_ONLY = [Case(3, 17, "zero")]
+ZERO_ONLY = [Case.rnn(3, 17, "zero")]
 
 
 def reverse_h0_layers(model) -> None:
@@ -70,7 +70,7 @@ def test_streaming_not_applicable_to_bidirectional():
 def test_localization_names_the_perturbed_layer_and_direction(artifact_copy, layer, slot, direction):
     folder = artifact_copy("deep_bidirectional")
     perturb_weight(folder, layer, slot, (direction, 0) if slot == "B" else (direction, 0, 0), 0.2)
-    report = validate_artifact(folder, runtimes=["onnxruntime-cpu"], cases=[Case(3, 17, "random")])
+    report = validate_artifact(folder, runtimes=["onnxruntime-cpu"], cases=[Case.rnn(3, 17, "random")])
     located = {(loc["case"], loc["layer"], loc["direction"]) for loc in report.localizations}
     name = "reverse" if direction else "forward"
     assert ("b3xs17-h0random", layer, name) in located
@@ -111,7 +111,7 @@ def test_html_report_is_self_contained(tmp_path, artifact_copy):
 
 
 def test_html_notes_explain_left_out_cells(tmp_path):
-    report = validate_artifact(MODELS / "deep", runtimes=["onnx-reference"], cases=[Case(2, 1000, "zero")])
+    report = validate_artifact(MODELS / "deep", runtimes=["onnx-reference"], cases=[Case.rnn(2, 1000, "zero")])
     write_html([report], tmp_path / "r.html")
     page = (tmp_path / "r.html").read_text()
     assert "<td class='skip'" in page and "onnx-reference: 1 case(s) left out" in page
@@ -121,7 +121,7 @@ def test_html_notes_explain_left_out_cells(tmp_path):
 
 def test_error_over_time_is_per_step_on_the_longest_case():
     report = validate_artifact(MODELS / "seq_first", runtimes=["onnxruntime-cpu"],
-                               cases=[Case(3, 17, "zero"), Case(2, 40, "random")])
+                               cases=[Case.rnn(3, 17, "zero"), Case.rnn(2, 40, "random")])
     entry = report.error_over_time["onnxruntime-cpu"]
     assert entry["case"] == "b2xs40-h0random" and len(entry["errors"]) == 40
     assert 0 < max(entry["errors"]) < 1e-5

@@ -63,7 +63,7 @@ def test_the_footer_and_legend_name_streaming_only_when_it_ran(text_classifier, 
     legend = re.search(r"<p class='legend'>(.*?)</p>", (tmp_path / "r.html").read_text()).group(1)
     assert "against torch and golden data." in legend and "streaming" not in legend
 
-    streamed = validate_artifact(MODELS / "seq_first", cases=[Case(3, 17, "zero")], runtimes=["onnxruntime-cpu"])
+    streamed = validate_artifact(MODELS / "seq_first", cases=[Case.rnn(3, 17, "zero")], runtimes=["onnxruntime-cpu"])
     assert any(c.against == "streaming" for c in streamed.comparisons)
     assert format_table([streamed, text_classifier]).endswith(
         "(cells: worst max abs error against torch, golden data and chunked streaming)")

@@ -32,7 +32,7 @@ def test_report_renders_in_chromium(tmp_path, artifact_copy):
     pil = pytest.importorskip("PIL.Image", reason="Pillow reads the screenshot (pip install 'rnnexport[test]')")
     folder = artifact_copy("deep")
     perturb_weight(folder, 0, "W", (0, 1, 1), 0.05)
-    cases = [Case(3, 17, "zero"), Case(2, 60, "random")]
+    cases = [Case.rnn(3, 17, "zero"), Case.rnn(2, 60, "random")]
     reports = [validate_artifact(MODELS / "seq_first", cases=cases, runtimes=["onnxruntime-cpu", "onnx-reference"]),
                validate_artifact(folder, cases=cases, runtimes=["onnxruntime-cpu"])]
     page = tmp_path / "report.html"
@@ -98,7 +98,7 @@ def test_error_plot_as_chromium_lays_it_out(tmp_path):
     runtimes = [r for r in ("torchscript", "torch-export", "onnxruntime-cpu", "onnxruntime-node", "onnx-reference")
                 if unavailable_reason(r) is None]
     assert {"torchscript", "torch-export", "onnxruntime-cpu"} <= set(runtimes)
-    report = validate_artifact(MODELS / "deep", cases=[Case(2, 60, "random")], runtimes=runtimes,
+    report = validate_artifact(MODELS / "deep", cases=[Case.rnn(2, 60, "random")], runtimes=runtimes,
                                tolerance=Tolerance(atol=2e-7))
     assert set(report.error_over_time) == set(runtimes) - {"torch"}
     page = tmp_path / "report.html"

@@ -1,6 +1,7 @@
-"""The JSON Schemas shipped for spec files (`rnnexport schema ...`) agree with the loaders: the
-same keys, every spec in the repository passes, and what the loaders refuse for its structure
-the schemas refuse too."""
+"""The JSON Schemas shipped for spec files and manifests (`rnnexport schema ...`): they agree with
+the loaders (the same keys, every spec and manifest in the repository passes, what the model-spec
+loader refuses for its structure the schema refuses too), and the RNN configuration and manifest
+readers check by them (a changed schema changes what they accept), one line per problem."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ import jsonschema
 import pytest
 
 from rnnexport import modelspec_load
-from rnnexport.errors import SpecError
-from rnnexport.modelspec import load_model_spec
+from rnnexport import schema as schemas
+from rnnexport.artifacts import open_artifact
+from rnnexport.errors import ArtifactError, SpecError
+from rnnexport.schema import KINDS
+from rnnexport.modelspec_load import load_model_spec
 from rnnexport.spec import RNNSpec, spec_from_dict
-from tests.conftest import REPO
+from tests.conftest import MODELS, REPO
 from tests.export import test_inputs_fn, test_user_models
 
 SCHEMAS = REPO / "rnnexport" / "schemas"
@@ -32,7 +36,7 @@ def _errors(kind: str, data: dict) -> list[str]:
 
 
 def test_the_schemas_are_valid_json_schemas():
-    for kind in ("model-spec", "rnn-config"):
+    for kind in KINDS:
         jsonschema.Draft202012Validator.check_schema(_schema(kind))
 
 
@@ -83,17 +87,46 @@ def test_what_the_loader_refuses_for_its_structure_the_schema_refuses(tmp_path, 
     assert _errors("model-spec", tomllib.loads(text))
 
 
-@pytest.mark.parametrize("data", [{"input_size": 3, "hidden_size": 4, "cell": "lstmm"},
-                                  {"input_size": 3, "hidden_size": 4, "num_layer": 2},
-                                  {"input_size": 0, "hidden_size": 4}])
-def test_what_the_rnn_loader_refuses_the_rnn_schema_refuses(data):
-    with pytest.raises(SpecError):
-        spec_from_dict({"name": "x", **data})
-    assert _errors("rnn-config", data)
+@pytest.mark.parametrize(("data", "message"), [
+    ({"cell": "lstmm"}, r"spec: invalid value for 'cell': 'lstmm'; valid: 'rnn' \| 'lstm' \| 'gru'$"),
+    ({"num_layer": 2}, r"spec: unknown key 'num_layer' \(did you mean 'num_layers'\?\); valid keys: name, cell, "),
+    ({"input_size": 0}, r"spec: invalid value for 'input_size': 0; valid: an integer in \[1, 2147483647\]"),
+    ({"seed": -1}, r"spec: invalid value for 'seed': -1; valid: an integer in \[0, 2\*\*63\)$"),
+    ({"dropout": "0.5"}, r"spec: key 'dropout': expected float, got str '0.5'$"),
+    ({"name": "x\n"}, r"spec: invalid value for 'name': 'x\\n'; valid: 1-64 letters"),
+])
+def test_the_rnn_loader_checks_by_the_schema_one_line(data, message):
+    with pytest.raises(SpecError, match=message):
+        spec_from_dict({"name": "x", "input_size": 3, "hidden_size": 4, **data})
+    assert _errors("rnn-config", {"input_size": 3, "hidden_size": 4, **data})
+
+
+def test_a_changed_schema_changes_what_the_readers_accept(monkeypatch, tmp_path):
+    """The readers check by the shipped schemas, not by a copy of them in code."""
+    spec = {"name": "x", "input_size": 3, "hidden_size": 4, "num_layers": 3}
+    assert spec_from_dict(spec).num_layers == 3
+    stricter = {"rnn-config": _schema("rnn-config"), "manifest": _schema("manifest")}
+    stricter["rnn-config"]["properties"]["num_layers"] = {"type": "integer", "maximum": 2}
+    stricter["manifest"]["properties"]["opset"] = {"type": "integer", "maximum": 17}
+    monkeypatch.setattr(schemas, "schema_text", lambda kind: json.dumps(stricter[kind]))
+    schemas._validator.cache_clear()
+    try:
+        with pytest.raises(SpecError, match=r"invalid value for 'num_layers': 3; valid: an integer <= 2"):
+            spec_from_dict(spec)
+        with pytest.raises(ArtifactError, match=r"invalid value for 'opset': 18; valid: an integer <= 17"):
+            open_artifact(MODELS / "deep")
+    finally:
+        schemas._validator.cache_clear()
+
+
+@pytest.mark.parametrize("folder", sorted(p.name for p in MODELS.iterdir() if p.is_dir()))
+def test_every_committed_manifest_passes_the_manifest_schema(folder):
+    assert _errors("manifest", json.loads((MODELS / folder / "manifest.json").read_text())) == []
 
 
 def test_the_cli_prints_the_shipped_schema(cli):
-    code, out, _ = cli("schema", "model-spec")
-    assert code == 0 and json.loads(out) == _schema("model-spec")
+    for kind in KINDS:
+        code, out, _ = cli("schema", kind)
+        assert code == 0 and json.loads(out) == _schema(kind)
     code, _, err = cli("schema", "model")
     assert code == 2 and "invalid choice" in err

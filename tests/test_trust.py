@@ -82,10 +82,10 @@ def test_malicious_torchscript_runs_only_when_trusted(artifact_copy, tmp_path):
     folder = artifact_copy("single_layer")
     marker = tmp_path / "ran"
     _malicious_torchscript(folder, marker)
-    report = validate_artifact(folder, runtimes=["torchscript"], cases=[Case(3, 17)])
+    report = validate_artifact(folder, runtimes=["torchscript"], cases=[Case.rnn(3, 17)])
     assert report.passed and marker.exists()  # trusted (the default): the payload is real and ran
     marker.unlink()
-    report = validate_artifact(folder, cases=[Case(3, 17)], trusted=False)
+    report = validate_artifact(folder, cases=[Case.rnn(3, 17)], trusted=False)
     assert report.passed and not marker.exists()
     assert set(report.skipped) >= CODE_RUNTIMES
     assert "can run arbitrary code" in report.skipped["torchscript"]
@@ -208,7 +208,7 @@ def test_golden_outside_the_folder_is_refused(artifact_copy, tmp_path):
     outside = tmp_path / "elsewhere.npz"
     outside.write_bytes((folder / "golden.npz").read_bytes())
     _edit_manifest(folder, lambda m: m["golden"].update(file=str(outside)))
-    with pytest.raises(ArtifactError, match="not a plain file name"):
+    with pytest.raises(ArtifactError, match="invalid value for .golden.file.: .*; valid: a plain file name"):
         open_artifact(folder)
 
 
@@ -237,19 +237,24 @@ def test_fifo_is_refused_without_blocking(artifact_copy, entry):
     ("edit", "match"),
     [
         (lambda m: m.update(schema_version=True), "schema version True"),
-        (lambda m: m.update(files={}), "'files' must be a non-empty table"),
-        (lambda m: m["files"].update({"model.onnx": "abc"}), "files entry 'model.onnx' must be"),
-        (lambda m: m["files"]["model.onnx"].update(sha256=5), "files entry 'model.onnx' must be"),
-        (lambda m: m["golden"].update(cases="b3xs17-h0zero"), "non-empty list 'cases'"),
+        (lambda m: m.update(files={}), "invalid value for 'files': {}; valid: a non-empty table"),
+        (lambda m: m["files"].update({"model.onnx": "abc"}), "key 'files.model.onnx': expected table, got str"),
+        (lambda m: m["files"]["model.onnx"].update(sha256=5), "key 'files.model.onnx.sha256': expected str, got int"),
+        (lambda m: m["files"]["model.onnx"].update(sha256="AB" * 32), "'files.model.onnx.sha256': 'ABAB.*; valid: 64 lo"),
+        (lambda m: m["golden"].update(cases="b3xs17-h0zero"), "key 'golden.cases': expected list, got str"),
+        (lambda m: m["golden"].update(cases=[]), "invalid value for 'golden.cases': \\[\\]; valid: a non-empty list"),
         (lambda m: m["golden"].update(cases=["b0xs17-h0zero"]), "is not a case id"),
         (lambda m: m["golden"].update(cases=["banana"]), "is not a case id"),
-        (lambda m: m["golden"].update(cases=[17]), "is not a case id"),
+        (lambda m: m["golden"].update(cases=[17]), "key 'golden.cases.0': expected str, got int 17"),
         (lambda m: m["golden"].update(cases=["3x17", "b3xs17-h0random"]), "repeat a case"),
-        (lambda m: m.update(golden=None), "'golden' must be a table"),
-        (lambda m: m.update(spec=[]), "spec"),
+        (lambda m: m.update(golden=None), "key 'golden': expected table, got null"),
+        (lambda m: m["golden"].update(file="../golden.npz"), "invalid value for 'golden.file': '../golden.npz'"),
+        (lambda m: m.update(versions={"torch": 2}), "key 'versions.torch': expected str, got int 2"),
+        (lambda m: m.update(spec=[]), "key 'spec': expected table, got list"),
     ],
-    ids=["schema-bool", "files-empty", "entry-string", "sha-int", "cases-string", "case-zero", "case-word",
-         "case-int", "case-repeated", "golden-none", "spec-list"],
+    ids=["schema-bool", "files-empty", "entry-string", "sha-int", "sha-upper", "cases-string", "cases-empty",
+         "case-zero", "case-word", "case-int", "case-repeated", "golden-none", "golden-escape", "versions-int",
+         "spec-list"],
 )
 def test_malformed_manifest_is_refused(artifact_copy, edit, match):
     folder = artifact_copy("deep")
@@ -288,7 +293,7 @@ def test_renamed_onnx_output_is_a_failed_check_naming_it(artifact_copy, cli):
                 output.name = "Y_h"
 
     mutate_onnx(folder, rename)
-    report = validate_artifact(folder, runtimes=["onnxruntime-cpu", "onnx-reference"], cases=[Case(3, 17)])
+    report = validate_artifact(folder, runtimes=["onnxruntime-cpu", "onnx-reference"], cases=[Case.rnn(3, 17)])
     assert not report.passed
     messages = {e.runtime: e.message for e in report.errors}
     assert "output 'h_n' is missing" in messages["onnxruntime-cpu"] and "Y_h" in messages["onnxruntime-cpu"]
@@ -298,7 +303,7 @@ def test_renamed_onnx_output_is_a_failed_check_naming_it(artifact_copy, cli):
 
 
 def test_untrusted_validate_of_every_committed_model_passes():
-    reports = validate_paths([MODELS], trusted=False, cases=[Case(3, 17)])
+    reports = validate_paths([MODELS], trusted=False, cases=[Case.rnn(3, 17)])
     assert all(r.passed for r in reports)
     assert all(CODE_RUNTIMES <= set(r.skipped) for r in reports)
 

@@ -16,7 +16,7 @@ from rnnexport.inputs import Case
 from rnnexport.validate import validate_artifact
 from tests.conftest import MODELS, mutate_onnx, perturb_weight, restamp, rnn_weights, set_array
 
-QUICK = [Case(40, 10, "random"), Case(3, 17, "zero"), Case(3, 17, "random")]
+QUICK = [Case.rnn(40, 10, "random"), Case.rnn(3, 17, "zero"), Case.rnn(3, 17, "random")]
 
 
 def failing(report) -> set[tuple[str, str, str]]:
@@ -223,7 +223,7 @@ def test_workers_start_with_the_preloaded_modules(tmp_path):
     script = tmp_path / "preload.py"
     script.write_text(
         "import sys\n"
-        "from rnnexport._workers import map_in_processes\n"
+        "from rnnexport.workers import map_in_processes\n"
         "def loaded(name):\n"
         "    return name in sys.modules, sys.flags.hash_randomization\n"
         "if __name__ == '__main__':\n"
@@ -252,7 +252,7 @@ def test_workers_end_when_the_process_that_started_them_is_killed(tmp_path):
     script.write_text(
         "import os, sys, time\n"
         "from pathlib import Path\n"
-        "from rnnexport._workers import map_in_processes\n"
+        "from rnnexport.workers import map_in_processes\n"
         "def work(path):\n"
         "    Path(path).write_text(str(os.getpid()))\n"
         "    time.sleep(120)\n"
@@ -268,7 +268,7 @@ def test_workers_end_when_the_process_that_started_them_is_killed(tmp_path):
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait()
         deadline = time.monotonic() + 10
-        from rnnexport._workers import _gone
+        from rnnexport.workers import _gone
 
         while not all(_gone(pid) for pid in workers):
             assert time.monotonic() < deadline, f"workers {workers} still run 10 s after their owner was killed"

@@ -90,7 +90,7 @@ def export_specs(
     Raises:
         UsageError: bad `jobs`, and whatever `export_spec` raises other than ValidationFailed.
     """
-    from rnnexport._workers import map_in_processes
+    from rnnexport.workers import map_in_processes
     from rnnexport.options import require_int
 
     work = [(spec, str(out_dir), options) for spec in specs]
@@ -99,6 +99,10 @@ def export_specs(
             from rnnexport.export.compile_server import start_compile_server
 
             start_compile_server()  # its import of torch overlaps this process's
+            if options.get("validate", True) and (options.get("variants") or any(s.variants for s in specs)):
+                from rnnexport.runtimes.probe import start_probing
+
+                start_probing()  # the variants' trials fork from it when validating: importing meanwhile
         return [_export_or_failure(item) for item in work]
     from rnnexport.export.compile_server import fork_compile_server
 

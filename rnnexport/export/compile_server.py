@@ -117,7 +117,7 @@ class _CompileServer:
         return self.owner == os.getpid() and self.process.poll() is None
 
     def _died(self) -> WorkerDied:
-        from rnnexport._workers import describe_death
+        from rnnexport.workers import describe_death
 
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=5)
@@ -341,7 +341,7 @@ def _server() -> None:
         if data:
             print(data, flush=True)
         else:
-            from rnnexport._workers import describe_death
+            from rnnexport.workers import describe_death
 
             why = describe_death(os.waitstatus_to_exitcode(status))
             print(json.dumps({"died": why}), flush=True)

@@ -217,7 +217,7 @@ def _check_output_memory(spec: ModelSpec, documented: dict[str, np.ndarray], out
     module may return far more than it takes: ``[batch, seq, 100000]`` from token ids)."""
     from rnnexport.inputs import default_sweep
     from rnnexport.limits import check_memory
-    from rnnexport.modelspec import TensorSpec
+    from rnnexport.contract import TensorSpec
     from rnnexport.runtimes import resolve_runtimes
 
     outputs = tuple(TensorSpec(name, str(value.dtype), tuple(output_axes[name].get(axis, size)
@@ -292,7 +292,7 @@ def _write_onnx(spec: ModelSpec, module, program, stage: Path, exporter: str, op
     and holding a native op for every recurrent layer. Returns torch's warnings."""
     import torch
 
-    from rnnexport.export._capture import captured_messages
+    from rnnexport.export.capture import captured_messages
     from rnnexport.export.onnx_dynamo import export_onnx_dynamo
     from rnnexport.usermodel import example_args
 

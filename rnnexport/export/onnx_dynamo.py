@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rnnexport.errors import ExportError
-from rnnexport.export._capture import captured_messages
+from rnnexport.export.capture import captured_messages
 from rnnexport.spec import RNNSpec
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def export_onnx_dynamo(program: torch.export.ExportedProgram, spec: RNNSpec, pat
 
     import rnnexport.ops
 
-    from rnnexport.export._torch_internals import reused_torchlib_registry
+    from rnnexport.export.torch_internals import reused_torchlib_registry
 
     with captured_messages() as messages, reused_torchlib_registry():
         onnx_program = torch.onnx.export(

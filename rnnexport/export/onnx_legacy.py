@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rnnexport.errors import ExportError
-from rnnexport.export._capture import captured_messages
+from rnnexport.export.capture import captured_messages
 from rnnexport.spec import RNNSpec
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ def legacy_exporter_available() -> bool:
 
     if "dynamo" not in inspect.signature(torch.onnx.export).parameters:
         return False
-    from rnnexport.export._torch_internals import torchscript_onnx_exporter_present
+    from rnnexport.export.torch_internals import torchscript_onnx_exporter_present
 
     return torchscript_onnx_exporter_present()
 

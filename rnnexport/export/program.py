@@ -35,7 +35,7 @@ def native_program(spec: ModelSpec, module):
     absolute paths)."""
     import torch
 
-    from rnnexport.export._capture import captured_messages
+    from rnnexport.export.capture import captured_messages
     from rnnexport.export.onnx_dynamo import strip_source_locations
     from rnnexport.substitution import native_recurrence
     from rnnexport.usermodel import example_args

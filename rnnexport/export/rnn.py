@@ -132,7 +132,7 @@ def _write_golden(module, spec: RNNSpec, stage: Path) -> list[str]:
     Returns what torch warned meanwhile (e.g. "LSTM with projections is not supported with
     oneDNN"), for the manifest: it is not the user's to read on stderr."""
     from rnnexport.builder import call_model, wrap
-    from rnnexport.export._capture import captured_messages
+    from rnnexport.export.capture import captured_messages
 
     reference = wrap(module, spec)
     golden = {}

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rnnexport.errors import ExportError, UsageError, first_line
-from rnnexport.export._capture import captured_messages
-from rnnexport.export._torch_internals import strip_torchscript_debug_info
+from rnnexport.export.capture import captured_messages
+from rnnexport.export.torch_internals import strip_torchscript_debug_info
 from rnnexport.export.compile_server import TorchScriptJob, fork_compile_server, start_compile, start_compile_server
 from rnnexport.spec import RNNSpec, spec_from_dict
 

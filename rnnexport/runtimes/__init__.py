@@ -33,11 +33,19 @@ def loaded_runners(
     failed: dict[str, Exception] = {}
     options = options or {}
     chosen = {name: options.get(name, options.get(split_row(name)[0], {})) for name in names}
+    from concurrent.futures import ThreadPoolExecutor
+
     from rnnexport.runtimes.probe import probe_variants
 
-    probed = probe_variants(artifact, {name: o for name, o in chosen.items() if split_row(name)[1]})
-    with contextlib.ExitStack() as stack:
-        for name in names:
+    variants = [name for name in names if split_row(name)[1]]
+    with ThreadPoolExecutor(1) as pool, contextlib.ExitStack() as stack:
+        # The variants are tried in a worker process (seconds: it starts and imports the runtimes)
+        # while this one loads the other rows; they are loaded once the trial says they run.
+        probing = pool.submit(probe_variants, artifact, {name: chosen[name] for name in variants})
+        probed: dict[str, str] = {}
+        for name in [*(n for n in names if n not in variants), *variants]:
+            if name == next(iter(variants), None):
+                probed = probing.result()
             runner = make_runner(name, artifact, **chosen[name])
             if reason := runner.unsupported_reason() or probed.get(name):
                 unsupported[name] = reason
@@ -52,4 +60,4 @@ def loaded_runners(
                 failed[name] = exc
                 continue
             runners[name] = runner
-        yield runners, unsupported, failed
+        yield {name: runners[name] for name in names if name in runners}, unsupported, failed

@@ -1,7 +1,7 @@
 """The eager reference of a user's module, run in a child process.
 
 Importing a user's module runs its code. Validation does it in a child process (forked from the
-fork server of `rnnexport._workers`, which imported torch once), so that the module can neither
+fork server of `rnnexport.workers`, which imported torch once), so that the module can neither
 end the validating process (``os._exit(0)`` at import would read as a clean exit) nor patch it
 (rnnexport's comparisons, numpy). The child sends back data only: outputs as ``.npz`` bytes read
 with ``allow_pickle=False``, errors as text; nothing it sends is unpickled here.
@@ -31,7 +31,7 @@ class IsolatedReference:
     """
 
     def __init__(self, artifact, sha256: str | None, threads: int) -> None:
-        from rnnexport._workers import start_workers
+        from rnnexport.workers import start_workers
 
         self.label = f"{artifact.path}: the eager reference (module {artifact.spec.module})"
         context = start_workers(_PRELOAD)
@@ -73,7 +73,7 @@ class IsolatedReference:
             self._conn.send((command, payload))
             reply = self._conn.recv_bytes()
         except (EOFError, OSError):
-            from rnnexport._workers import describe_death
+            from rnnexport.workers import describe_death
 
             self._process.join(5)
             raise ArtifactError(f"{self.label}: its process ended ({describe_death(self._process.exitcode)}) while "

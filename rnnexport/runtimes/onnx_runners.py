@@ -195,7 +195,7 @@ class OpenVinoRunner(Runner):
         self._used_precision = "?"
 
     def _load(self) -> None:
-        from rnnexport.runtimes._openvino import ov  # not `import openvino`: see there
+        from rnnexport.runtimes.openvino_quiet import ov  # not `import openvino`: see there
 
         path = self.artifact.path / self.requires
         config = {"INFERENCE_PRECISION_HINT": self.precision}

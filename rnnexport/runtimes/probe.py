@@ -16,7 +16,23 @@ import numpy as np
 
 from rnnexport.errors import WorkerDied, first_line
 
-__all__ = ["probe_variants"]
+__all__ = ["probe_imports", "probe_variants", "start_probing"]
+
+
+def probe_imports(runtimes: list[str] | None = None) -> list[str]:
+    """What the trials' fork server imports: the runtimes of `runtimes` (None: all) that load an
+    ONNX file, the file every variant is made from."""
+    from rnnexport.runtimes.registry import RUNTIMES, runtime_imports
+
+    return runtime_imports([n for n in (runtimes or RUNTIMES) if n in RUNTIMES and RUNTIMES[n].requires == "model.onnx"])
+
+
+def start_probing(runtimes: list[str] | None = None) -> None:
+    """Start the fork server the trials' workers fork from, now, so that it imports the
+    runtimes while this process does other work (opening artifacts, exporting)."""
+    from rnnexport.workers import start_workers
+
+    start_workers(probe_imports(runtimes))
 
 
 def probe_variants(artifact, rows: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -24,14 +40,13 @@ def probe_variants(artifact, rows: dict[str, dict[str, Any]]) -> dict[str, str]:
     that can are left out."""
     if not rows:
         return {}
-    from rnnexport._workers import map_in_processes
-    from rnnexport.runtimes.registry import runtime_imports, split_row
+    from rnnexport.workers import map_in_processes
+    from rnnexport.runtimes.registry import split_row
 
     case = min(artifact.golden_cases(), key=artifact.spec.case_steps)  # read once, for every row
     feeds = {n: artifact.golden()[case][n] for n in artifact.spec.input_names}
     items = [(artifact, row, options, feeds) for row, options in rows.items()]
-    preload = runtime_imports([split_row(row)[0] for row in rows])
-    outcomes = map_in_processes(_probe, items, 1, preload=preload, label=lambda item: item[1])
+    outcomes = map_in_processes(_probe, items, 1, preload=probe_imports(), label=lambda item: item[1])
     reasons = {}
     for row, outcome in zip(rows, outcomes):
         if isinstance(outcome, WorkerDied):

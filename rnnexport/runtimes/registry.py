@@ -91,7 +91,7 @@ RUNTIMES: dict[str, RuntimeInfo] = {
                     imports=("rnnexport.runtimes.onnx_runners", "onnx.reference")),
         RuntimeInfo("openvino", _build("rnnexport.runtimes.onnx_runners", "OpenVinoRunner"),
                     _module_missing("openvino"), "model.onnx", "OpenVINO CPU, f32 inference precision",
-                    imports=("rnnexport.runtimes.onnx_runners", "rnnexport.runtimes._openvino")),
+                    imports=("rnnexport.runtimes.onnx_runners", "rnnexport.runtimes.openvino_quiet")),
         RuntimeInfo("libtorch-cpp", _build("rnnexport.runtimes.clients", "LibTorchCppRunner"),
                     _deferred("rnnexport.runtimes.clients", "libtorch_status"), "model.pt", "C++ program on LibTorch (built with CMake on first use)",
                     loads_code=True, imports=("rnnexport.runtimes.clients",)),

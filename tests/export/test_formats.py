@@ -12,7 +12,7 @@ import pytest
 from rnnexport.errors import ExportError, SpecError, UsageError
 from rnnexport.export.loadable import check_onnx
 from rnnexport.formats import FormatPlan, parse_formats
-from rnnexport.modelspec import load_model_spec
+from rnnexport.modelspec_load import load_model_spec
 
 UNSCRIPTABLE = '''
 import torch

@@ -12,7 +12,7 @@ import pytest
 
 from rnnexport.errors import SpecError
 from rnnexport.export import export_spec
-from rnnexport.modelspec import load_model_spec
+from rnnexport.modelspec_load import load_model_spec
 from rnnexport.validate import validate_artifact
 
 USERMODELS = Path(__file__).resolve().parents[1] / "usermodels"

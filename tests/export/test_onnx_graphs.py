@@ -32,7 +32,7 @@ MATRIX = [
     RNNSpec("m_tanh_2_bf_dropout", input_size=5, hidden_size=6, num_layers=2, batch_first=True,
             dropout=0.2, batch_size=2, seq_len=4, seed=3),
 ]
-CASES = [Case(1, 1, "zero"), Case(3, 17, "random"), Case(2, 1000, "random")]
+CASES = [Case.rnn(1, 1, "zero"), Case.rnn(3, 17, "random"), Case.rnn(2, 1000, "random")]
 FORBIDDEN = {"MatMul", "Gemm", "Tanh", "Relu", "Loop", "Scan", "Add", "Mul"}
 
 

@@ -6,7 +6,7 @@ import hashlib
 import io
 
 from rnnexport.builder import build_module
-from rnnexport.export._torch_internals import reused_torchlib_registry
+from rnnexport.export.torch_internals import reused_torchlib_registry
 from rnnexport.export.onnx_dynamo import export_onnx_dynamo, export_program
 from rnnexport.spec import get_spec
 
@@ -15,7 +15,7 @@ def test_registry_patch_applies():
     from torch.onnx._internal.exporter import _registration
 
     with reused_torchlib_registry() as applied:
-        assert applied, "torch.onnx's ONNXRegistry.from_torchlib changed: update rnnexport/export/_torch_internals.py"
+        assert applied, "torch.onnx's ONNXRegistry.from_torchlib changed: update rnnexport/export/torch_internals.py"
         first = _registration.ONNXRegistry.from_torchlib(18)
         second = _registration.ONNXRegistry.from_torchlib(18)
         assert first is not second and first.functions == second.functions
@@ -24,7 +24,7 @@ def test_registry_patch_applies():
 
 
 def test_patched_export_is_identical_to_unpatched(tmp_path, monkeypatch):
-    import rnnexport.export._torch_internals as internals
+    import rnnexport.export.torch_internals as internals
 
     spec = get_spec("deep")
     program, _ = export_program(build_module(spec), spec)
@@ -46,7 +46,7 @@ def test_torchscript_debug_records_are_stripped_and_the_module_still_loads(tmp_p
     export_torchscript(spec, tmp_path / "weights.pt", tmp_path / "model.pt")
     records = torch._C.PyTorchFileReader(str(tmp_path / "model.pt")).get_all_records()
     assert records and not [r for r in records if r.endswith(".debug_pkl")], \
-        "torch's archive reader/writer changed: update rnnexport/export/_torch_internals.py"
+        "torch's archive reader/writer changed: update rnnexport/export/torch_internals.py"
     assert b"site-packages" not in (tmp_path / "model.pt").read_bytes()
     loaded = torch.jit.load(str(tmp_path / "model.pt"))
     x, h = torch.randn(2, 7, 5), torch.randn(6, 2, 8)
@@ -72,7 +72,7 @@ def test_torchscript_onnx_exporter_presence_is_detected(monkeypatch):
     import torch
 
     from rnnexport.export import default_exporter
-    from rnnexport.export._torch_internals import torchscript_onnx_exporter_present
+    from rnnexport.export.torch_internals import torchscript_onnx_exporter_present
 
     # Against an independent fact: dynamo=False works in this torch exactly when it is detected.
     try:

@@ -19,7 +19,7 @@ import torch
 
 from rnnexport.errors import ExportRejected
 from rnnexport.export import export_model, export_spec
-from rnnexport.modelspec import load_model_spec
+from rnnexport.modelspec_load import load_model_spec
 from tests.usermodels import TWO_RECURRENT
 
 USERMODELS = Path(__file__).resolve().parents[1] / "usermodels"

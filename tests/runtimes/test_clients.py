@@ -36,7 +36,7 @@ def test_client_reproduces_golden_outputs(runtime, name):
 
 def test_openvino_precision_is_f32_and_recorded():
     require("openvino")
-    report = validate_artifact(MODELS / "deep", runtimes=["openvino"], cases=[Case(3, 17)])
+    report = validate_artifact(MODELS / "deep", runtimes=["openvino"], cases=[Case.rnn(3, 17)])
     assert report.runtime_summary()["openvino"]["details"] == {"device": "CPU", "inference_precision": "f32"}
 
 
@@ -76,12 +76,12 @@ def test_failing_build_skips_libtorch_with_the_reason(fresh_client_checks, monke
     # Unavailable, not a crash: the build runs on first use; the default set skips it with the
     # reason and the rest runs.
     assert "libtorch-cpp" in resolve_runtimes(None)[0]  # buildable, as far as anyone can tell without building
-    report = validate_artifact(MODELS / "deep", cases=[Case(3, 17)])
+    report = validate_artifact(MODELS / "deep", cases=[Case.rnn(3, 17)])
     assert report.passed and report.skipped["libtorch-cpp"].startswith("libtorch-cpp: LibTorch client build failed")
     assert "onnxruntime-cpu" in report.runtimes
     with pytest.raises(RuntimeUnavailableError, match="'libtorch-cpp' was asked for but cannot run deep: libtorch-cpp: "
                                                       "LibTorch client build failed"):
-        validate_artifact(MODELS / "deep", cases=[Case(3, 17)], runtimes=["libtorch-cpp"])
+        validate_artifact(MODELS / "deep", cases=[Case.rnn(3, 17)], runtimes=["libtorch-cpp"])
 
 
 def test_missing_node_package_is_explained(fresh_client_checks, cli):
@@ -112,7 +112,7 @@ def test_client_errors_are_reported_per_case(monkeypatch):
         return folder
 
     monkeypatch.setattr(NodeRunner, "_write_inputs", corrupt)
-    report = validate_artifact(MODELS / "deep", runtimes=["onnxruntime-node"], cases=[Case(3, 17)])
+    report = validate_artifact(MODELS / "deep", runtimes=["onnxruntime-node"], cases=[Case.rnn(3, 17)])
     assert not report.passed and {e.runtime for e in report.errors} == {"onnxruntime-node"}
     assert report.runtime_summary()["torch"]["status"] == "passed"
 
@@ -173,7 +173,7 @@ def test_openvino_variable_length_is_still_wrong(lstm_variable_length):
     spec = open_artifact(lstm_variable_length).spec
     from rnnexport.inputs import make_inputs
 
-    feeds = dict(make_inputs(spec, Case(4, 9, "random")))
+    feeds = dict(make_inputs(spec, Case.rnn(4, 9, "random")))
     path = str(lstm_variable_length / "model.onnx")
     expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(["output"], feeds)[0]
     compiled = ov.Core().compile_model(ov.Core().read_model(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
@@ -193,7 +193,7 @@ def test_onnx_reference_still_ignores_sequence_lens(lstm_variable_length):
     from rnnexport.inputs import make_inputs
 
     spec = open_artifact(lstm_variable_length).spec
-    feeds = dict(make_inputs(spec, Case(4, 9, "random")))
+    feeds = dict(make_inputs(spec, Case.rnn(4, 9, "random")))
     assert len(set(feeds["lengths"].tolist())) > 1  # lengths really vary
     path = str(lstm_variable_length / "model.onnx")
     expected = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(["output"], feeds)[0]
@@ -214,7 +214,7 @@ def test_one_client_process_serves_artifact_after_artifact(runtime, artifact_cop
     clients.stop_idle_clients()
     pids = []
     for name in ("deep", "seq_first"):
-        report = validate_artifact(MODELS / name, runtimes=[runtime], cases=[Case(3, 17)])
+        report = validate_artifact(MODELS / name, runtimes=[runtime], cases=[Case.rnn(3, 17)])
         assert report.passed, [e.message for e in report.errors]
         (idle,) = clients._IDLE[next(iter(clients._IDLE))]
         pids.append(idle.process.pid)
@@ -224,10 +224,10 @@ def test_one_client_process_serves_artifact_after_artifact(runtime, artifact_cop
     model = "model.pt" if runtime == "libtorch-cpp" else "model.onnx"
     (broken / model).write_bytes(b"not a model")
     restamp(broken, model)
-    report = validate_artifact(broken, runtimes=[runtime], cases=[Case(3, 17)])
+    report = validate_artifact(broken, runtimes=[runtime], cases=[Case.rnn(3, 17)])
     (error,) = [e for e in report.errors if e.runtime == runtime]
     assert "the client cannot load the model" in error.message and model in error.message
-    report = validate_artifact(MODELS / "deep", runtimes=[runtime], cases=[Case(3, 17)])
+    report = validate_artifact(MODELS / "deep", runtimes=[runtime], cases=[Case.rnn(3, 17)])
     assert report.passed
     (idle,) = clients._IDLE[next(iter(clients._IDLE))]
     assert idle.process.pid == pids[0]

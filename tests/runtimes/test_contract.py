@@ -18,7 +18,7 @@ from rnnexport.runtimes import RUNTIMES, unavailable_reason, make_runner
 from rnnexport.validate import validate_artifact
 from tests.conftest import MODELS, perturb_weight, restamp
 
-CASES = [Case(3, 17, "random"), Case(40, 10, "random")]
+CASES = [Case.rnn(3, 17, "random"), Case.rnn(40, 10, "random")]
 
 
 def perturb_onnx(folder: Path, tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ def test_runner_contract(name):
             feeds = make_inputs(spec, case)
             outputs = runner.infer(feeds)
             assert set(outputs) == {"output", "h_n"}
-            expected = spec.shapes(case.batch, case.seq)
+            expected = spec.shapes(case.size("batch"), case.size("seq"))
             for key, value in outputs.items():
                 assert value.shape == expected[key] and value.dtype == np.float32
             assert not feeds["input"].flags.writeable  # feeds are shared and read-only

@@ -16,7 +16,7 @@ its record alignment; the debug records only serve source locations in TorchScri
 3. Whether the TorchScript-based ONNX exporter is still in torch is asked of its private module
 (`torchscript_onnx_exporter_present`): torch has no public flag for it.
 
-``tests/export/test_torch_internals.py`` fails loudly when torch changes any of these.
+``tests/export/testtorch_internals.py`` fails loudly when torch changes any of these.
 """
 
 from __future__ import annotations
