@@ -1,7 +1,9 @@
-"""The manifest (``manifest.json``): its writers (`rnn_manifest`, `model_manifest`, the
-validation block `manifest_summary`, `versions`, stable JSON `write_json`), its reader
-`read_manifest` with every field check made before anything else is read, `SCHEMA_VERSION`,
-and the files a manifest implies (`implied_files`). docs/artifacts.md documents the fields.
+"""The manifest (``manifest.json``): its one writer (`artifact_manifest`, with each kind's fields
+from `rnn_manifest` and `model_manifest`), the validation block `manifest_summary`, `versions`,
+stable JSON `write_json`; its reader `read_manifest`, checking every field (by the shipped
+``manifest`` schema, then what a schema cannot state) before anything else is read;
+`SCHEMA_VERSION`, and the files a manifest implies (`implied_files`). docs/artifacts.md
+documents the fields.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rnnexport.verify import regular_file
 
 __all__ = [
     "MANIFEST",
+    "artifact_manifest",
     "golden_case_ids",
     "MAX_MANIFEST_BYTES",
     "SCHEMA_VERSION",
@@ -84,11 +87,34 @@ def _versions() -> dict[str, str]:
 # --- The manifest's writers (its reader is `read_manifest` below) ---------------------------
 
 
-def rnn_manifest(spec: RNNSpec, files: dict[str, dict[str, Any]], *, exporter: str, opset: int,
-                 torchscript_method: str, warnings: dict[str, list[str]], formats: dict[str, Any],
-                 tolerance) -> dict[str, Any]:
-    """The manifest of an RNN spec's artifact (docs/artifacts.md); `files` maps
-    each file name to its `file_entry`."""
+def artifact_manifest(spec, files: dict[str, dict[str, Any]], /, *, exporter: str, opset: int | None,
+                      torchscript_method: str | None, warnings: dict[str, list[str]], formats: dict[str, Any],
+                      io: dict[str, Any], golden: dict[str, Any], tolerance: dict[str, Any],
+                      **fields: Any) -> dict[str, Any]:
+    """The manifest of `spec`'s artifact (docs/artifacts.md), one writer for every kind of spec:
+    `files` maps each file name to its `file_entry`; `io`, `golden` and `tolerance` are the
+    kind's own (`rnn_manifest`, `model_manifest`), and so are the further `fields`."""
+    return {
+        "schema_version": 2,  # or 3: `schema_version_of`, set where the manifest is written
+        "name": spec.name,
+        "exporter": exporter,
+        "opset": opset,
+        **formats,
+        "torchscript_method": torchscript_method,
+        "files": files,
+        "io": io,
+        "golden": golden,
+        "tolerance": tolerance,
+        "versions": versions(),
+        "export_warnings": {k: v for k, v in warnings.items() if v},
+        "validation": None,
+        **fields,
+    }
+
+
+def rnn_manifest(spec: RNNSpec, files: dict[str, dict[str, Any]], *, tolerance, **common: Any) -> dict[str, Any]:
+    """`artifact_manifest` of an RNN configuration: its fields as the spec, each input and output
+    with its documented shape and dynamic axes, the golden case ids, one tolerance."""
     from rnnexport.inputs import golden_cases
 
     shapes, axes = spec.shapes(), spec.dynamic_axes()
@@ -97,70 +123,44 @@ def rnn_manifest(spec: RNNSpec, files: dict[str, dict[str, Any]], *, exporter: s
         return {"name": name, "dtype": spec.dtype(name), "shape": list(shapes[name]),
                 "dynamic_axes": {str(k): v for k, v in axes[name].items()}}
 
-    return {
-        "schema_version": 2,  # or 3: `schema_version_of`, set where the manifest is written
-        "name": spec.name,
-        "spec": spec.to_dict(),
-        "exporter": exporter,
-        "opset": None if spec.proj_size else opset,
-        **formats,
-        "torchscript_method": torchscript_method,
-        "files": files,
-        "io": {"inputs": [entry(n) for n in spec.input_names], "outputs": [entry(n) for n in spec.output_names]},
-        "golden": {"file": "golden.npz", "cases": [c.id for c in golden_cases(spec)]},
-        "tolerance": {"atol": tolerance.atol, "rtol": tolerance.rtol},
-        "versions": versions(),
-        "export_warnings": {k: v for k, v in warnings.items() if v},
-        "validation": None,
-    }
+    return artifact_manifest(
+        spec, files, **{**common, "opset": None if spec.proj_size else common["opset"]},
+        io={"inputs": [entry(n) for n in spec.input_names], "outputs": [entry(n) for n in spec.output_names]},
+        golden={"file": "golden.npz", "cases": [c.id for c in golden_cases(spec)]},
+        tolerance={"atol": tolerance.atol, "rtol": tolerance.rtol}, spec=spec.to_dict())
 
 
-def model_manifest(spec: ModelSpec, files: dict[str, dict[str, Any]], *, exporter: str, opset: int,
-                   torchscript_method: str, warnings: dict[str, list[str]], recurrent_ops: list[dict[str, Any]],
+def model_manifest(spec: ModelSpec, files: dict[str, dict[str, Any]], *, recurrent_ops: list[dict[str, Any]],
                    recurrent_layers: list[dict[str, Any]], golden: dict[str, dict[str, Any]],
                    module_source: dict[str, Any], tolerance, output_axes: dict[str, dict[int, str]],
-                   formats: dict[str, Any]) -> dict[str, Any]:
-    """The manifest of a model spec's artifact (``"kind": "model"``): the spec (weights by file
+                   **common: Any) -> dict[str, Any]:
+    """`artifact_manifest` of a model spec (``"kind": "model"``): the spec (weights by file
     name: paths differ per machine), where the module came from, the I/O with each output's
     shape (dim names where an axis follows a dim, else the documented size), dtype and named
-    axes, the recurrent layers of the module and the native
-    recurrent ops of the graph, each golden array's shape and dtype, and the tolerances."""
+    axes, the recurrent layers of the module and the native recurrent ops of the graph, each
+    golden array's shape and dtype, and the tolerances."""
     from rnnexport.compare import Tolerance
 
     tolerance = tolerance or Tolerance()
     atol, rtol, per_output = spec.tolerance_for(tolerance.atol, tolerance.rtol)
     documented = spec.golden_cases()[0]
-    return {
-        "schema_version": 2,  # or 3: `schema_version_of`, set where the manifest is written
-        "kind": "model",
-        "name": spec.name,
-        "spec": {**spec.to_dict(), **({"weights": Path(spec.weights).name} if spec.weights else {}),
-                 **({"evaluation": {**spec.evaluation, "file": Path(spec.evaluation["file"]).name}}
-                    if spec.evaluation else {})},
-        "module_source": module_source,
-        "exporter": exporter,
-        "opset": opset,
-        **formats,
-        "torchscript_method": torchscript_method,
-        "files": files,
-        "io": {
-            "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
-                        "dynamic_axes": {str(a): d for a, d in spec.dynamic_axes()[t.name].items()}} for t in spec.inputs],
-            # An output's shape as the inputs': the axes that follow a dim by its name, others by size.
-            "outputs": [{"name": n, "dtype": golden[f"{documented.id}/{n}"]["dtype"],
-                         "shape": [output_axes[n].get(a, size)
-                                   for a, size in enumerate(golden[f"{documented.id}/{n}"]["shape"])],
-                         "dynamic_axes": {str(a): d for a, d in output_axes[n].items()}} for n in spec.output_names],
-        },
-        "recurrent_layers": recurrent_layers,
-        "recurrent_ops": recurrent_ops,
-        "golden": {"file": "golden.npz", "cases": list(dict.fromkeys(key.rsplit("/", 1)[0] for key in golden)),
-                   "arrays": golden},
-        "tolerance": Tolerance(atol=atol, rtol=rtol, per_output=per_output).to_json(),
-        "versions": versions(),
-        "export_warnings": {k: v for k, v in warnings.items() if v},
-        "validation": None,
+    io = {
+        "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
+                    "dynamic_axes": {str(a): d for a, d in spec.dynamic_axes()[t.name].items()}} for t in spec.inputs],
+        # An output's shape as the inputs': the axes that follow a dim by its name, others by size.
+        "outputs": [{"name": n, "dtype": golden[f"{documented.id}/{n}"]["dtype"],
+                     "shape": [output_axes[n].get(a, size) for a, size in enumerate(golden[f"{documented.id}/{n}"]["shape"])],
+                     "dynamic_axes": {str(a): d for a, d in output_axes[n].items()}} for n in spec.output_names],
     }
+    return artifact_manifest(
+        spec, files, **common, io=io,
+        golden={"file": "golden.npz", "cases": list(dict.fromkeys(key.rsplit("/", 1)[0] for key in golden)),
+                "arrays": golden},
+        tolerance=Tolerance(atol=atol, rtol=rtol, per_output=per_output).to_json(),
+        kind="model", module_source=module_source, recurrent_layers=recurrent_layers, recurrent_ops=recurrent_ops,
+        spec={**spec.to_dict(), **({"weights": Path(spec.weights).name} if spec.weights else {}),
+              **({"evaluation": {**spec.evaluation, "file": Path(spec.evaluation["file"]).name}}
+                 if spec.evaluation else {})})
 
 
 def manifest_summary(report) -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""Model spec data <-> `ModelSpec`: reading a model spec TOML (or a manifest's dict) and checking
-every key, one `SpecError` line naming the key, the value and what is valid (docs/specs.md,
-"Model spec"); the dict a spec is stored as (`spec_dict`), and the outputs a manifest's ``io``
-records (`ModelSpec.output_tensors`). The data model and its behaviour are `rnnexport.modelspec`'s.
+"""Model spec data -> `ModelSpec`: reading a model spec TOML (or a manifest's dict), checked by
+the shipped ``model-spec`` schema (`rnnexport.schema`: keys, types, values) and then for what a
+schema cannot state (every dim used is declared and every declared dim used, ranges that name
+dims, derived dims, state pairs, weights_key with its file, criteria with their labels); one
+`SpecError` line naming the key, the value and what is valid (docs/specs.md, "Model spec").
+The data model and its behaviour are `rnnexport.modelspec`'s.
 """
 
 from __future__ import annotations
@@ -13,45 +15,24 @@ from pathlib import Path
 from typing import Any
 
 from rnnexport.dimexpr import DerivedDim, parse_derived
-from rnnexport.errors import SpecError, did_you_mean
+from rnnexport.errors import SpecError
 from rnnexport.formats import parse_formats
 from rnnexport.variants import parse_variants
 from rnnexport.criteria import parse_criteria
 from rnnexport.evaldata import parse_evaluation
 from rnnexport.contract import DimSpec, TensorSpec
-from rnnexport.modelspec import DTYPES, IDENT_RE, RANDOM_WEIGHTS, ModelSpec
+from rnnexport.modelspec import RANDOM_WEIGHTS, ModelSpec
+from rnnexport.schema import check
 
-__all__ = ["MAX_DIM", "ORDERS", "did_you_mean", "is_model_spec_data", "load_model_spec", "model_spec_from_dict",
-           "spec_dict"]
+__all__ = ["ORDERS", "is_model_spec_data", "load_model_spec", "model_spec_from_dict", "spec_dict"]
 
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_MODULE_RE = re.compile(r"(?P<target>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_.]*)")
-_TOP_KEYS = ("name", "module", "module_args", "weights", "weights_key", "seed", "inputs", "dims", "outputs",
-             "tolerance", "torchscript", "formats", "inputs_fn", "variants", "criteria", "evaluation")
-_INPUT_KEYS = ("dtype", "shape", "range", "sorted", "reaches_max")
 ORDERS = ("descending", "ascending")  # `sorted`: e.g. lengths for pack_padded_sequence(enforce_sorted=True)
-_DIM_KEYS = ("size", "sweep", "min")
-_OUTPUT_KEYS = ("names", "state", "stream_dim")
-_TOLERANCE_KEYS = ("atol", "rtol", "outputs")
-MAX_DIM = 1 << 20
+_MODULE_RE = re.compile(r"(?P<target>[^:]+):(?P<attr>[A-Za-z_][A-Za-z0-9_.]*)")
 
 
 def is_model_spec_data(data: Any) -> bool:
     """A model spec has a ``module`` key (an RNN spec has ``cell``)."""
     return isinstance(data, dict) and "module" in data
-
-
-def _unknown(keys, valid, where: str) -> None:
-    unknown = [k for k in keys if k not in valid]
-    if unknown:
-        raise SpecError(f"{where}: unknown key {unknown[0]!r}{did_you_mean(unknown[0], valid)}; valid keys: "
-                        f"{', '.join(valid)}")
-
-
-def _int(value: Any, where: str, low: int = 1, high: int = MAX_DIM) -> int:
-    if type(value) is not int or not low <= value <= high:
-        raise SpecError(f"{where}: expected an integer in [{low}, {high}], got {value!r}")
-    return value
 
 
 def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", base: Path | None = None,
@@ -66,55 +47,30 @@ def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", ba
     """
     if not isinstance(data, dict):
         raise SpecError(f"{source}: expected a table of model spec keys, got {type(data).__name__}")
-    _unknown(data, _TOP_KEYS, source)
     data = {**data, **{key: _named_tables(data[key], key, source) for key in ("inputs", "dims") if key in data}}
-    for key in ("name", "module", "inputs", "dims", "outputs"):
-        if key not in data:
-            raise SpecError(f"{source}: missing required key {key!r}")
+    check("model-spec", data, source, SpecError)  # keys, types and values: the shipped schema's
+    if "name" not in data:  # a TOML file's stem by default (`load_model_spec`)
+        raise SpecError(f"{source}: missing required key 'name'")
     name = data["name"]
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise SpecError(f"{source}: invalid value for 'name': {name!r}; valid: 1-64 letters, digits, '_', '.', '-'")
     module = _target(data["module"], "module", base, source)
     inputs_fn = None if data.get("inputs_fn") is None else _target(data["inputs_fn"], "inputs_fn", base, source)
     module_args = data.get("module_args", {})
-    if not isinstance(module_args, dict):
-        raise SpecError(f"{source}: 'module_args' must be a table of keyword arguments, got {module_args!r}")
     weights = data.get("weights")
     if weights is not None and weights != RANDOM_WEIGHTS:
-        if not isinstance(weights, str) or not weights:
-            raise SpecError(f"{source}: 'weights' must be a file path or \"{RANDOM_WEIGHTS}\" (the module's seeded "
-                            f"initialization), got {weights!r}")
         path = Path(weights)
         weights = str((base / path).resolve() if base is not None and not path.is_absolute() else path)
     weights_key = _weights_key(data.get("weights_key"), weights, source)
     seed = data.get("seed", 0)
-    if type(seed) is not int or not 0 <= seed < 2**63:
-        raise SpecError(f"{source}: invalid value for 'seed': {seed!r}; valid: an integer in [0, 2**63)")
 
-    dims_data = data["dims"]
-    if not isinstance(dims_data, dict) or not dims_data:
-        raise SpecError(f"{source}: 'dims' must be a table with one [dims.NAME] table per dim name")
     dims, expressions = [], {}
-    for dim_name, entry in dims_data.items():
+    for dim_name, entry in data["dims"].items():
         where = f"{source}: [dims.{dim_name}]"
-        if not IDENT_RE.fullmatch(dim_name):
-            raise SpecError(f"{where}: a dim name is an identifier (letters, digits, '_')")
-        if not isinstance(entry, dict):
-            raise SpecError(f"{where}: expected a table with 'size' and optional 'sweep'")
-        _unknown(entry, _DIM_KEYS, where)
-        if "size" not in entry:
-            raise SpecError(f"{where}: missing 'size' (the documented example size)")
         if isinstance(entry["size"], str):
             if "sweep" in entry:
                 raise SpecError(f"{where}: a dim given by an expression has no 'sweep' (its root's sweep sizes it)")
             expressions[dim_name] = (entry["size"], where)
             continue
-        size = _int(entry["size"], f"{where} size")
-        sweep = entry.get("sweep", [])
-        if not isinstance(sweep, list):
-            raise SpecError(f"{where} sweep: expected a list of integers >= 1, got {sweep!r}")
-        low = _int(entry.get("min", 1), f"{where} min")
-        values = tuple(_int(v, f"{where} sweep value") for v in sweep)
+        size, values, low = entry["size"], tuple(entry.get("sweep", [])), entry.get("min", 1)
         below = [v for v in (size, *values) if v < low]
         if below:
             raise SpecError(f"{where}: size and sweep must be at least min = {low}, got {below[0]}")
@@ -123,30 +79,16 @@ def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", ba
     declared = {d.name for d in dims} | set(expressions)
 
     inputs_data = data["inputs"]
-    if not isinstance(inputs_data, dict) or not inputs_data:
-        raise SpecError(f"{source}: 'inputs' must have one [inputs.NAME] table per forward() argument")
     inputs, used = [], set()
     for input_name, entry in inputs_data.items():
         where = f"{source}: [inputs.{input_name}]"
-        if not IDENT_RE.fullmatch(input_name):
-            raise SpecError(f"{where}: an input name is an identifier (a forward() argument)")
-        if not isinstance(entry, dict):
-            raise SpecError(f"{where}: expected a table with 'dtype', 'shape' and optional 'range'")
-        _unknown(entry, _INPUT_KEYS, where)
-        dtype = entry.get("dtype", "float32")
-        if dtype not in DTYPES:
-            raise SpecError(f"{where}: invalid dtype {dtype!r}; valid: {' | '.join(DTYPES)}")
-        shape = entry.get("shape")
-        if not isinstance(shape, list):
-            raise SpecError(f"{where}: 'shape' must be a list of integers and dim names, got {shape!r}")
+        dtype, shape = entry.get("dtype", "float32"), entry["shape"]
         for d in shape:
             if isinstance(d, str):
                 if d not in declared:
                     raise SpecError(f"{where}: dim {d!r} is used in 'shape' but not declared; declared dims: "
                                     f"{', '.join(sorted(declared))} (add a [dims.{d}] table)")
                 used.add(d)
-            else:
-                _int(d, f"{where} shape entry")
         value_range = entry.get("range")
         if value_range is None and dtype in ("int64", "int32") and not recorded:
             # Integer inputs index or slice inside the module (embeddings, lengths): values drawn
@@ -158,12 +100,11 @@ def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", ba
             value_range = _check_range(value_range, dtype, declared, where)
             used.update(v for v in value_range if isinstance(v, str))
         order = entry.get("sorted")
-        if order is not None and (order not in ORDERS or dtype not in ("int64", "int32") or len(shape) != 1):
+        if order is not None and (dtype not in ("int64", "int32") or len(shape) != 1):
             raise SpecError(f"{where}: 'sorted' = {order!r}: valid for a 1-D integer input only, as "
                             f"{' | '.join(map(repr, ORDERS))} (e.g. lengths a module packs with enforce_sorted=True)")
         reaches_max = entry.get("reaches_max", False)
-        if reaches_max is not False and (reaches_max is not True or value_range is None or len(shape) != 1
-                                         or not isinstance(value_range[1], str)):
+        if reaches_max and (value_range is None or len(shape) != 1 or not isinstance(value_range[1], str)):
             raise SpecError(f"{where}: 'reaches_max' = {reaches_max!r}: valid: true, for a 1-D integer input whose "
                             "range ends at a dim (range = [1, \"seq\"]): one sequence fills the padded length")
         inputs.append(TensorSpec(input_name, dtype, tuple(shape), value_range, order, reaches_max))
@@ -177,30 +118,22 @@ def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", ba
                         "from the inputs' shapes)")
 
     outputs_data = data["outputs"]
-    if not isinstance(outputs_data, dict):
-        raise SpecError(f"{source}: [outputs] must be a table with 'names'")
-    _unknown(outputs_data, _OUTPUT_KEYS, f"{source}: [outputs]")
-    names = outputs_data.get("names")
-    if (not isinstance(names, list) or not names or not all(isinstance(n, str) and IDENT_RE.fullmatch(n) for n in names)
-            or len(set(names)) != len(names)):
-        raise SpecError(f"{source}: [outputs] names must be a non-empty list of distinct identifiers, got {names!r}")
+    names = outputs_data["names"]
     clash = sorted(set(names) & {t.name for t in inputs})
     if clash:
         raise SpecError(f"{source}: {clash[0]!r} is both an input and an output; ONNX names must be distinct")
     state_data = outputs_data.get("state", {})
-    if not isinstance(state_data, dict):
-        raise SpecError(f"{source}: [outputs] state must be a table input = \"output\", got {state_data!r}")
     state = []
     for state_in, state_out in state_data.items():
         if state_in not in inputs_data:
             raise SpecError(f"{source}: [outputs] state: {state_in!r} is not an input; inputs: {', '.join(inputs_data)}")
-        if not isinstance(state_out, str) or state_out not in names:
+        if state_out not in names:
             raise SpecError(f"{source}: [outputs] state: {state_out!r} is not an output; outputs: {', '.join(names)}")
         state.append((state_in, state_out))
     stream_dim = outputs_data.get("stream_dim")
     if state and stream_dim is None:
         raise SpecError(f"{source}: [outputs] state needs 'stream_dim', the dim the streaming check chunks")
-    if stream_dim is not None and (not isinstance(stream_dim, str) or stream_dim not in declared):
+    if stream_dim is not None and stream_dim not in declared:
         raise SpecError(f"{source}: [outputs] stream_dim {stream_dim!r} is not a declared dim; declared: "
                         f"{', '.join(sorted(declared))}")
     tied = {n for d in derived for n in (d.name, d.root)}
@@ -211,8 +144,6 @@ def model_spec_from_dict(data: dict[str, Any], *, source: str = "model spec", ba
     tolerance = data.get("tolerance", {})
     _check_tolerance(tolerance, names, source)
     torchscript = data.get("torchscript")
-    if torchscript not in (None, "script", "trace"):
-        raise SpecError(f"{source}: invalid value for 'torchscript': {torchscript!r}; valid: 'script' | 'trace'")
     criteria = data.get("criteria", {})
     parse_criteria(criteria, tuple(names), tuple(o for _, o in state), source, SpecError)
     evaluation = parse_evaluation(data.get("evaluation"), base, source, {t.name for t in inputs} | set(names))
@@ -289,8 +220,6 @@ def _weights_key(key: Any, weights: str | None, source: str) -> str | None:
 
 
 def _check_range(value_range: Any, dtype: str, declared: set[str], where: str) -> tuple[Any, Any]:
-    if not isinstance(value_range, list) or len(value_range) != 2:
-        raise SpecError(f"{where}: 'range' must be [low, high] (inclusive), got {value_range!r}")
     if dtype == "bool":
         raise SpecError(f"{where}: 'range' does not apply to a bool input")
     integer = dtype in ("int64", "int32")
@@ -300,7 +229,7 @@ def _check_range(value_range: Any, dtype: str, declared: set[str], where: str) -
                 raise SpecError(f"{where}: a range end that names a dim ({v!r}) needs an integer dtype")
             if v not in declared:
                 raise SpecError(f"{where}: range end {v!r} is not a declared dim; declared: {', '.join(sorted(declared))}")
-        elif isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
+        elif integer and not isinstance(v, int):
             raise SpecError(f"{where}: range ends must be {'integers or dim names' if integer else 'numbers'}, "
                             f"got {v!r}")
     low, high = value_range
@@ -311,28 +240,11 @@ def _check_range(value_range: Any, dtype: str, declared: set[str], where: str) -
     return tuple(value_range)
 
 
-def _check_tolerance(tolerance: Any, names: list[str], source: str) -> None:
-    where = f"{source}: [tolerance]"
-    if not isinstance(tolerance, dict):
-        raise SpecError(f"{where}: expected a table with atol, rtol and outputs")
-    _unknown(tolerance, _TOLERANCE_KEYS, where)
-
-    def check(table: dict[str, Any], label: str) -> None:
-        _unknown(table, ("atol", "rtol"), label)
-        for key, value in table.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < math.inf):
-                raise SpecError(f"{label}: {key} must be a finite number >= 0, got {value!r}")
-
-    check({k: v for k, v in tolerance.items() if k != "outputs"}, where)
-    outputs = tolerance.get("outputs", {})
-    if not isinstance(outputs, dict):
-        raise SpecError(f"{where}: 'outputs' must be a table output = {{ atol = ..., rtol = ... }}")
-    for name, table in outputs.items():
+def _check_tolerance(tolerance: dict[str, Any], names: list[str], source: str) -> None:
+    """Per-output tolerances name outputs (their numbers are the schema's)."""
+    for name in tolerance.get("outputs", {}):
         if name not in names:
-            raise SpecError(f"{where}: {name!r} is not an output; outputs: {', '.join(names)}")
-        if not isinstance(table, dict):
-            raise SpecError(f"{where}.outputs.{name}: expected {{ atol = ..., rtol = ... }}, got {table!r}")
-        check(table, f"{where}.outputs.{name}")
+            raise SpecError(f"{source}: [tolerance]: {name!r} is not an output; outputs: {', '.join(names)}")
 
 
 def load_model_spec(path: str | Path, data: dict[str, Any] | None = None) -> ModelSpec:

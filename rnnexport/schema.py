@@ -77,7 +77,9 @@ def _describe(error) -> str:
         wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
         found = "null" if value is None else f"{type(value).__name__} {value!r:.80}"
         return f"key {_key(path)!r}: expected {' or '.join(_PYTHON_TYPES[t] for t in wanted)}, got {found}"
-    return f"invalid value for {_key(path)!r}: {value!r:.80}; valid: {_valid(schema)}"
+    hint = did_you_mean(value, [v for v in schema["enum"] if isinstance(v, str)]) \
+        if "enum" in schema and isinstance(value, str) else ""
+    return f"invalid value for {_key(path)!r}: {value!r:.80}{hint}; valid: {_valid(schema)}"
 
 
 def _valid(schema: dict[str, Any]) -> str:

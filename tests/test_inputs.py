@@ -44,3 +44,32 @@ def test_case_id_round_trip():
     case = Case.rnn(64, 200, "zero")
     assert Case.parse(case.id) == case
     assert Case.parse("3x17") == Case.rnn(3, 17, "random")
+
+
+def test_an_rnn_configuration_produces_its_calling_contract():
+    """`RNNSpec.inputs`: the shapes of `RNNSpec.shapes` over the dims batch and seq, and the
+    same generator as a model spec's (`rnnexport.contract`)."""
+    from rnnexport.contract import TensorSpec
+
+    spec = get_spec("seq_first").replace(cell="lstm", variable_length=True)
+    assert [d.name for d in spec.dims] == ["batch", "seq"] and spec.stream_dim == "seq"
+    assert spec.inputs == (TensorSpec("input", "float32", ("seq", "batch", 5)),
+                           TensorSpec("h_0", "float32", (1, "batch", 8)), TensorSpec("c_0", "float32", (1, "batch", 8)),
+                           TensorSpec("lengths", "int64", ("batch",), (1, "seq")))
+    assert spec.state == (("h_0", "h_n"), ("c_0", "c_n"))
+    feeds = make_inputs(spec, Case.rnn(3, 17, "random"))
+    assert {n: v.shape for n, v in feeds.items()} == {n: spec.shapes(3, 17)[n] for n in spec.input_names}
+    assert feeds["lengths"].min() >= 1 and feeds["lengths"].max() <= 17
+
+
+@pytest.mark.parametrize("name", ["deep", "deep_bidirectional", "seq_first", "single_layer"])
+def test_the_committed_golden_inputs_are_the_generated_ones(name):
+    """The one generator gives the inputs stored with the committed artifacts bit for bit (inputs
+    are drawn, not computed: no CPU differs in them)."""
+    from rnnexport.artifacts import open_artifact
+    from tests.conftest import MODELS
+
+    artifact = open_artifact(MODELS / name)
+    for case, arrays in artifact.golden().items():
+        for input_name, value in make_inputs(artifact.spec, case).items():
+            assert value.tobytes() == arrays[input_name].tobytes(), (case.id, input_name)

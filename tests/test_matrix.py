@@ -3,8 +3,12 @@ initial state {none (zeros), given} x variable length x batch_first x dropout {0
 
 Every spec is exported through every path (TorchScript, ONNX legacy, ONNX via torch.export with
 native ops, and the torch.export program itself) and each result is compared with eager PyTorch
-on both initial states, at sequence lengths other than the example's. CI runs `COVERING` (every
-value of every axis at least once, most pairs); the full 128-spec matrix runs with ``-m slow``.
+on both initial states, at sequence lengths other than the example's (up to 1000). Each ONNX file
+is checked as a graph too: valid under strict shape inference, one native RNN/LSTM/GRU op per
+layer with the spec's hidden size and direction, no per-step arithmetic, the documented input and
+output names with named dynamic dims. CI runs `COVERING` (every value of every axis at least
+once, most pairs); the full 128-spec matrix runs with ``-m slow``. This is the suite's one export
+matrix; `tests/export/test_cells.py` targets single properties (gate order, packed sequences).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from rnnexport.inputs import Case, make_inputs
 from rnnexport.spec import RNNSpec
 
 CELLS = {"rnn-tanh": ("rnn", "tanh"), "rnn-relu": ("rnn", "relu"), "lstm": ("lstm", "tanh"), "gru": ("gru", "tanh")}
-CASES = [Case.rnn(3, 7, "zero"), Case.rnn(2, 13, "random"), Case.rnn(1, 1, "random")]
+CASES = [Case.rnn(3, 7, "zero"), Case.rnn(2, 13, "random"), Case.rnn(1, 1, "random"), Case.rnn(2, 1000, "random")]
+FORBIDDEN = {"MatMul", "Gemm", "Tanh", "Relu", "Sigmoid", "Loop", "Scan"}  # per-step arithmetic: an unrolled cell
 
 
 def make_spec(cell: str, layers: int, bidirectional: bool, variable_length: bool, batch_first: bool,
@@ -75,10 +80,55 @@ def check_every_path(spec: RNNSpec, tmp: Path) -> list:
     export_onnx_legacy(module, spec, tmp / "legacy.onnx", opset=18)
     export_onnx_dynamo(program, spec, tmp / "dynamo.onnx", opset=18)
     for label in ("legacy", "dynamo"):
+        check_graph(spec, tmp / f"{label}.onnx")
         session = ort.InferenceSession(str(tmp / f"{label}.onnx"), providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
         _check(spec, f"onnx-{label}", lambda feeds, s=session: dict(zip(names, s.run(names, dict(feeds)))), records)
     return records
+
+
+def _dims(value_info) -> list:
+    return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+
+def check_graph(spec: RNNSpec, path: Path) -> None:
+    """The graph of `path`, as the module docstring says."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    ops = [n.op_type for n in model.graph.node]
+    native = [n for n in model.graph.node if n.op_type == spec.cell.upper()]
+    assert len(native) == spec.num_layers, ops
+    assert not FORBIDDEN & set(ops), f"per-step arithmetic in the graph: {ops}"
+    for node in native:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs["hidden_size"] == spec.hidden_size
+        assert attrs.get("direction", b"forward") == (b"bidirectional" if spec.bidirectional else b"forward")
+    io = {v.name: _dims(v) for v in [*model.graph.input, *model.graph.output]}
+    assert [v.name for v in model.graph.input] == list(spec.input_names)
+    assert [v.name for v in model.graph.output] == list(spec.output_names)
+    for name, shape in spec.shapes("batch", "seq").items():  # named dims where the spec has them
+        assert io[name] == list(shape), (name, io[name])
+
+
+def test_a_graph_with_an_unrolled_cell_or_fixed_dims_is_refused(tmp_path):
+    """`check_graph` can fail: a per-step op, a pinned batch."""
+    import onnx
+
+    spec = COVERING[0]
+    export_onnx_legacy(build_module(spec), spec, tmp_path / "m.onnx", opset=18)
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 2  # batch pinned
+    onnx.save(model, str(tmp_path / "pinned.onnx"))
+    with pytest.raises(AssertionError, match="input"):
+        check_graph(spec, tmp_path / "pinned.onnx")
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    model.graph.node.append(onnx.helper.make_node("Tanh", ["output"], ["tanh_out"]))
+    onnx.save(model, str(tmp_path / "unrolled.onnx"))
+    with pytest.raises(AssertionError, match="per-step arithmetic"):
+        check_graph(spec, tmp_path / "unrolled.onnx")
 
 
 def test_covering_rows_cover_every_value_of_every_axis():

@@ -30,11 +30,11 @@ def _write(tmp_path: Path, text: str, name: str = "model") -> Path:
 SPEC_ERRORS = [
     ("undeclared-dim", lambda t: t.replace('shape = ["batch", "seq", 3]', 'shape = ["batch", "time", 3]'),
      r"dim 'time' is used in 'shape' but not declared"),
-    ("sweep-below-1", lambda t: t.replace("sweep = [1, 4]", "sweep = [0, 4]"), r"sweep value: expected an integer in \[1"),
+    ("sweep-below-1", lambda t: t.replace("sweep = [1, 4]", "sweep = [0, 4]"), r"invalid value for 'dims.batch.sweep.0': 0; valid: an integer in \[1"),
     ("inverted-float-range", lambda t: t.replace('shape = ["batch", "seq", 3]', 'shape = ["batch", "seq", 3]\nrange = [2.0, -1.0]'),
      r"'range' \[2.0, -1.0\] is inverted"),
     ("unknown-key", lambda t: "modul_args = {}\n" + t, r"unknown key 'modul_args' \(did you mean 'module_args'\?\)"),
-    ("bad-dtype", lambda t: t.replace('[inputs.x]', '[inputs.x]\ndtype = "float64"'), r"invalid dtype 'float64'; valid: float32"),
+    ("bad-dtype", lambda t: t.replace('[inputs.x]', '[inputs.x]\ndtype = "float64"'), r"invalid value for 'inputs.x.dtype': 'float64' \(did you mean 'float16'\?\); valid: 'float32'"),
     ("state-not-output", lambda t: t + 'state = { x = "h" }\nstream_dim = "seq"\n', r"state: 'h' is not an output"),
     ("tolerance-unknown-output", lambda t: t + '[tolerance]\noutputs = { y = { atol = 1.0 } }\n', r"'y' is not an output"),
     ("module-syntax", lambda t: t.replace('"features.py:TwoRecurrent"', '"features.py"'), r"valid: 'FILE.py:ATTR'"),

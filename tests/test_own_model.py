@@ -155,7 +155,7 @@ def test_a_checkpoint_without_the_right_weights_key_names_the_key(tmp_path: Path
     ('weights = "random"\nweights_key = "model"\n', r"needs 'weights' = \"FILE\".*'weights' is 'random'"),
     ('weights = "w.safetensors"\nweights_key = "model"\n', r"'w.safetensors' is a .safetensors file.*drop weights_key"),
     ('weights = "last.pt"\nweights_key = "model..x"\n', r"invalid value for 'weights_key': 'model..x'"),
-    ('weights = "last.pt"\nweights_key = 3\n', r"invalid value for 'weights_key': 3"),
+    ('weights = "last.pt"\nweights_key = 3\n', r"key 'weights_key': expected str, got int 3"),
     ('weights = "last.pt"\nweight_key = "model"\n', r"unknown key 'weight_key' \(did you mean 'weights_key'\?\)"),
 ], ids=["without-weights", "with-random", "safetensors", "empty-part", "not-a-string", "misspelt"])
 def test_weights_key_is_validated_like_the_other_keys(tmp_path: Path, lines, message) -> None:

@@ -143,7 +143,14 @@ def test_written_programs_need_no_unrestricted_unpickling(name):
     import rnnexport.ops  # noqa: F401
 
     with weights_only_loading():
-        assert torch.export.load(str(MODELS / name / "model.pt2")).module() is not None
+        module = torch.export.load(str(MODELS / name / "model.pt2")).module()
+    from rnnexport.builder import call_model
+
+    artifact = open_artifact(MODELS / name)  # the loaded program computes the golden outputs
+    golden = artifact.golden()[artifact.golden_cases()[0]]
+    outputs = call_model(module, artifact.spec, {n: golden[n] for n in artifact.spec.input_names})
+    for output in artifact.spec.output_names:
+        np.testing.assert_allclose(outputs[output], golden[output], rtol=1e-4, atol=1e-5)
 
 
 def test_pickled_weights_in_pt2_are_refused(artifact_copy):

@@ -125,7 +125,7 @@ def test_bad_formats_are_exit_2_naming_the_valid_ones(tmp_path, cli, value, mess
     code, _, err = cli("export", "single_layer", "--out", tmp_path, "--formats", value)
     assert code == 2 and message in err
     assert not any(tmp_path.iterdir())
-    with pytest.raises(SpecError, match="'formats'.*did you mean 'pt2'"):
+    with pytest.raises(SpecError, match=r"invalid value for 'formats.0': 'pt3' \(did you mean 'pt2'\?\); valid: 'onnx' \| 'torchscript' \| 'pt2'"):
         load_model_spec(_spec(tmp_path, extra='formats = ["pt3"]'))
 
 
