@@ -29,7 +29,8 @@ from rnnexport.modelspec import RANDOM_WEIGHTS
 from rnnexport.plan import Plan, estimated_work, fitting_cases, make_plan, planned_steps, spec_dims
 from rnnexport.results import ArtifactReport, RunError
 from rnnexport.runloop import admit_runners, compare_runs, run_case, run_streaming
-from rnnexport.runtimes import RUNTIMES, loaded_runners, make_runner, resolve_runtimes, runtime_imports, split_row
+from rnnexport.runtimes import RUNTIMES, loaded_runners, make_runner, resolve_runtimes, split_row
+from rnnexport.runtimes.registry import validation_imports
 from rnnexport.streaming import streaming_not_applicable
 from rnnexport.tolerance_policy import applied_tolerance, describe_tolerance
 
@@ -269,9 +270,8 @@ def _died_report(artifact: Artifact, died: WorkerDied) -> ArtifactReport:
 
 
 def validate_imports(runtimes: list[str] | None = None) -> list[str]:
-    """The modules validating on `runtimes` (None: all; the eager reference always) imports:
-    the ``--jobs`` workers' fork server imports them once."""
-    return ["rnnexport.validate", *runtime_imports(None if runtimes is None else ["torch", *runtimes])]
+    """The modules validating on `runtimes` imports (`rnnexport.runtimes.validation_imports`)."""
+    return validation_imports(runtimes)
 
 
 def select_shard(folders: list[Path], k: int, n: int) -> list[Path]:

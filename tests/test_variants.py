@@ -114,6 +114,19 @@ def test_variants_are_deterministic_and_hashed(spotter_variants, tmp_path):
     assert "GRU" in manifest["variants"]["int8"]["ops"] and "ConvInteger" in manifest["variants"]["int8"]["ops"]
 
 
+def test_int8_weights_use_7_bits_so_no_cpu_saturates_them(spotter_variants):
+    """Full-range int8 weights times uint8 activations are summed in 16 bits by ONNX Runtime on
+    x86 CPUs without VNNI (VPMADDUBSW), which saturates: the same file lost accuracy there
+    (scripts/int8_saturation.py). Every signed quantized weight must lie in 7 bits."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(spotter_variants / "model.int8.onnx"))
+    weights = [numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert sum(w.size for w in weights) > 100  # the Conv and the MatMul
+    assert max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
+
+
 def test_each_runtime_runs_a_variant_or_says_why_not(spotter_variants):
     report = validate_artifact(spotter_variants, runtimes=["onnxruntime-cpu", "onnx-reference"])
     assert report.passed, [c.describe() for c in report.criteria_failures] + [e.message for e in report.errors]

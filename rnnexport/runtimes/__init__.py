@@ -10,10 +10,11 @@ from collections.abc import Iterator
 from rnnexport.errors import RNNExportError, RuntimeUnavailableError
 from rnnexport.runtimes.base import Runner
 from rnnexport.runtimes.registry import (RUNTIMES, UNTRUSTED_REASON, RuntimeInfo, make_runner, resolve_runtimes,
-                                         runtime_imports, split_row, unavailable_reason, variant_rows)
+                                         runtime_imports, split_row, unavailable_reason, validation_imports,
+                                         variant_rows)
 
 __all__ = ["RUNTIMES", "UNTRUSTED_REASON", "RuntimeInfo", "loaded_runners", "make_runner", "resolve_runtimes",
-           "runtime_imports", "split_row", "unavailable_reason", "variant_rows"]
+           "runtime_imports", "split_row", "unavailable_reason", "validation_imports", "variant_rows"]
 
 
 @contextlib.contextmanager

@@ -16,23 +16,17 @@ import numpy as np
 
 from rnnexport.errors import WorkerDied, first_line
 
-__all__ = ["probe_imports", "probe_variants", "start_probing"]
+__all__ = ["probe_variants", "start_probing"]
 
 
-def probe_imports(runtimes: list[str] | None = None) -> list[str]:
-    """What the trials' fork server imports: the runtimes of `runtimes` (None: all) that load an
-    ONNX file, the file every variant is made from."""
-    from rnnexport.runtimes.registry import RUNTIMES, runtime_imports
-
-    return runtime_imports([n for n in (runtimes or RUNTIMES) if n in RUNTIMES and RUNTIMES[n].requires == "model.onnx"])
-
-
-def start_probing(runtimes: list[str] | None = None) -> None:
-    """Start the fork server the trials' workers fork from, now, so that it imports the
-    runtimes while this process does other work (opening artifacts, exporting)."""
+def start_probing() -> None:
+    """Start the fork server the trials' workers fork from, now, so that it imports
+    (`rnnexport.runtimes.registry.validation_imports`) while this process does other work
+    (opening artifacts, exporting)."""
+    from rnnexport.runtimes.registry import validation_imports
     from rnnexport.workers import start_workers
 
-    start_workers(probe_imports(runtimes))
+    start_workers(validation_imports())
 
 
 def probe_variants(artifact, rows: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -41,12 +35,12 @@ def probe_variants(artifact, rows: dict[str, dict[str, Any]]) -> dict[str, str]:
     if not rows:
         return {}
     from rnnexport.workers import map_in_processes
-    from rnnexport.runtimes.registry import split_row
+    from rnnexport.runtimes.registry import split_row, validation_imports
 
     case = min(artifact.golden_cases(), key=artifact.spec.case_steps)  # read once, for every row
     feeds = {n: artifact.golden()[case][n] for n in artifact.spec.input_names}
     items = [(artifact, row, options, feeds) for row, options in rows.items()]
-    outcomes = map_in_processes(_probe, items, 1, preload=probe_imports(), label=lambda item: item[1])
+    outcomes = map_in_processes(_probe, items, 1, preload=validation_imports(), label=lambda item: item[1])
     reasons = {}
     for row, outcome in zip(rows, outcomes):
         if isinstance(outcome, WorkerDied):

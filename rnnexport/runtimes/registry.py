@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from rnnexport.runtimes.base import Runner
 
 __all__ = ["RUNTIMES", "UNTRUSTED_REASON", "RuntimeInfo", "make_runner", "resolve_runtimes", "runtime_imports",
-           "split_row", "unavailable_reason", "variant_rows"]
+           "split_row", "unavailable_reason", "validation_imports", "variant_rows"]
 
 
 def _module_missing(module: str) -> Callable[[], str | None]:
@@ -153,6 +153,14 @@ def runtime_imports(names: list[str] | None) -> list[str]:
     """The modules the runners of `names` (None: all) import, each once, in order."""
     chosen = RUNTIMES if names is None else {name: RUNTIMES[name] for name in names if name in RUNTIMES}
     return list(dict.fromkeys(module for info in chosen.values() for module in info.imports))
+
+
+def validation_imports(runtimes: list[str] | None = None) -> list[str]:
+    """The modules validating on `runtimes` (None: all; the eager reference always) imports: what
+    the fork server of a validating process preloads (`rnnexport.workers.start_workers`), so that
+    every process forked from it (``--jobs`` workers, a model spec's eager reference, the trials
+    of variants) starts with them imported. The first start decides: one list for all of them."""
+    return ["rnnexport.validate", *runtime_imports(None if runtimes is None else ["torch", *runtimes])]
 
 
 def make_runner(name: str, artifact, **options) -> Runner:
