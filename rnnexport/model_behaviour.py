@@ -20,7 +20,7 @@ class ModelBehaviour:
 
     positional_call = True  # the module's forward() takes its inputs in the spec's order
     weights_file = "weights.safetensors"
-    pipeline = "rnnexport.export.model:export_model_spec"  # its export (`rnnexport.export.export_spec`)
+    pipeline = "rnnexport.export.model:ModelExporting"  # what it does at each export step (`rnnexport.export.pipeline`)
     num_layers = None  # a module's recurrent layers are found in it, not in the spec
 
     def bench_cases(self) -> list:

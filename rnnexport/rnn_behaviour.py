@@ -33,7 +33,7 @@ class RNNBehaviour:
     weights = None  # seeded by the spec: no file, nothing to point out
     positional_call = False  # its TorchScript module takes (input, h_0 | (h_0, c_0)[, lengths])
     weights_file = "weights.pt"
-    pipeline = "rnnexport.export.rnn:export_rnn_spec"  # its export (`rnnexport.export.export_spec`)
+    pipeline = "rnnexport.export.rnn:RNNExporting"  # what it does at each export step (`rnnexport.export.pipeline`)
 
     # --- cases and inputs -------------------------------------------------------------------
 

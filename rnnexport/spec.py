@@ -79,7 +79,11 @@ class RNNSpec(Contract, RNNBehaviour):
         _check_values(dataclasses.asdict(self), f"RNNSpec(name={self.name!r})")
 
     kind = "rnn"  # the catalog's listing (`catalog(kind)`); the pipeline calls the spec protocol instead
-    variants = None  # made only when asked for (--variant): an RNN configuration has no such key
+    # An RNN configuration has no such keys: variants only when asked for (--variant), every
+    # format (one that cannot be made recorded), TorchScript scripted (--torchscript trace).
+    variants = None
+    formats = None
+    torchscript = "script"
 
     @property
     def num_directions(self) -> int:

@@ -270,7 +270,7 @@ def test_export_killed_midway_leaves_previous_folder_valid(tmp_path, cli):
     # The child dies by SIGKILL (no cleanup runs) right after it wrote model.onnx into staging.
     script = textwrap.dedent(f"""
         import os, signal, sys
-        import rnnexport.export.rnn as ex
+        import rnnexport.export.pipeline as ex
         real = ex.check_onnx
         def die(path, name):
             real(path, name)
@@ -299,16 +299,16 @@ def test_failing_export_is_not_installed(cli, tmp_path, monkeypatch):
     before = digest(out / "deep")
     real = onnx_legacy.export_onnx_legacy
 
-    def wrong_export(module, spec, path, *, opset):
+    def wrong_export(module, args, spec, path, *, opset):
         import torch
 
         with torch.no_grad():
-            module.bias_hh_l1.add_(0.5)  # the ONNX file gets other weights than weights.pt
+            module.rnn.bias_hh_l1.add_(0.5)  # the ONNX file gets other weights than weights.pt
         try:
-            return real(module, spec, path, opset=opset)
+            return real(module, args, spec, path, opset=opset)
         finally:
             with torch.no_grad():
-                module.bias_hh_l1.sub_(0.5)
+                module.rnn.bias_hh_l1.sub_(0.5)
 
     monkeypatch.setattr(onnx_legacy, "export_onnx_legacy", wrong_export)
     monkeypatch.setattr(ex, "export_onnx_legacy", wrong_export, raising=False)

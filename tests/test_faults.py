@@ -164,7 +164,7 @@ def test_name_with_a_trailing_newline_is_refused(tmp_path):
 # -- a full disk -------------------------------------------------------------------------------
 
 def test_enospc_while_writing_is_one_line_and_keeps_the_previous_artifact(tmp_path, cli, monkeypatch):
-    import rnnexport.export.rnn as ex  # the RNN configuration's pipeline
+    import rnnexport.export.pipeline as ex  # the one export pipeline
 
     out = tmp_path / "D"
     shutil.copytree(MODELS / "deep", out / "deep")

@@ -20,7 +20,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from rnnexport.builder import build_module, call_model, wrap
+from rnnexport.builder import build_module, call_model, example_args, wrap
 from rnnexport.compare import Tolerance, compare_arrays, failures
 from rnnexport.export.onnx_dynamo import export_onnx_dynamo, export_program
 from rnnexport.export.onnx_legacy import export_onnx_legacy
@@ -77,7 +77,7 @@ def check_every_path(spec: RNNSpec, tmp: Path) -> list:
     program, _ = export_program(module, spec)
     exported = program.module()
     _check(spec, "torch-export", lambda feeds: call_model(exported, spec, feeds), records)
-    export_onnx_legacy(module, spec, tmp / "legacy.onnx", opset=18)
+    export_onnx_legacy(wrap(module, spec), example_args(spec), spec, tmp / "legacy.onnx", opset=18)
     export_onnx_dynamo(program, spec, tmp / "dynamo.onnx", opset=18)
     for label in ("legacy", "dynamo"):
         check_graph(spec, tmp / f"{label}.onnx")
@@ -118,7 +118,7 @@ def test_a_graph_with_an_unrolled_cell_or_fixed_dims_is_refused(tmp_path):
     import onnx
 
     spec = COVERING[0]
-    export_onnx_legacy(build_module(spec), spec, tmp_path / "m.onnx", opset=18)
+    export_onnx_legacy(wrap(build_module(spec), spec), example_args(spec), spec, tmp_path / "m.onnx", opset=18)
     model = onnx.load(str(tmp_path / "m.onnx"))
     model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 2  # batch pinned
     onnx.save(model, str(tmp_path / "pinned.onnx"))

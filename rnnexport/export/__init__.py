@@ -2,8 +2,9 @@
 
 `export_spec` writes everything into a staging folder, validates it there, and only then
 replaces ``DIR/<name>/``: an interrupted or failing export leaves the previous folder intact.
-Each kind of spec has its pipeline (`rnnexport.export.rnn`, `rnnexport.export.model`), named by
-the spec (``spec.pipeline``); the steps they share are `rnnexport.export.steps`'.
+Every kind of spec goes through the one pipeline (`rnnexport.export.pipeline`); what a kind does
+at a step is its exporting (`rnnexport.export.rnn`, `rnnexport.export.model`), named by the spec
+(``spec.pipeline``).
 """
 
 from __future__ import annotations
@@ -68,13 +69,11 @@ def export_spec(
         ValidationFailed: the exported artifact does not match PyTorch; it is kept in
             ``out_dir/.<name>.rejected`` for inspection and the previous artifact stays.
     """
-    import importlib
+    from rnnexport.export.pipeline import export_artifact
 
-    module, _, function = spec.pipeline.partition(":")  # the spec's own pipeline (rnn, model)
-    return getattr(importlib.import_module(module), function)(
-        spec, out_dir, exporter=exporter, opset=opset, torchscript_method=torchscript_method, validate=validate,
-        runtimes=runtimes, tolerance=tolerance, max_memory=max_memory, lock_timeout=lock_timeout, formats=formats,
-        variants=variants)
+    return export_artifact(spec, out_dir, exporter=exporter, opset=opset, torchscript_method=torchscript_method,
+                           validate=validate, runtimes=runtimes, tolerance=tolerance, max_memory=max_memory,
+                           lock_timeout=lock_timeout, formats=formats, variants=variants)
 
 
 def export_specs(
@@ -116,7 +115,7 @@ def export_imports(runtimes: list[str] | None = None, *, validate: bool = True) 
     `validate`): the ``--jobs`` workers' fork server imports them once."""
     from rnnexport.validate import validate_imports
 
-    exporting = ["torch", "rnnexport.export", "rnnexport.export.rnn", "rnnexport.export.model",
+    exporting = ["torch", "rnnexport.export", "rnnexport.export.pipeline", "rnnexport.export.rnn", "rnnexport.export.model",
                  "rnnexport.export.onnx_dynamo",
                  "rnnexport.export.compile_server", "rnnexport.export.torchscript", "rnnexport.builder",
                  "rnnexport.usermodel", "rnnexport.ops", "torch.onnx", "onnxscript"]

@@ -1,5 +1,5 @@
 """`export_model`: export an ``nn.Module`` in memory, no TOML needed. Its class and the keys
-given become a model spec, exported by `rnnexport.export.model.export_model_spec` with the
+given become a model spec, exported by the one pipeline (`rnnexport.export.pipeline`) with the
 module itself as the reference."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rnnexport.export.model import export_model_spec
+from rnnexport.export.pipeline import export_artifact
 from rnnexport.modelspec_load import model_spec_from_dict
 from rnnexport.staging import DEFAULT_LOCK_TIMEOUT
 
@@ -62,11 +62,11 @@ def export_model(
             TorchScript script falling back to trace, validated on every available runtime).
 
     Returns:
-        The `ExportResult` of `export_model_spec`.
+        The `ExportResult` of `rnnexport.export.export_spec`.
 
     Raises:
         SpecError: a key is invalid, or the module does not fit the spec.
-        ExportError, ExportRejected, UsageError, ValidationFailed: as `export_model_spec`.
+        ExportError, ExportRejected, UsageError, ValidationFailed: as `rnnexport.export.export_spec`.
     """
     import inspect
 
@@ -89,6 +89,6 @@ def export_model(
     from rnnexport.usermodel import check_forward
 
     check_forward(spec, module)
-    return export_model_spec(spec, out, module=module, exporter=exporter, opset=opset,
-                             torchscript_method=torchscript_method, validate=validate, runtimes=runtimes,
-                             max_memory=max_memory, lock_timeout=lock_timeout, formats=formats, variants=variants)
+    return export_artifact(spec, out, module=module, exporter=exporter, opset=opset,
+                           torchscript_method=torchscript_method, validate=validate, runtimes=runtimes,
+                           max_memory=max_memory, lock_timeout=lock_timeout, formats=formats, variants=variants)

@@ -21,6 +21,8 @@ __all__ = ["COMPILER", "TorchScriptJob", "fork_compile_server", "start_compile",
 
 # The module whose `compile_request(request)` each compiling child runs.
 COMPILER = "rnnexport.export.torchscript"
+# The modules of each kind's exporting, one of which a request names (imported once, here, too).
+EXPORTINGS = ("rnnexport.export.rnn", "rnnexport.export.model")
 
 
 class TorchScriptJob:
@@ -322,7 +324,8 @@ def _server() -> None:
     import rnnexport.builder  # noqa: F401
     import rnnexport.usermodel  # noqa: F401
 
-    importlib.import_module(COMPILER)
+    for name in (COMPILER, *EXPORTINGS):
+        importlib.import_module(name)
 
     for line in sys.stdin:
         if not line.strip():

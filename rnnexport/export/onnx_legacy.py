@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from rnnexport.errors import ExportError
 from rnnexport.export.capture import captured_messages
-from rnnexport.spec import RNNSpec
 
 if TYPE_CHECKING:
     import torch
@@ -34,33 +33,20 @@ def legacy_exporter_available() -> bool:
     return torchscript_onnx_exporter_present()
 
 
-def export_onnx_legacy(module: torch.nn.Module, spec: RNNSpec, path: Path, *, opset: int) -> list[str]:
-    """Export `module` (behind the calling contract) to `path`; returns the exporter's warnings,
-    recorded once each.
+def export_onnx_legacy(module: torch.nn.Module, args: tuple, spec, path: Path, *, opset: int) -> list[str]:
+    """Export `module` (called with `args`, as the spec's calling contract says) to `path`, the
+    spec's named axes dynamic; returns the exporter's warnings, recorded once each.
 
     Raises:
-        ExportError: an LSTM with ``proj_size`` (the ONNX LSTM op has no projection).
+        ExportError: ONNX cannot express the spec (an LSTM with ``proj_size``).
     """
     import torch
 
-    from rnnexport.builder import example_args, wrap
-
-    if spec.proj_size:
-        raise ExportError(
-            f"{spec.name}: ONNX cannot express an LSTM with proj_size={spec.proj_size} (the ONNX LSTM op has "
-            "no projection); model.pt and model.pt2 support it"
-        )
-    args = example_args(spec)
+    if reason := spec.onnx_impossible():
+        raise ExportError(f"{spec.name}: {reason}; model.pt and model.pt2 support it")
     with captured_messages() as messages, torch.no_grad():
-        torch.onnx.export(
-            wrap(module, spec),
-            args,
-            str(path),
-            dynamo=False,
-            input_names=list(spec.input_names),
-            output_names=list(spec.output_names),
-            dynamic_axes=spec.dynamic_axes(),
-            opset_version=opset,
-            do_constant_folding=True,
-        )
+        torch.onnx.export(module, args, str(path), dynamo=False, input_names=list(spec.input_names),
+                          output_names=list(spec.output_names),
+                          dynamic_axes={name: axes for name, axes in spec.dynamic_axes().items() if axes},
+                          opset_version=opset, do_constant_folding=True)
     return messages

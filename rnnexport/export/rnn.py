@@ -1,166 +1,112 @@
-"""Export an RNN configuration (`rnnexport.spec.RNNSpec`): the seeded ``nn.RNN/LSTM/GRU``
-behind its calling contract, ``weights.pt``, the formats (TorchScript compiled in the compile
-server while the rest exports; torch.export with native ops; ONNX by either exporter), golden
-data, the variants, the manifest; validated in a staging folder, then installed. The steps it
-shares with a model spec's pipeline are `rnnexport.export.steps`'.
+"""What an RNN configuration (`rnnexport.spec.RNNSpec`) does at each step of the one export
+pipeline (`rnnexport.export.pipeline`): the seeded ``nn.RNN/LSTM/GRU`` behind its calling
+contract (`rnnexport.builder.wrap`), ``weights.pt`` (its state dict), the recurrence exported
+as one custom op per module (`rnnexport.ops.native_module`), the manifest's RNN fields.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rnnexport.compare import Tolerance
-from rnnexport.export.loadable import check_onnx
-from rnnexport.export.steps import (DEFAULT_OPSET, ExportResult, check_exporter, check_memory_limits, chosen_variants,
-                                    made_any, validate_staged, writing)
-from rnnexport.formats import FormatPlan
-from rnnexport.golden import write_npz
-from rnnexport.inputs import golden_cases, make_inputs
-from rnnexport.manifest import MANIFEST, schema_version_of, write_json
-from rnnexport.spec import RNNSpec
-from rnnexport.staging import DEFAULT_LOCK_TIMEOUT, resolve_output, staged_folder
-from rnnexport.variants import record_variants, write_variants
+import numpy as np
+
+from rnnexport.spec import RNNSpec, spec_from_dict
 from rnnexport.verify import file_entry
 
-__all__ = ["export_rnn_spec"]
+__all__ = ["RNNExporting"]
 
 
-def export_rnn_spec(
-    spec: RNNSpec,
-    out_dir: str | Path = "models",
-    *,
-    exporter: str | None = None,
-    opset: int = DEFAULT_OPSET,
-    torchscript_method: str | None = None,
-    validate: bool = True,
-    runtimes: list[str] | None = None,
-    tolerance: Tolerance | None = None,
-    max_memory: int | None = None,
-    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-    formats: list[str] | str | None = None,
-    variants: list[str] | str | None = None,
-) -> ExportResult:
-    """Export an RNN configuration like `rnnexport.export.export_spec` (see there for the arguments
-    and what it raises): the seeded module, weights.pt, the formats, golden data, variants, the
-    manifest, validated in a staging folder, then installed."""
-    torchscript_method = torchscript_method or "script"
-    notes: list[str] = []
-    exporter = check_exporter(exporter, opset, notes)
-    check_memory_limits(spec, validate, max_memory)
-    final = Path(out_dir) / spec.name
-    plan = FormatPlan.of(spec.name, formats)
-    chosen = chosen_variants(spec, variants, plan, notes)
-    result = ExportResult(path=final, exporter=exporter, notes=notes, formats=plan)
-    target = resolve_output(final)
-    from rnnexport.builder import build_module
+class RNNExporting:
+    """An RNN configuration's module as the pipeline exports it (see the module docstring)."""
 
-    module = build_module(spec)
-    with staged_folder(final, lock_timeout=lock_timeout) as stage:
-        warnings = _write_models(module, spec, stage, exporter, opset, torchscript_method, plan, notes)
-        made_any(plan)
-        warnings["golden"] = _write_golden(module, spec, stage)
-        made = write_variants(spec.name, stage, chosen, writing, notes)
-        manifest = _manifest(spec, stage, plan, exporter, opset, torchscript_method, warnings, tolerance, made)
-        if validate:
-            result.report = validate_staged(spec, stage, final, target, manifest, runtimes, tolerance, max_memory)
-    return result
+    weights_file = "weights.pt"
+    rebuildable = True  # the compile server rebuilds it from weights.pt
+    reference = None  # validation rebuilds the eager reference from weights.pt too
 
+    def __init__(self, spec: RNNSpec, module) -> None:
+        from rnnexport.builder import wrap
 
-def _write_models(
-    module, spec: RNNSpec, stage: Path, exporter: str, opset: int, torchscript_method: str, plan: FormatPlan,
-    notes: list[str],
-) -> dict[str, list[str]]:
-    """weights.pt and the formats `plan` wants of `module` (model.pt, model.pt2, model.onnx);
-    a format that cannot be made is recorded in `plan`. Returns the warnings torch raised per format."""
-    import torch
+        self.spec, self.module = spec, module
+        self.contract_module = wrap(module, spec)  # what every format keeps: m(input, h_0[, lengths])
 
-    from rnnexport.export.onnx_dynamo import export_program, save_program
-    from rnnexport.export.torchscript import start_torchscript
-    from rnnexport.limits import weight_bytes
+    @classmethod
+    @contextlib.contextmanager
+    def opened(cls, spec: RNNSpec, module, notes: list[str]) -> Iterator[RNNExporting]:
+        """The spec's seeded module (`module`, when given)."""
+        from rnnexport.builder import build_module
 
-    size = weight_bytes(spec)
-    warnings: dict[str, list[str]] = {}
-    with writing(stage, "weights.pt", size) as path:
-        buffer = io.BytesIO()  # written by Python: torch's C++ writer aborts the process on a full disk
-        torch.save(module.state_dict(), buffer)
-        path.write_bytes(buffer.getbuffer())
-    compiler = None
-    if plan.wants("torchscript"):
-        with writing(stage, "model.pt", 2 * size) as path:
-            # Compiles in its own process (mostly importing torch) while this one exports the rest.
-            compiler = start_torchscript(spec, stage / "weights.pt", path, method=torchscript_method)
-    with compiler or contextlib.nullcontext():
-        program = None
-        if plan.wants("pt2") or (plan.wants("onnx") and exporter == "dynamo"):
-            program, warnings["torch.export"] = export_program(module, spec)
-        if plan.wants("pt2"):
-            with writing(stage, "model.pt2", 2 * size) as path:
-                save_program(program, path)
-        if spec.proj_size:
-            # Refused, never approximated: ONNX's LSTM has no projection.
-            reason = (f"{spec.name}: no model.onnx: the ONNX LSTM op has no projection (proj_size={spec.proj_size}); "
-                      "model.pt and model.pt2 are written and validated")
-            plan.lose("onnx", reason, by_design=True)
-            notes.extend([reason] if "onnx" in plan.missing else [])
-        warnings["onnx"] = plan.attempt("onnx", lambda: _write_onnx(module, spec, program, stage, exporter, opset, size),
-                                        cleanup=lambda: (stage / "model.onnx").unlink(missing_ok=True)) or []
-        if compiler is not None:
-            with writing(stage, "model.pt", None):  # space was checked when it started
-                warnings["torchscript"] = plan.attempt("torchscript", compiler.result,
-                                                       cleanup=lambda: (stage / "model.pt").unlink(missing_ok=True))
-    return {k: v for k, v in warnings.items() if v is not None}
+        yield cls(spec, build_module(spec) if module is None else module)
 
+    def prepare(self, **_: Any) -> None:
+        """Nothing to check: the module is built from the spec, which was checked."""
 
-def _write_onnx(module, spec: RNNSpec, program, stage: Path, exporter: str, opset: int, size: int) -> list[str]:
-    from rnnexport.export.onnx_dynamo import export_onnx_dynamo
-    from rnnexport.export.onnx_legacy import export_onnx_legacy
+    def write_weights(self, stage: Path) -> int:
+        """``weights.pt``: the module's state dict; returns its bytes."""
+        import torch
 
-    with writing(stage, "model.onnx", 2 * size) as path:
-        if exporter == "legacy":
-            messages = export_onnx_legacy(module, spec, path, opset=opset)
-        else:
-            messages = export_onnx_dynamo(program, spec, path, opset=opset)
-    check_onnx(path, spec.name)
-    return messages
+        from rnnexport.export.steps import writing
+        from rnnexport.limits import weight_bytes
 
+        size = weight_bytes(self.spec)
+        with writing(stage, self.weights_file, size) as path:
+            buffer = io.BytesIO()  # written by Python: torch's C++ writer aborts the process on a full disk
+            torch.save(self.module.state_dict(), buffer)
+            path.write_bytes(buffer.getbuffer())
+        return size
 
-def _write_golden(module, spec: RNNSpec, stage: Path) -> list[str]:
-    """golden.npz: the golden cases' inputs and the eager reference's (`module`'s) outputs.
-    Returns what torch warned meanwhile (e.g. "LSTM with projections is not supported with
-    oneDNN"), for the manifest: it is not the user's to read on stderr."""
-    from rnnexport.builder import call_model, wrap
-    from rnnexport.export.capture import captured_messages
+    @staticmethod
+    def compile_request(request: dict[str, Any]) -> dict[str, Any]:
+        """Rebuild the module from ``weights.pt`` and compile it (in a compiling child)."""
+        import torch
 
-    reference = wrap(module, spec)
-    golden = {}
-    with captured_messages() as messages:
-        for case in golden_cases(spec):
-            feeds = make_inputs(spec, case)
-            golden.update({f"{case.id}/{n}": v for n, v in feeds.items()})
-            golden.update({f"{case.id}/{n}": v for n, v in call_model(reference, spec, feeds).items()})
-    estimate = sum(spec.case_bytes(c) for c in golden_cases(spec))
-    with writing(stage, "golden.npz", estimate) as path:
-        write_npz(path, golden)
-    return messages
+        from rnnexport.builder import module_from_state_dict
 
+        spec = spec_from_dict(request["spec"])
+        module = module_from_state_dict(spec, torch.load(request["weights"], weights_only=True))
+        return RNNExporting(spec, module).compile(Path(request["path"]), request["method"])
 
-def _manifest(
-    spec: RNNSpec, stage: Path, plan: FormatPlan, exporter: str, opset: int, torchscript_method: str,
-    warnings: dict[str, list[str]], tolerance: Tolerance | None, variants: dict[str, dict[str, Any]],
-) -> dict[str, Any]:
-    """The manifest of the staged artifact (`rnnexport.artifacts.rnn_manifest`), written to
-    ``stage/manifest.json`` and returned."""
-    from rnnexport.manifest import rnn_manifest
+    def compile(self, path: Path, method: str | None) -> dict[str, Any]:
+        from rnnexport.export.torchscript import compile_and_save
 
-    files = [*plan.files(), "weights.pt", "golden.npz"]
-    manifest = rnn_manifest(spec, {name: file_entry(stage / name) for name in files}, exporter=exporter, opset=opset,
-                            torchscript_method=torchscript_method, warnings=warnings, formats=plan.manifest_fields(),
-                            tolerance=tolerance or Tolerance())
-    record_variants(manifest, stage, variants, spec)
-    manifest["schema_version"] = schema_version_of(manifest)  # 3 only where its fields are used
-    with writing(stage, MANIFEST, 1 << 16) as path:
-        write_json(path, manifest)
-    return manifest
+        method = method or "script"
+        return {"method": method, "messages": compile_and_save(self.module, self.spec, path, method=method)}
+
+    def program(self):
+        from rnnexport.export.onnx_dynamo import export_program
+
+        return export_program(self.module, self.spec)
+
+    def example_args(self) -> tuple:
+        from rnnexport.builder import example_args
+
+        return example_args(self.spec)
+
+    def check_graph(self, stage: Path, path: Path, exporter: str) -> None:
+        """A native op for every layer (none unrolled)."""
+        from rnnexport.export.graph import check_native_ops, recurrent_ops
+
+        check_native_ops(self.spec, [("rnn", self.module)], recurrent_ops(path), exporter)
+
+    def golden_cases(self) -> list:
+        return self.spec.golden_cases()
+
+    def inputs(self, case) -> dict[str, np.ndarray]:
+        return self.spec.make_inputs(case)
+
+    def labels(self, case) -> dict[str, np.ndarray]:
+        return {}
+
+    def call(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from rnnexport.builder import call_model
+
+        return call_model(self.contract_module, self.spec, feeds)
+
+    def manifest(self, stage: Path, files: list[str], golden: dict[str, Any], **common: Any) -> dict[str, Any]:
+        """The manifest (`rnnexport.manifest.rnn_manifest`)."""
+        from rnnexport.manifest import rnn_manifest
+
+        return rnn_manifest(self.spec, {name: file_entry(stage / name) for name in files}, **common)

@@ -1,7 +1,7 @@
-"""The steps every export pipeline shares (`rnnexport.export.rnn` for RNN configurations,
-`rnnexport.export.model` for model specs): the exporter and memory checks before anything is
-written, the variants chosen, the staged artifact validated (and kept aside when it fails), and
-writing a file into the staging folder with a full disk made one clear error.
+"""The checks and helpers of the export pipeline (`rnnexport.export.pipeline`), re-exported by
+`rnnexport.export`: the exporter and memory checks before anything is written, the variants
+chosen, the staged artifact validated (and kept aside when it fails), and writing a file into
+the staging folder with a full disk made one clear error.
 """
 
 from __future__ import annotations

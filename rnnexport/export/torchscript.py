@@ -12,7 +12,8 @@ process is a child forked from a compile server (`TorchScriptJob`), which import
 all the artifacts of an export instead of once per artifact.
 
 Model specs (a user's module, called ``m(*inputs)``) are compiled the same way
-(`compile_model_spec`: script, falling back to trace where scripting fails).
+(`compile_model_spec`: script, falling back to trace where scripting fails). What a request
+rebuilds is the spec's exporting's (`rnnexport.export.pipeline`).
 
 This module owns what is compiled and how (`compile_and_save`, `compile_model_spec`, the request
 a child runs: `compile_request`); `rnnexport.export.compile_server` owns the processes it runs in
@@ -29,16 +30,14 @@ from rnnexport.errors import ExportError, UsageError, first_line
 from rnnexport.export.capture import captured_messages
 from rnnexport.export.torch_internals import strip_torchscript_debug_info
 from rnnexport.export.compile_server import TorchScriptJob, fork_compile_server, start_compile, start_compile_server
-from rnnexport.spec import RNNSpec, spec_from_dict
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["METHODS", "TorchScriptJob", "compile_and_save", "compile_model_spec", "compile_request",
-           "export_torchscript", "fork_compile_server", "start_compile", "start_compile_server", "start_torchscript"]
+    from rnnexport.spec import RNNSpec
 
-METHODS = ("script", "trace")
-
+__all__ = ["TorchScriptJob", "check_method", "compile_and_save", "compile_model_spec", "compile_request", "export_torchscript",
+           "fork_compile_server", "start_compile", "start_compile_server", "start_torchscript"]
 
 def compile_and_save(module: torch.nn.Module, spec: RNNSpec, path: Path, *, method: str = "script") -> list[str]:
     """Compile in this process and save; deterministic only in a fresh ``PYTHONHASHSEED=0`` one."""
@@ -136,20 +135,28 @@ def _forward_only(module: torch.nn.Module):
         jit_internal.module_has_exports = has_exports
 
 
-def start_torchscript(spec: RNNSpec, weights: Path, path: Path, *, method: str = "script") -> TorchScriptJob:
-    """Start compiling the module rebuilt from `weights` (a state dict file) into `path`.
+def check_method(method: str | None) -> None:
+    """Raise UsageError unless `method` is ``script``, ``trace`` or None (script, falling back
+    to trace where scripting fails)."""
+    if method not in (None, "script", "trace"):
+        raise UsageError(f"unknown TorchScript method {method!r}; valid: script, trace")
+
+
+def start_torchscript(spec, weights: Path, path: Path, *, method: str | None = "script") -> TorchScriptJob:
+    """Start compiling `spec`'s module rebuilt from `weights` (the weights file its exporting
+    writes) into `path`, in the compile server. `method` None: script, else trace (model specs).
 
     Raises:
         UsageError: unknown `method` (valid: script, trace).
     """
-    if method not in METHODS:
-        raise UsageError(f"unknown TorchScript method {method!r}; valid: {', '.join(METHODS)}")
-    request = {"spec": spec.to_dict(), "weights": str(weights), "path": str(path), "method": method}
-    return TorchScriptJob(request, spec.name)
+    check_method(method)
+    request = {"exporting": spec.pipeline, "spec": spec.to_dict(), "weights": str(weights), "path": str(path),
+               "method": method}
+    return start_compile(request, spec.name)
 
 
-def export_torchscript(spec: RNNSpec, weights: Path, path: Path, *, method: str = "script") -> list[str]:
-    """Compile the module rebuilt from `weights` in a fresh process and wait for it.
+def export_torchscript(spec, weights: Path, path: Path, *, method: str | None = "script") -> list[str]:
+    """Compile `spec`'s module rebuilt from `weights` in a fresh process and wait for it.
 
     Returns the warnings torch raised (TorchScript is deprecated in torch 2.13), recorded
     instead of printed.
@@ -159,23 +166,15 @@ def export_torchscript(spec: RNNSpec, weights: Path, path: Path, *, method: str 
         ExportError: the compiling process failed; its last error line is in the message.
     """
     with start_torchscript(spec, weights, path, method=method) as job:
-        return job.result()
+        return job.result()["messages"]
 
 
-def compile_request(request: dict):
-    """One compilation, as a compiling child runs it (`rnnexport.export.compile_server`): rebuild
-    the module from the weights file and compile it into ``path``."""
-    import torch
+def compile_request(request: dict) -> dict:
+    """One compilation, as a compiling child runs it (`rnnexport.export.compile_server`): the
+    spec's exporting (``request["exporting"]``, ``module:Class``, `rnnexport.export.pipeline`)
+    rebuilds the module from the weights file and compiles it into ``path``. Returns
+    ``{"method", "messages", ...}``."""
+    import importlib
 
-    if request.get("kind") == "model":
-        from rnnexport.modelspec_load import model_spec_from_dict
-        from rnnexport.usermodel import build_user_module, load_weights
-
-        spec = model_spec_from_dict(request["spec"])
-        module = build_user_module(spec, load_weights(request["weights"]))
-        return compile_model_spec(module, spec, Path(request["path"]), request["method"])
-    from rnnexport.builder import module_from_state_dict
-
-    spec = spec_from_dict(request["spec"])
-    module = module_from_state_dict(spec, torch.load(request["weights"], weights_only=True))
-    return compile_and_save(module, spec, Path(request["path"]), method=request["method"])
+    module, _, name = request["exporting"].partition(":")
+    return getattr(importlib.import_module(module), name).compile_request(request)

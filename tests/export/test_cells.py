@@ -17,7 +17,7 @@ import torch
 from onnx import numpy_helper
 
 import rnnexport.ops
-from rnnexport.builder import build_module, call_model, wrap
+from rnnexport.builder import build_module, call_model, example_args, wrap
 from rnnexport.compare import Tolerance, compare_arrays, passed
 from rnnexport.errors import ExportError, UsageError
 from rnnexport.export.onnx_dynamo import export_onnx_dynamo, export_program
@@ -41,7 +41,7 @@ def gate_perturbed(cell: str, gate: int, **changes) -> tuple[RNNSpec, torch.nn.M
 
 def export_with(exporter: str, spec: RNNSpec, module, path: Path) -> None:
     if exporter == "legacy":
-        export_onnx_legacy(module, spec, path, opset=18)
+        export_onnx_legacy(wrap(module, spec), example_args(spec), spec, path, opset=18)
     else:
         program, _ = export_program(module, spec)
         export_onnx_dynamo(program, spec, path, opset=18)

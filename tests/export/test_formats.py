@@ -175,7 +175,7 @@ def test_an_onnx_file_onnx_runtime_cannot_load_is_refused(tmp_path) -> None:
 def test_an_unloadable_onnx_is_never_installed_even_without_validation(tmp_path, cli, monkeypatch) -> None:
     from rnnexport.export import onnx_legacy
 
-    def broken(module, spec, path, opset):
+    def broken(module, args, spec, path, opset):
         _int8_add(path)
         return []
 
