@@ -12,68 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rnnexport.compare import Tolerance
 from rnnexport.errors import ValidationFailed, WorkerDied
 from rnnexport.export.steps import (  # noqa: F401  (re-exported: imported from here before the split)
     DEFAULT_OPSET, EXPORTERS, ExportResult, check_exporter, check_memory_limits, chosen_variants, default_exporter,
     made_any, validate_staged, writing)
-from rnnexport.staging import DEFAULT_LOCK_TIMEOUT
+from rnnexport.export.pipeline import export_artifact as export_spec  # the one pipeline, under its public name
 
 __all__ = ["DEFAULT_OPSET", "EXPORTERS", "ExportResult", "default_exporter", "export_imports", "export_model",
            "export_spec", "export_specs"]
-
-
-def export_spec(
-    spec,
-    out_dir: str | Path = "models",
-    *,
-    exporter: str | None = None,
-    opset: int = DEFAULT_OPSET,
-    torchscript_method: str | None = None,
-    validate: bool = True,
-    runtimes: list[str] | None = None,
-    tolerance: Tolerance | None = None,
-    max_memory: int | None = None,
-    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
-    formats: list[str] | str | None = None,
-    variants: list[str] | str | None = None,
-) -> ExportResult:
-    """Export `spec` to ``out_dir/<spec.name>/`` and (by default) validate it before installing.
-
-    Args:
-        spec: The configuration; its seed fixes weights and inputs.
-        out_dir: Parent folder of the artifact folder. Default ``models``. A link
-            ``out_dir/<name>`` to a folder is followed: its target is replaced.
-        exporter: ``legacy`` (TorchScript-based ``torch.onnx.export``) or ``dynamo`` (torch.export
-            path with native recurrent ops). Default: legacy where torch still has it, else dynamo.
-        opset: ONNX opset, 14..20. Default 18.
-        torchscript_method: ``script`` or ``trace``. Default: script (model specs: their
-            ``torchscript`` key, else script falling back to trace where scripting fails).
-        validate: Validate the staged artifact (default True); a failing one is not installed.
-        runtimes: Runtimes for that validation; default every available one.
-        tolerance: Validation tolerance; default `Tolerance()`.
-        max_memory: Bytes the weights and each validation case may need; default half of the
-            memory available now (`rnnexport.limits`).
-        lock_timeout: Seconds to wait for another export of the same name into the same folder.
-        formats: Formats to make (``onnx``, ``torchscript``, ``pt2``); each must be made or
-            nothing is installed. Default (None): all three, and one that cannot be made is
-            left out with its reason (`ExportResult.missing`; `rnnexport.formats`).
-        variants: Deployment variants (``int8``, ``fp16``) made from ``model.onnx`` beside it and
-            judged by the acceptance criteria (`rnnexport.variants`, `rnnexport.criteria`);
-            default the spec's ``variants`` key (model specs), else none.
-
-    Raises:
-        UsageError: bad exporter/opset, a spec or case over `max_memory`, an output folder that
-            cannot be written (no space left included), or the lock held past `lock_timeout`.
-        ExportError: the model cannot be exported correctly (see the exporter modules).
-        ValidationFailed: the exported artifact does not match PyTorch; it is kept in
-            ``out_dir/.<name>.rejected`` for inspection and the previous artifact stays.
-    """
-    from rnnexport.export.pipeline import export_artifact
-
-    return export_artifact(spec, out_dir, exporter=exporter, opset=opset, torchscript_method=torchscript_method,
-                           validate=validate, runtimes=runtimes, tolerance=tolerance, max_memory=max_memory,
-                           lock_timeout=lock_timeout, formats=formats, variants=variants)
 
 
 def export_specs(

@@ -59,9 +59,38 @@ def export_artifact(
     formats: list[str] | str | None = None,
     variants: list[str] | str | None = None,
 ) -> ExportResult:
-    """Export `spec` like `rnnexport.export.export_spec` (see there for the arguments and what
-    it raises); `module`: the module itself (`rnnexport.export.export_model`), default built
-    from the spec."""
+    """Export `spec` to ``out_dir/<spec.name>/`` and (by default) validate it before installing.
+
+    Args:
+        spec: The configuration; its seed fixes weights and inputs.
+        module: The module itself (`rnnexport.export.export_model`); default built from the spec.
+        out_dir: Parent folder of the artifact folder. Default ``models``. A link
+            ``out_dir/<name>`` to a folder is followed: its target is replaced.
+        exporter: ``legacy`` (TorchScript-based ``torch.onnx.export``) or ``dynamo`` (torch.export
+            path with native recurrent ops). Default: legacy where torch still has it, else dynamo.
+        opset: ONNX opset, 14..20. Default 18.
+        torchscript_method: ``script`` or ``trace``. Default: script (model specs: their
+            ``torchscript`` key, else script falling back to trace where scripting fails).
+        validate: Validate the staged artifact (default True); a failing one is not installed.
+        runtimes: Runtimes for that validation; default every available one.
+        tolerance: Validation tolerance; default `Tolerance()`.
+        max_memory: Bytes the weights and each validation case may need; default half of the
+            memory available now (`rnnexport.limits`).
+        lock_timeout: Seconds to wait for another export of the same name into the same folder.
+        formats: Formats to make (``onnx``, ``torchscript``, ``pt2``); each must be made or
+            nothing is installed. Default (None): all three, and one that cannot be made is
+            left out with its reason (`ExportResult.missing`; `rnnexport.formats`).
+        variants: Deployment variants (``int8``, ``fp16``) made from ``model.onnx`` beside it and
+            judged by the acceptance criteria (`rnnexport.variants`, `rnnexport.criteria`);
+            default the spec's ``variants`` key (model specs), else none.
+
+    Raises:
+        UsageError: bad exporter/opset, a spec or case over `max_memory`, an output folder that
+            cannot be written (no space left included), or the lock held past `lock_timeout`.
+        ExportError: the model cannot be exported correctly (see the exporter modules).
+        ValidationFailed: the exported artifact does not match PyTorch; it is kept in
+            ``out_dir/.<name>.rejected`` for inspection and the previous artifact stays.
+    """
     notes: list[str] = []
     exporter = check_exporter(exporter, opset, notes)
     method = torchscript_method or spec.torchscript
