@@ -19,6 +19,10 @@ from rnnexport.errors import ArtifactError
 
 __all__ = ["IsolatedReference"]
 
+# What the reference's child needs, when it starts the fork server: only torch (the first start
+# decides; validating with variants starts it earlier with every runtime, for their trials).
+_PRELOAD = ("torch", "rnnexport.runtimes.torch_runners", "rnnexport.usermodel", "rnnexport.builder")
+
 class IsolatedReference:
     """A `TorchEagerRunner` of `artifact` living in a child process: `load` imports the module
     (its file checked against `sha256` as it is read) and builds it, `infer` runs it.
@@ -28,11 +32,10 @@ class IsolatedReference:
     """
 
     def __init__(self, artifact, sha256: str | None, threads: int) -> None:
-        from rnnexport.runtimes.registry import validation_imports
         from rnnexport.workers import start_workers
 
         self.label = f"{artifact.path}: the eager reference (module {artifact.spec.module})"
-        context = start_workers(validation_imports())  # one fork server: see there
+        context = start_workers(_PRELOAD)
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_serve, args=(child, artifact, sha256, threads), daemon=True,
                                         name="rnnexport-reference")

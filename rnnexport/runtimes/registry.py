@@ -157,9 +157,10 @@ def runtime_imports(names: list[str] | None) -> list[str]:
 
 def validation_imports(runtimes: list[str] | None = None) -> list[str]:
     """The modules validating on `runtimes` (None: all; the eager reference always) imports: what
-    the fork server of a validating process preloads (`rnnexport.workers.start_workers`), so that
-    every process forked from it (``--jobs`` workers, a model spec's eager reference, the trials
-    of variants) starts with them imported. The first start decides: one list for all of them."""
+    the fork server of a validating process preloads (`rnnexport.workers.start_workers`) for the
+    ``--jobs`` workers and the variants' trials, so that they start with them imported. The first
+    start decides: a model spec's eager reference (`rnnexport.runtimes.isolated`) forks from
+    this one when variants started it first, else from one that imported torch alone."""
     return ["rnnexport.validate", *runtime_imports(None if runtimes is None else ["torch", *runtimes])]
 
 
