@@ -29,8 +29,7 @@ from rnnexport.modelspec import RANDOM_WEIGHTS
 from rnnexport.plan import Plan, estimated_work, fitting_cases, make_plan, planned_steps, spec_dims
 from rnnexport.results import ArtifactReport, RunError
 from rnnexport.runloop import admit_runners, compare_runs, run_case, run_streaming
-from rnnexport.runtimes import RUNTIMES, loaded_runners, make_runner, resolve_runtimes, split_row
-from rnnexport.runtimes.registry import validation_imports
+from rnnexport.runtimes import RUNTIMES, loaded_runners, make_runner, resolve_runtimes, split_row, validation_imports
 from rnnexport.streaming import streaming_not_applicable
 from rnnexport.tolerance_policy import applied_tolerance, describe_tolerance
 
@@ -41,7 +40,7 @@ from rnnexport.streaming import streaming_cases  # noqa: F401
 from rnnexport.tolerance_policy import manifest_tolerance  # noqa: F401
 
 __all__ = ["ArtifactReport", "RunError", "applied_tolerance", "describe_tolerance", "planned_steps", "select_shard",
-           "validate_artifact", "validate_imports",
+           "validate_artifact",
            "validate_paths"]
 
 
@@ -215,7 +214,7 @@ def validate_paths(
     folders = discover_artifacts(list(paths))
     if shard is not None:
         folders = select_shard(folders, *shard)
-    preload = validate_imports(runtimes)
+    preload = validation_imports(runtimes)
     parallel = jobs > 1 and len(folders) > 1
     if parallel:
         from rnnexport.workers import start_workers
@@ -267,11 +266,6 @@ def _died_report(artifact: Artifact, died: WorkerDied) -> ArtifactReport:
     return ArtifactReport(artifact=artifact.name, path=str(artifact.path), runtimes=[], skipped={}, cases=[],
                           errors=[RunError(artifact.name, "*", "*", died.reason)],
                           golden_versions=dict(artifact.manifest.get("versions", {})), current_versions=versions())
-
-
-def validate_imports(runtimes: list[str] | None = None) -> list[str]:
-    """The modules validating on `runtimes` imports (`rnnexport.runtimes.validation_imports`)."""
-    return validation_imports(runtimes)
 
 
 def select_shard(folders: list[Path], k: int, n: int) -> list[Path]:

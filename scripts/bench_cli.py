@@ -88,9 +88,9 @@ def main() -> int:
         # What validating and exporting import before any artifact runs (what --jobs workers
         # are forked with), ended without the interpreter's teardown, as the CLI ends.
         from rnnexport.export import export_imports
-        from rnnexport.validate import validate_imports
+        from rnnexport.runtimes import validation_imports
 
-        for label, modules in (("imports validate needs", validate_imports()),
+        for label, modules in (("imports validate needs", validation_imports()),
                                ("imports export --all needs", export_imports())):
             command = [sys.executable, "-c", f"import os, {', '.join(modules)}; os._exit(0)"]
             rows.append((label, _seconds(command, work, args.repeat, envs[:1])))

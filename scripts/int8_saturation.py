@@ -23,10 +23,10 @@ WEIGHTS = {"8 bits": False, "7 bits (reduce_range)": True}
 
 
 def cpu() -> str:
-    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    flags = next((line for line in lines if line.startswith("flags")), "")
     vnni = "with VNNI" if "vnni" in flags else "without VNNI"
-    name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")), platform.processor())
+    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor())
     return f"{name}, {vnni}"
 
 

@@ -59,13 +59,13 @@ def export_specs(
 def export_imports(runtimes: list[str] | None = None, *, validate: bool = True) -> list[str]:
     """The modules exporting imports (and validating on `runtimes`, None: all, when
     `validate`): the ``--jobs`` workers' fork server imports them once."""
-    from rnnexport.validate import validate_imports
+    from rnnexport.runtimes import validation_imports
 
     exporting = ["torch", "rnnexport.export", "rnnexport.export.pipeline", "rnnexport.export.rnn", "rnnexport.export.model",
                  "rnnexport.export.onnx_dynamo",
                  "rnnexport.export.compile_server", "rnnexport.export.torchscript", "rnnexport.builder",
                  "rnnexport.usermodel", "rnnexport.ops", "torch.onnx", "onnxscript"]
-    return list(dict.fromkeys([*exporting, *(validate_imports(runtimes) if validate else [])]))
+    return list(dict.fromkeys([*exporting, *(validation_imports(runtimes) if validate else [])]))
 
 
 def _export_or_failure(item: tuple[Any, str, dict[str, Any]]) -> ExportResult | ValidationFailed:

@@ -45,6 +45,7 @@ class ModelExporting:
         self.rebuildable = rebuildable
         self.reference = module
         self.output_axes: dict[str, dict[int, str]] = {}
+        self.ops: list[dict[str, Any]] = []  # the native recurrent ops of model.onnx (`check_graph`)
 
     @classmethod
     @contextlib.contextmanager
@@ -124,7 +125,8 @@ class ModelExporting:
     def check_graph(self, stage: Path, path: Path, exporter: str) -> None:
         """Output dims named after the spec's; a native op for every recurrent layer."""
         name_output_dims(stage, self.output_axes)
-        check_native_ops(self.spec, self.layers, recurrent_ops(path), exporter)
+        self.ops = recurrent_ops(path)  # for the manifest too
+        check_native_ops(self.spec, self.layers, self.ops, exporter)
 
     def golden_cases(self) -> list:
         """The spec's seeded golden cases and its evaluation data."""
@@ -151,9 +153,9 @@ class ModelExporting:
         from rnnexport.weightcheck import weights_record
 
         spec = self.spec
-        ops = recurrent_ops(stage / "model.onnx") if "model.onnx" in files else []
         manifest = model_manifest(
-            spec, {name: file_entry(stage / name) for name in files}, recurrent_ops=ops,
+            spec, {name: file_entry(stage / name) for name in files},
+            recurrent_ops=self.ops if "model.onnx" in files else [],
             recurrent_layers=[{"name": name, "module": type(m).__name__, "num_layers": m.num_layers,
                                "bidirectional": m.bidirectional, "batch_first": m.batch_first}
                               for name, m in self.layers],

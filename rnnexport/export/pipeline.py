@@ -19,7 +19,6 @@ contract, ``weights.pt``) and `rnnexport.export.model.ModelExporting` (a user's 
 from __future__ import annotations
 
 import contextlib
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +27,14 @@ from rnnexport.errors import ExportError, first_line
 from rnnexport.export.loadable import check_onnx
 from rnnexport.export.torchscript import check_method
 from rnnexport.export.steps import (DEFAULT_OPSET, ExportResult, check_exporter, check_memory_limits, chosen_variants,
-                                    made_any, validate_staged, writing)
+                                    exporting_class, made_any, validate_staged, writing)
 from rnnexport.formats import FormatPlan
 from rnnexport.golden import write_npz
 from rnnexport.manifest import MANIFEST, schema_version_of, write_json
 from rnnexport.staging import DEFAULT_LOCK_TIMEOUT, resolve_output, staged_folder
 from rnnexport.variants import record_variants, write_variants
 
-__all__ = ["export_artifact", "exporting_class"]
-
-def exporting_class(spec) -> type:
-    """The class that exports `spec`'s kind (``spec.pipeline``, ``module:Class``)."""
-    module, _, name = spec.pipeline.partition(":")
-    return getattr(importlib.import_module(module), name)
+__all__ = ["export_artifact"]
 
 
 def export_artifact(
@@ -98,7 +92,7 @@ def export_artifact(
     check_memory_limits(spec, validate, max_memory)
     plan = FormatPlan.of(spec.name, formats if formats is not None else spec.formats)
     chosen = chosen_variants(spec, variants, plan, notes)
-    with exporting_class(spec).opened(spec, module, notes) as exporting:
+    with exporting_class(spec.pipeline).opened(spec, module, notes) as exporting:
         exporting.prepare(validate=validate, runtimes=runtimes, max_memory=max_memory, variants=chosen)
         final = Path(out_dir) / spec.name
         result = ExportResult(path=final, exporter=exporter, notes=notes, formats=plan)

@@ -22,7 +22,7 @@ from rnnexport.staging import keep_rejected
 from rnnexport.variants import parse_variants
 
 __all__ = ["DEFAULT_OPSET", "EXPORTERS", "ExportResult", "check_exporter", "check_memory_limits", "chosen_variants",
-           "default_exporter", "made_any", "validate_staged", "writing"]
+           "default_exporter", "exporting_class", "made_any", "validate_staged", "writing"]
 
 EXPORTERS = ("legacy", "dynamo")
 DEFAULT_OPSET = 18
@@ -43,6 +43,15 @@ class ExportResult:
     def missing(self) -> str | None:
         """One line naming the formats that could not be made (installed without them), or None."""
         return self.formats.summary() if self.formats else None
+
+
+def exporting_class(name: str) -> type:
+    """The class that exports a kind of spec, by its name ``module:Class`` (``spec.pipeline``;
+    a compile request's ``exporting``)."""
+    import importlib
+
+    module, _, cls = name.partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def default_exporter() -> tuple[str, str | None]:

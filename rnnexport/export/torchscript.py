@@ -174,7 +174,6 @@ def compile_request(request: dict) -> dict:
     spec's exporting (``request["exporting"]``, ``module:Class``, `rnnexport.export.pipeline`)
     rebuilds the module from the weights file and compiles it into ``path``. Returns
     ``{"method", "messages", ...}``."""
-    import importlib
+    from rnnexport.export.steps import exporting_class
 
-    module, _, name = request["exporting"].partition(":")
-    return getattr(importlib.import_module(module), name).compile_request(request)
+    return exporting_class(request["exporting"]).compile_request(request)
