@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TYPE_CHECKING
 
 from rnnexport.errors import ExportRejected
+from rnnexport.export.dim_names import name_dims
 from rnnexport.export.steps import writing
 from rnnexport.userinputs import case_inputs
 
@@ -47,25 +48,13 @@ def find_output_axes(spec: ModelSpec, module) -> dict[str, dict[int, str]]:
 
 
 def name_output_dims(stage: Path, output_axes: dict[str, dict[int, str]]) -> None:
-    """Give the ONNX outputs' dynamic axes the spec's dim names (the legacy exporter calls
-    them e.g. ``Gemmlogits_dim_0``)."""
+    """`name_dims` for the outputs of the staged ``model.onnx``, whichever exporter wrote it."""
     import onnx
 
     model = onnx.load(str(stage / "model.onnx"))
-    renames: dict[str, str] = {}
-    for value in model.graph.output:
-        for axis, label in output_axes.get(value.name, {}).items():
-            dim = value.type.tensor_type.shape.dim[axis]
-            if dim.dim_param and dim.dim_param != label:
-                renames[dim.dim_param] = label
-    if not renames:
-        return
-    for value in [*model.graph.output, *model.graph.value_info]:
-        for dim in value.type.tensor_type.shape.dim:
-            if dim.dim_param in renames:
-                dim.dim_param = renames[dim.dim_param]
-    with writing(stage, "model.onnx", (stage / "model.onnx").stat().st_size) as target:
-        onnx.save(model, str(target))
+    if name_dims(model, output_axes):
+        with writing(stage, "model.onnx", (stage / "model.onnx").stat().st_size) as target:
+            onnx.save(model, str(target))
 
 
 def recurrent_ops(path: Path) -> list[dict[str, Any]]:

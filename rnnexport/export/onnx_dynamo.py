@@ -14,12 +14,12 @@ byte-identical from any working directory.
 from __future__ import annotations
 
 import importlib.util
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rnnexport.errors import ExportError
 from rnnexport.export.capture import captured_messages
+from rnnexport.export.dim_names import name_dims
 from rnnexport.spec import RNNSpec
 
 if TYPE_CHECKING:
@@ -123,35 +123,9 @@ def export_onnx_dynamo(program: torch.export.ExportedProgram, spec: RNNSpec, pat
         )
     model = onnx_program.model_proto
     _make_deterministic(model)
-    _name_dynamic_axes(model, spec)
+    name_dims(model, spec.dynamic_axes())
     onnx.save(model, str(path))
     return messages
-
-
-def _name_dynamic_axes(model, spec) -> None:
-    """Name the symbolic dims as the contract says (``batch`` and ``seq``; a model spec's dims).
-
-    torch.export names them after its own symbols (``s31``) when two ``Dim``s could be confused,
-    so the names are mapped back from the graph inputs' positions.
-    """
-    axes = spec.dynamic_axes()
-    renames: dict[str, str] = {}
-    for value in model.graph.input:
-        for axis, label in axes.get(value.name, {}).items():
-            dim = value.type.tensor_type.shape.dim[axis]
-            if dim.dim_param:
-                renames[dim.dim_param] = label
-    # torch.export's symbols (s16) inside expressions (``((s16//4)) + 1``) read as the dims' names.
-    symbols = {old: new for old, new in renames.items() if re.fullmatch(r"s\d+", old)}
-    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
-        for dim in value.type.tensor_type.shape.dim:
-            if dim.dim_param in renames:
-                dim.dim_param = renames[dim.dim_param]
-            elif dim.dim_param and symbols:
-                dim.dim_param = re.sub(r"\bs\d+\b", lambda m: symbols.get(m[0], m[0]), dim.dim_param)
-    for value in model.graph.output:
-        for axis, label in axes.get(value.name, {}).items():
-            value.type.tensor_type.shape.dim[axis].dim_param = label
 
 
 def _make_deterministic(model) -> None:
