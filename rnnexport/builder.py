@@ -16,7 +16,7 @@ example's length are 0 and ``h_n`` is taken at its last valid step. The eager re
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import warnings
 from collections.abc import Mapping
@@ -135,13 +135,17 @@ def wrap(module: torch.nn.Module, spec: RNNSpec) -> torch.nn.Module:
     return (RecurrentLSTM if spec.cell == "lstm" else Recurrent)(module).eval()
 
 
+def arranged(spec: RNNSpec, named: Mapping[str, Any]) -> tuple:
+    """One value per graph input, `named`, arranged as the calling contract's positional
+    arguments: ``(input, h_0 | (h_0, c_0)[, lengths])``."""
+    state = (named["h_0"], named["c_0"]) if spec.cell == "lstm" else named["h_0"]
+    return (named["input"], state, *((named["lengths"],) if spec.variable_length else ()))
+
+
 def contract_args(spec: RNNSpec, feeds: Mapping[str, np.ndarray | Tensor]) -> tuple:
     """Positional arguments of the calling contract, built from named graph inputs."""
-    tensors = {name: value if isinstance(value, Tensor) else torch.from_numpy(np.array(value))
-               for name, value in feeds.items() if name in spec.input_names}
-    state = (tensors["h_0"], tensors["c_0"]) if spec.cell == "lstm" else tensors["h_0"]
-    lengths = (tensors["lengths"],) if spec.variable_length else ()
-    return (tensors["input"], state, *lengths)
+    return arranged(spec, {name: value if isinstance(value, Tensor) else torch.from_numpy(np.array(value))
+                           for name, value in feeds.items() if name in spec.input_names})
 
 
 def example_args(spec: RNNSpec) -> tuple:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-__all__ = ["GATE_ORDER", "NativeRNN", "flat_weight_names", "lstm", "lstm_onnx_translation", "native_op", "onnx_translation",
+__all__ = ["GATE_ORDER", "flat_weight_names", "lstm", "lstm_onnx_translation", "native_op", "onnx_translation",
            "rnn"]
 
 # For each ONNX gate position, the PyTorch gate it takes (weights are stacked gate by gate).
@@ -126,48 +126,6 @@ def native_op(m: torch.nn.RNNBase, input: Tensor, hx, lengths: Tensor | None, ba
     mode = "gru" if m.mode == "GRU" else ("rnn_tanh" if m.nonlinearity == "tanh" else "rnn_relu")
     return torch.ops.rnnexport.rnn(input, hx, weights, mode, m.hidden_size, m.num_layers, m.bidirectional,
                                    batch_first, m.bias, lengths)
-
-
-class NativeRNN(torch.nn.Module):
-    """Wraps an ``nn.RNN``/``nn.GRU`` so its forward is one `rnn` op: ``m(input, h_0)``."""
-
-    def __init__(self, module: torch.nn.RNNBase) -> None:
-        super().__init__()
-        self.rnn = module
-
-    def forward(self, input: Tensor, h_0: Tensor) -> tuple[Tensor, Tensor]:
-        return self._call(input, h_0, None)
-
-    def _call(self, input: Tensor, h_0: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
-        return native_op(self.rnn, input, h_0, lengths, self.rnn.batch_first)
-
-
-class NativeRNNPacked(NativeRNN):
-    """``m(input, h_0, lengths)``."""
-
-    def forward(self, input: Tensor, h_0: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
-        return self._call(input, h_0, lengths)
-
-
-class NativeLSTM(NativeRNN):
-    """Wraps an ``nn.LSTM``: ``m(input, (h_0, c_0)) -> (output, (h_n, c_n))``."""
-
-    def forward(self, input: Tensor, hx: tuple[Tensor, Tensor]) -> tuple[Tensor, tuple[Tensor, Tensor]]:  # type: ignore[override]
-        return self._call(input, hx, None)
-
-
-class NativeLSTMPacked(NativeLSTM):
-    """``m(input, (h_0, c_0), lengths)``."""
-
-    def forward(self, input: Tensor, hx: tuple[Tensor, Tensor], lengths: Tensor):  # type: ignore[override]
-        return self._call(input, hx, lengths)
-
-
-def native_module(module: torch.nn.RNNBase, variable_length: bool) -> torch.nn.Module:
-    """The custom-op wrapper keeping the artifact calling contract (see `rnnexport.builder`)."""
-    if module.mode == "LSTM":
-        return (NativeLSTMPacked if variable_length else NativeLSTM)(module).eval()
-    return (NativeRNNPacked if variable_length else NativeRNN)(module).eval()
 
 
 def _gates(op, weight, onnx_op: str, hidden_size: int):

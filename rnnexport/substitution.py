@@ -34,11 +34,12 @@ RECURRENT_MODULES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
 class PaddedBatch(PackedSequence):
     """What ``pack_padded_sequence`` returns while exporting: the padded batch (`data`, in the
     layout `batch_first` says) and its `lengths`. A `PackedSequence` to the user's code
-    (``isinstance`` checks hold); its ``batch_sizes`` are the lengths, not packed batch sizes."""
+    (``isinstance`` checks hold); its ``batch_sizes`` are the lengths, not packed batch sizes.
+    `zero_padded`: every step past its example's length is 0 already (a recurrent op's output)."""
 
-    def __new__(cls, data: Tensor, lengths: Tensor, batch_first: bool) -> PaddedBatch:
+    def __new__(cls, data: Tensor, lengths: Tensor, batch_first: bool, zero_padded: bool = False) -> PaddedBatch:
         self = tuple.__new__(cls, (data, lengths, None, None))
-        self.lengths, self.batch_first = lengths, batch_first
+        self.lengths, self.batch_first, self.zero_padded = lengths, batch_first, zero_padded
         return self
 
 
@@ -59,7 +60,7 @@ def _native_forward(self: torch.nn.RNNBase, input, hx=None):
         output = output.squeeze(0 if batch_first else 1)
         state = tuple(s.squeeze(1) for s in state) if isinstance(state, tuple) else state.squeeze(1)
     if lengths is not None:
-        output = PaddedBatch(output, lengths, batch_first)
+        output = PaddedBatch(output, lengths, batch_first, zero_padded=True)  # the op's packed semantics
     return output, state
 
 
@@ -73,7 +74,7 @@ def _recurrence(m: torch.nn.RNNBase, input: Tensor, hx, lengths: Tensor | None, 
 
 
 def _pack_as_padded(input, lengths, batch_first=False, enforce_sorted=True):
-    return PaddedBatch(input, torch.as_tensor(lengths), batch_first)
+    return PaddedBatch(input, lengths if isinstance(lengths, Tensor) else torch.as_tensor(lengths), batch_first)
 
 
 def _pad_from_padded(original, padded_to_longest: bool):
@@ -89,6 +90,8 @@ def _pad_from_padded(original, padded_to_longest: bool):
         data = sequence.data
         if sequence.batch_first != batch_first:
             data = data.transpose(0, 1)
+        if sequence.zero_padded and padding_value == 0:
+            return data, sequence.lengths
         steps = torch.arange(data.shape[1] if batch_first else data.shape[0])
         padding = steps[None, :] >= sequence.lengths[:, None]  # [B, S]
         mask = padding[:, :, None] if batch_first else padding.transpose(0, 1)[:, :, None]

@@ -24,12 +24,13 @@ import torch
 
 from rnnexport.builder import build_module
 from rnnexport.export.capture import captured_messages
-from rnnexport.export.onnx_dynamo import export_onnx_dynamo, export_program
+from rnnexport.export.onnx_dynamo import export_onnx_dynamo
+from rnnexport.export.rnn import RNNExporting
 from rnnexport.spec import get_spec
 
 
 def native(spec, tmp) -> None:
-    program, _ = export_program(build_module(spec), spec)
+    program, _ = RNNExporting(spec, build_module(spec)).program()
     export_onnx_dynamo(program, spec, tmp, opset=18)
 
 
@@ -42,9 +43,9 @@ def default(spec, tmp) -> None:
 
 
 def model_native(spec, module, tmp) -> None:
-    from rnnexport.export.model import native_program
+    from rnnexport.export.model import ModelExporting
 
-    program, _ = native_program(spec, module)
+    program, _ = ModelExporting(spec, module, True).program()
     export_onnx_dynamo(program, spec, tmp, opset=18)
 
 

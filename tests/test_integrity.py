@@ -506,11 +506,12 @@ import sys
 from pathlib import Path
 
 from rnnexport.builder import build_module
-from rnnexport.export.onnx_dynamo import export_program, save_program
+from rnnexport.export.onnx_dynamo import save_program
+from rnnexport.export.rnn import RNNExporting
 from rnnexport.spec import get_spec
 
 spec = get_spec("single_layer")
-program, _ = export_program(build_module(spec), spec)
+program, _ = RNNExporting(spec, build_module(spec)).program()
 target = Path(sys.argv[1])
 with open(target.parent / "filler", "wb", buffering=0) as f:  # fill the disk, as another process would
     try:

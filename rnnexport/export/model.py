@@ -115,7 +115,8 @@ class ModelExporting:
         return compile_model_spec(self.module, self.spec, path, method)
 
     def program(self):
-        return native_program(self.spec, self.module)
+        shapes = dynamic_shapes(self.spec)
+        return native_program(self.spec, self.module, self.example_args(), tuple(shapes[n] for n in self.spec.input_names))
 
     def example_args(self) -> tuple:
         from rnnexport.usermodel import example_args

@@ -3,10 +3,10 @@
 
 torch's own torch.export path decomposes the recurrence into a per-step loop while tracing,
 unrolling it and pinning the sequence length to the example's (upstream, for LSTM/GRU inside
-larger models: https://github.com/pytorch/pytorch/issues/191855). Here the module is wrapped
-in `rnnexport.ops.NativeRNN` (one custom op for the whole recurrence),
-exported once with ``torch.export`` (dynamic batch and seq), saved as ``model.pt2``, and that
-same program is translated to ONNX with `rnnexport.ops.onnx_translation`. Per-node metadata
+larger models: https://github.com/pytorch/pytorch/issues/191855). Here each recurrent module
+computes as one custom op while the module is exported once with ``torch.export`` (dynamic
+dims; `rnnexport.export.program`), saved as ``model.pt2``, and that same program is translated
+to ONNX with `rnnexport.ops.onnx_translation`. Per-node metadata
 (source stack traces with absolute paths) is stripped from both files so that they are
 byte-identical from any working directory.
 """
@@ -25,7 +25,7 @@ from rnnexport.spec import RNNSpec
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["export_onnx_dynamo", "export_program", "require_onnxscript", "save_program", "strip_source_locations"]
+__all__ = ["export_onnx_dynamo", "require_onnxscript", "save_program", "strip_source_locations"]
 
 
 def require_onnxscript() -> None:
@@ -34,41 +34,6 @@ def require_onnxscript() -> None:
             "the dynamo exporter needs the package 'onnxscript', which is not installed: "
             "pip install onnxscript (or use --exporter legacy)"
         )
-
-
-def export_program(module: torch.nn.Module, spec: RNNSpec) -> tuple[torch.export.ExportedProgram, list[str]]:
-    """``torch.export`` the module as one `rnnexport::rnn` op, with dynamic batch and seq.
-
-    Raises:
-        ExportError: the module is in training mode with dropout (the custom op is eval-only, and
-            a silently different model is never emitted).
-    """
-    import torch
-
-    from rnnexport.builder import example_args
-    from rnnexport.ops import native_module
-
-    if module.training and spec.dropout > 0:
-        raise ExportError(
-            f"{spec.name}: cannot export a module in training mode with dropout={spec.dropout}: "
-            "dropout is random in training mode; call module.eval() first"
-        )
-    args = example_args(spec)
-    dims = {"batch": torch.export.Dim("batch", min=1), "seq": torch.export.Dim("seq", min=1)}
-    axes = {name: {axis: dims[label] for axis, label in table.items()} for name, table in spec.dynamic_axes().items()}
-    # Keyed like the wrapper's forward arguments: (input, h_0 | hx=(h_0, c_0)[, lengths]).
-    dynamic_shapes = {"input": axes["input"]}
-    if spec.cell == "lstm":
-        dynamic_shapes["hx"] = (axes["h_0"], axes["c_0"])
-    else:
-        dynamic_shapes["h_0"] = axes["h_0"]
-    if spec.variable_length:
-        dynamic_shapes["lengths"] = axes["lengths"]
-    wrapper = native_module(module, spec.variable_length)
-    with captured_messages() as messages, torch.no_grad():
-        program = torch.export.export(wrapper, args, dynamic_shapes=dynamic_shapes, strict=False)
-    strip_source_locations(program)
-    return program, messages
 
 
 def strip_source_locations(program: torch.export.ExportedProgram) -> None:

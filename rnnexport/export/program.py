@@ -1,6 +1,7 @@
-"""A model spec's module as a torch.export program: its named dims dynamic (`dynamic_shapes`),
-its recurrent layers computing as native ops (`native_program`; `rnnexport.substitution`). The
-dynamo ONNX exporter translates this program; ``model.pt2`` is it, saved.
+"""A spec's module as a torch.export program: its named dims dynamic (`dynamic_shapes`), its
+recurrent layers computing as native ops (`native_program`; `rnnexport.substitution`). The
+dynamo ONNX exporter translates this program; ``model.pt2`` is it, saved. An RNN configuration's
+module behind its calling contract (`rnnexport.builder.wrap`) goes the same way as a user's.
 """
 
 from __future__ import annotations
@@ -29,22 +30,20 @@ def dynamic_shapes(spec: ModelSpec) -> dict[str, Any]:
             for t in spec.inputs}
 
 
-def native_program(spec: ModelSpec, module):
-    """torch.export of `module` itself with its recurrent layers computing as native ops
-    (`rnnexport.substitution`); the named dims dynamic; source locations stripped (they hold
-    absolute paths)."""
+def native_program(spec: ModelSpec, module, args: tuple, shapes: tuple):
+    """torch.export of `module` itself, called with `args`, with its recurrent layers computing
+    as native ops (`rnnexport.substitution`); the named dims dynamic (`shapes`, `dynamic_shapes`
+    arranged like `args`); source locations stripped (they hold absolute paths)."""
     import torch
 
     from rnnexport.export.capture import captured_messages
     from rnnexport.export.onnx_dynamo import strip_source_locations
     from rnnexport.substitution import native_recurrence
-    from rnnexport.usermodel import example_args
 
     try:
         longest = any(t.reaches_max for t in spec.inputs)
         with captured_messages() as messages, torch.no_grad(), native_recurrence(module, padded_to_longest=longest):
-            program = torch.export.export(module, example_args(spec), dynamic_shapes=dynamic_shapes(spec),
-                                          strict=False)
+            program = torch.export.export(module, args, dynamic_shapes=shapes, strict=False)
     except ExportRejected as exc:
         raise ExportRejected(f"{spec.name}: {exc}") from None  # raised inside the module: it names no artifact
     except Exception as exc:

@@ -1,7 +1,8 @@
 """What an RNN configuration (`rnnexport.spec.RNNSpec`) does at each step of the one export
 pipeline (`rnnexport.export.pipeline`): the seeded ``nn.RNN/LSTM/GRU`` behind its calling
 contract (`rnnexport.builder.wrap`), ``weights.pt`` (its state dict), the recurrence exported
-as one custom op per module (`rnnexport.ops.native_module`), the manifest's RNN fields.
+as one custom op, as inside a user's module (`rnnexport.export.program.native_program`), the
+manifest's RNN fields.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnexport.errors import ExportError
 from rnnexport.spec import RNNSpec, spec_from_dict
 from rnnexport.verify import file_entry
 
@@ -28,8 +30,15 @@ class RNNExporting:
     reference = None  # validation rebuilds the eager reference from weights.pt too
 
     def __init__(self, spec: RNNSpec, module) -> None:
+        """Raises:
+            ExportError: the module is in training mode with dropout (random: a silently
+                different model is never emitted).
+        """
         from rnnexport.builder import wrap
 
+        if module.training and spec.dropout > 0:
+            raise ExportError(f"{spec.name}: cannot export a module in training mode with dropout={spec.dropout}: "
+                              "dropout is random in training mode; call module.eval() first")
         self.spec, self.module = spec, module
         self.contract_module = wrap(module, spec)  # what every format keeps: m(input, h_0[, lengths])
 
@@ -76,9 +85,12 @@ class RNNExporting:
         return {"method": method, "messages": compile_and_save(self.module, self.spec, path, method=method)}
 
     def program(self):
-        from rnnexport.export.onnx_dynamo import export_program
+        """The torch.export program of the module behind its contract, batch and seq dynamic."""
+        from rnnexport.builder import arranged
+        from rnnexport.export.program import dynamic_shapes, native_program
 
-        return export_program(self.module, self.spec)
+        return native_program(self.spec, self.contract_module, self.example_args(),
+                              arranged(self.spec, dynamic_shapes(self.spec)))
 
     def example_args(self) -> tuple:
         from rnnexport.builder import example_args

@@ -73,10 +73,11 @@ def test_result_does_not_depend_on_what_ran_before(tmp_path):
             torch.onnx.export(m, (torch.randn(40, 10, 5),), dynamo=True, verbose=False)
             torch.export.export(m, (torch.randn(40, 10, 5),))
         from rnnexport.builder import build_module
-        from rnnexport.export.onnx_dynamo import export_onnx_dynamo, export_program, save_program
+        from rnnexport.export.onnx_dynamo import export_onnx_dynamo, save_program
+        from rnnexport.export.rnn import RNNExporting
         from rnnexport.spec import get_spec
         spec = get_spec("deep_bidirectional")
-        program, _ = export_program(build_module(spec), spec)
+        program, _ = RNNExporting(spec, build_module(spec)).program()
         save_program(program, out / "model.pt2")
         export_onnx_dynamo(program, spec, out / "model.onnx", opset=18)
     """)
@@ -150,23 +151,22 @@ def test_missing_onnxscript_is_a_clear_error(tmp_path, monkeypatch):
     assert not (tmp_path / "single_layer").exists()
 
 
-def test_training_mode_dropout_is_refused():
+def test_training_mode_dropout_is_refused(tmp_path):
+    """Dropout is random in training mode: refused before anything is written (every format;
+    the module left as it was); in eval mode it is the identity."""
     import torch
 
-    from rnnexport.builder import build_module
-    from rnnexport.export.onnx_dynamo import export_program
+    from rnnexport.builder import build_module, example_args, wrap
+    from rnnexport.export.rnn import RNNExporting
 
     spec = get_spec("deep").replace(dropout=0.2)
     module = build_module(spec).train()
     with pytest.raises(ExportError, match="training mode with dropout=0.2"):
-        export_program(module, spec)
-    program, _ = export_program(module.eval(), spec)  # eval mode: dropout is the identity
-    from rnnexport.builder import example_args, wrap
-
+        export_spec(spec, tmp_path, module=module, exporter="dynamo", validate=False)
+    assert module.training and not (tmp_path / spec.name).exists()
+    program, _ = RNNExporting(spec, module.eval()).program()
     args = example_args(spec)
     assert torch.allclose(program.module()(*args)[0], wrap(module, spec)(*args)[0], atol=1e-6)
-
-
 def test_custom_op_schema_is_what_the_translation_expects():
     """rnnexport depends on torch.library.custom_op's schema inference; fail loudly if it changes."""
     import torch

@@ -8,7 +8,8 @@ import numpy as np
 import onnx
 
 from rnnexport.builder import build_module
-from rnnexport.export.onnx_dynamo import export_onnx_dynamo, export_program
+from rnnexport.export.onnx_dynamo import export_onnx_dynamo
+from rnnexport.export.rnn import RNNExporting
 from rnnexport.spec import RNNSpec
 
 SPEC = RNNSpec("m_relu_3_bi_bf", input_size=6, hidden_size=4, num_layers=3, bidirectional=True, batch_first=True,
@@ -16,7 +17,7 @@ SPEC = RNNSpec("m_relu_3_bi_bf", input_size=6, hidden_size=4, num_layers=3, bidi
 
 
 def export(spec: RNNSpec, path) -> None:
-    program, _ = export_program(build_module(spec), spec)
+    program, _ = RNNExporting(spec, build_module(spec)).program()
     export_onnx_dynamo(program, spec, path, opset=18)
 
 

@@ -7,7 +7,8 @@ import io
 
 from rnnexport.builder import build_module
 from rnnexport.export.torch_internals import reused_torchlib_registry
-from rnnexport.export.onnx_dynamo import export_onnx_dynamo, export_program
+from rnnexport.export.onnx_dynamo import export_onnx_dynamo
+from rnnexport.export.rnn import RNNExporting
 from rnnexport.spec import get_spec
 
 
@@ -27,7 +28,7 @@ def test_patched_export_is_identical_to_unpatched(tmp_path, monkeypatch):
     import rnnexport.export.torch_internals as internals
 
     spec = get_spec("deep")
-    program, _ = export_program(build_module(spec), spec)
+    program, _ = RNNExporting(spec, build_module(spec)).program()
     export_onnx_dynamo(program, spec, tmp_path / "patched.onnx", opset=18)
     monkeypatch.setattr(internals, "_registry_class", lambda: None)
     export_onnx_dynamo(program, spec, tmp_path / "plain.onnx", opset=18)
