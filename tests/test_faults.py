@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from rnnexport.artifacts import export_lock
+from rnnexport.artifacts import export_lock, open_artifact
+from rnnexport.validate import validate_artifact
 from tests.conftest import MODELS, run_process
 from tests.test_cli import digest
 
@@ -34,23 +34,26 @@ def one_line_error(done: subprocess.CompletedProcess, code: int = 2) -> str:
 # -- concurrent and interrupted exports --------------------------------------------------------
 
 def test_two_exports_of_one_name_at_once_both_succeed(tmp_path):
+    """The second starts while the first is inside its staging folder, both making variants:
+    the export lock makes them take turns; both exit 0, the installed artifact is whole (its
+    files the committed ones, verified on opening) and nothing of either is left beside it."""
     out = tmp_path / "D"
-    command = [sys.executable, "-m", "rnnexport", "export", "deep", "--out", str(out),
-               "--runtimes", "onnxruntime-cpu"]
+    command = [sys.executable, "-m", "rnnexport", "export", "keyword_spotter", "--variant", "int8,fp16",
+               "--out", str(out), "--runtimes", "onnxruntime-cpu"]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120  # until the first one is inside its staging folder
     while time.monotonic() < deadline and first.poll() is None and not any(
-            p.name.startswith(".deep.staging-") for p in (out.iterdir() if out.exists() else [])):
+            p.name.startswith(".keyword_spotter.staging-") for p in (out.iterdir() if out.exists() else [])):
         time.sleep(0.02)
     second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     results = [p.communicate(timeout=600) + (p.returncode,) for p in (first, second)]
     for stdout, stderr, code in results:
         assert code == 0 and "Traceback" not in stdout + stderr, stderr[-2000:]
-    for file in ("model.onnx", "model.pt", "model.pt2", "weights.pt"):
-        assert (out / "deep" / file).read_bytes() == (MODELS / "deep" / file).read_bytes(), file
-    assert sorted(p.name for p in out.iterdir()) == [".deep.lock", "deep"]
-    done = run_process("validate", out / "deep", *QUICK)
-    assert done.returncode == 0, done.stdout
+    for file in ("model.onnx", "model.pt", "model.pt2", "weights.safetensors", "model.int8.onnx"):
+        assert (out / "keyword_spotter" / file).read_bytes() == (MODELS / "keyword_spotter" / file).read_bytes(), file
+    assert sorted(p.name for p in out.iterdir()) == [".keyword_spotter.lock", "keyword_spotter"]
+    assert set(open_artifact(out / "keyword_spotter").manifest["variants"]) == {"int8", "fp16"}
+    assert validate_artifact(out / "keyword_spotter", runtimes=["onnxruntime-cpu"]).passed
 
 
 def test_export_waits_for_the_lock_then_gives_up_naming_the_holder(tmp_path):

@@ -247,19 +247,19 @@ def test_bad_evaluation_data_is_exit_2_and_writes_nothing(cli, tmp_path, change,
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
 
 
-def test_nan_and_pickles_in_evaluation_data_are_refused(tmp_path):
+def test_nan_and_pickles_in_evaluation_data_are_refused(tmp_path, cli):
     spec_text = (CATALOG / "keyword_spotter.toml").read_text().replace(
         "[outputs]", "[evaluation]\nfile = \"speech.npz\"\n\n[outputs]")
     (tmp_path / "ks.toml").write_text(spec_text)
     features = np.random.default_rng(0).standard_normal((3, 13, 40)).astype(np.float32)
     features[1, 2, 3] = np.nan
     np.savez(tmp_path / "speech.npz", features=features)
-    result = run_process("export", tmp_path / "ks.toml", "--out", tmp_path / "out")
-    assert result.returncode == 2 and "'features' holds NaN or Inf at [1, 2, 3]" in result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+    code, _, err = cli("export", tmp_path / "ks.toml", "--out", tmp_path / "out")
+    assert code == 2 and "'features' holds NaN or Inf at [1, 2, 3]" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
     np.savez(tmp_path / "speech.npz", features=np.array([{"evil": 1}], dtype=object))
-    result = run_process("export", tmp_path / "ks.toml", "--out", tmp_path / "out")
-    assert result.returncode == 2 and "pickled (object) array" in result.stderr and "never unpickles" in result.stderr
+    code, _, err = cli("export", tmp_path / "ks.toml", "--out", tmp_path / "out")
+    assert code == 2 and "pickled (object) array" in err and "never unpickles" in err
 
 
 def test_evaluation_data_runs_as_a_golden_case_with_zero_state(tmp_path):
@@ -380,21 +380,3 @@ def test_an_export_killed_while_writing_a_variant_leaves_the_previous_artifact(t
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert digest_folder(out / "text_classifier") == before
     assert validate_artifact(out / "text_classifier", runtimes=["onnxruntime-cpu"]).passed
-
-
-def test_two_exports_with_variants_at_once_both_end_cleanly(tmp_path):
-    """Two processes export the same spec with variants into one folder: the export lock makes
-    them take turns; both exit 0 and the installed artifact is whole (verified on opening)."""
-    import subprocess
-    import sys
-
-    command = [sys.executable, "-m", "rnnexport", "export", "keyword_spotter", "--variant", "int8,fp16",
-               "--runtimes", "onnxruntime-cpu", "--out", str(tmp_path)]
-    first, second = (subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                     for _ in range(2))
-    outcomes = [p.communicate(timeout=600) for p in (first, second)]
-    assert (first.returncode, second.returncode) == (0, 0), outcomes
-    manifest = open_artifact(tmp_path / "keyword_spotter").manifest
-    assert set(manifest["variants"]) == {"int8", "fp16"}
-    names = [p.name for p in tmp_path.iterdir()]
-    assert "keyword_spotter" in names and not [n for n in names if ".staging-" in n or n.endswith(".rejected")]
