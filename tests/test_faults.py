@@ -5,6 +5,7 @@ stderr, and the previous artifact is never lost."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 from rnnexport.artifacts import export_lock, open_artifact
 from rnnexport.validate import validate_artifact
-from tests.conftest import MODELS, run_process
+from tests.conftest import MODELS, REPO, run_process
 from tests.test_cli import digest
 
 QUICK = ("--runtimes", "onnxruntime-cpu", "--cases", "3x17")
@@ -208,22 +209,62 @@ def _fill(folder: Path, leave: int) -> None:
         f.write(b"\0" * max(0, free - leave))
 
 
-@pytest.mark.parametrize("leave", [0, 200_000], ids=["full", "nearly-full"])
-def test_export_onto_a_full_filesystem(small_tmpfs, leave):
+EXPORTS_ONTO_A_FILLED_FILESYSTEM = """
+import contextlib, io, json, sys
+from pathlib import Path
+from rnnexport.cli import main
+from tests.test_cli import digest
+from tests.test_faults import _fill
+mount, out = Path(sys.argv[1]), Path(sys.argv[2])
+for leave, args in json.loads(sys.argv[3]):
+    if leave is not None:
+        _fill(mount, leave)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(args)
+    (mount / "filler").unlink(missing_ok=True)
+    print(json.dumps({"leave": leave, "code": code, "stderr": err.getvalue(),
+                      "left": sorted(p.name for p in out.iterdir()),
+                      "digests": {p.name: digest(p) for p in out.iterdir() if p.is_dir()}}), flush=True)
+"""
+
+
+def exports_onto_a_filled_filesystem(mount: Path, out: Path, runs: list[tuple[int | None, list[str]]]) -> list[dict]:
+    """Each export of `runs` (CLI arguments) with the filesystem at `mount` filled to leave
+    that many bytes free (None: not filled), in turn in one fresh process: its exit code,
+    stderr, what `out` holds after and the digest of each folder in it. A write that ends the
+    process (torch's C++ writer aborts it on a full disk: exit 134) fails here."""
+    done = subprocess.run([sys.executable, "-c", EXPORTS_ONTO_A_FILLED_FILESYSTEM, str(mount), str(out),
+                           json.dumps([(leave, [str(a) for a in args]) for leave, args in runs])],
+                          capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, (done.returncode, done.stderr[-2000:])
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["leave"] for r in results] == [leave for leave, _ in runs]
+    return results
+
+
+def assert_refused_for_space(result: dict, artifact: str, before: dict[str, str]) -> None:
+    """Exit 2, one line naming the full disk, the installed `artifact` as it was `before`,
+    no staging folder left."""
+    lines = [line for line in result["stderr"].splitlines() if line.strip()]
+    assert result["code"] == 2 and len(lines) == 1 and "no space left on device while writing" in lines[0], result
+    assert result["digests"][artifact] == before, result["leave"]
+    assert not [name for name in result["left"] if ".staging-" in name], result
+
+
+def test_export_onto_a_full_filesystem_then_one_that_fits(small_tmpfs):
+    """Full, then nearly full (200 KB free): refused, the installed artifact kept; then with
+    the space back, an export fits in the 3 MiB (nothing of the failed ones held space)."""
     out = small_tmpfs / "D"
     shutil.copytree(MODELS / "deep", out / "deep")
     before = digest(out / "deep")
-    _fill(small_tmpfs, leave)
-    line = one_line_error(run_process("export", "deep", "--out", out))
-    assert "no space left on device while writing" in line
-    assert digest(out / "deep") == before
-    assert not [p for p in out.iterdir() if ".staging-" in p.name]
-
-
-def test_export_fits_on_a_small_filesystem(small_tmpfs):
-    out = small_tmpfs / "D"
-    done = run_process("export", "single_layer", "--out", out, "--runtimes", "onnxruntime-cpu")
-    assert done.returncode == 0, done.stderr
+    deep = ["export", "deep", "--out", out]
+    fits = ["export", "single_layer", "--out", out, "--runtimes", "onnxruntime-cpu"]
+    full, nearly, fitted = exports_onto_a_filled_filesystem(small_tmpfs, out, [(0, deep), (200_000, deep), (None, fits)])
+    for result in (full, nearly):
+        assert_refused_for_space(result, "deep", before)
+    assert fitted["code"] == 0, fitted["stderr"]
+    assert {"deep", "single_layer"} <= set(fitted["left"])
 
 
 # -- absurd sizes ------------------------------------------------------------------------------
