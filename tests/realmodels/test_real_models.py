@@ -259,6 +259,7 @@ STANZA = RealModel(
 
 MODELS = [DEEPSPEECH, EASYOCR, FORECASTING, WAVERNN, STANZA]
 EXPORT_CASES = [pytest.param(m, exporter, id=f"{m.id}-{exporter}") for m in MODELS for exporter in EXPORTERS]
+INT8_MODELS = (EASYOCR, FORECASTING, STANZA)  # their LSTMs quantize
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,23 +305,29 @@ def run_files(real: RealModel, folder: Path, args: tuple) -> dict[str, list[np.n
 
 @pytest.mark.parametrize(("real", "exporter"), EXPORT_CASES)
 def test_export_matches_eager_at_unseen_shapes(real: RealModel, exporter: str, tmp_path: Path):
+    """Exported as its authors wrote it and validated on every runtime, the files match eager
+    at shapes no validation case used; the LSTM models' dynamo exports with an int8 variant
+    (`assert_int8_meets_the_default_criterion`)."""
     from rnnexport.export import export_model
 
     module = real.build()
     name = real.id.replace("-", "_")
+    int8 = exporter == "dynamo" and any(real is m for m in INT8_MODELS)  # easyocr's adaptive pooling has no legacy ONNX
     start = time.perf_counter()
     try:
         result = export_model(
             module, name=name, out=tmp_path, exporter=exporter, inputs=real.inputs, dims=real.dims,
-            outputs=real.outputs, runtimes=real.runtimes(exporter))
+            outputs=real.outputs, runtimes=real.runtimes(exporter), variants="int8" if int8 else None)
     finally:
         print(f"\n[realmodels] {real.id} exporter={exporter}: export_model took {time.perf_counter() - start:.1f} s")
 
-    assert result.report is not None and result.report.passed
+    assert result.report is not None and result.report.passed, [c.describe() for c in result.report.criteria_failures]
     assert set(real.runtimes(exporter)) <= set(result.report.runtimes)
     manifest = json.loads((result.path / "manifest.json").read_text())
     files = real.files(exporter)
-    assert sorted(p.name for p in result.path.glob("model.*")) == sorted(files)
+    assert sorted(p.name for p in result.path.glob("model.*")) == sorted([*files, *["model.int8.onnx"] * int8])
+    if int8:
+        assert_int8_meets_the_default_criterion(real, result, manifest)
     if exporter in real.expect_missing:  # left out with its reason; the rest made and validated
         fmt, text = real.expect_missing[exporter]
         assert result.missing and FORMAT_FILES[fmt][0] in result.missing and text in result.missing, result.missing
@@ -433,21 +440,9 @@ def test_default_exporter_fails_on_stanza_packed_sequence(tmp_path):
     assert "zeros(): argument 'size'" in text and "FakeTensor" in text, text[:2000]
 
 
-INT8_MODELS = [pytest.param(m, id=m.id) for m in (EASYOCR, FORECASTING, STANZA)]  # their LSTMs quantize
-
-
-@pytest.mark.parametrize("real", INT8_MODELS)
-def test_int8_variant_of_a_public_model_meets_the_default_criterion(real: RealModel, tmp_path: Path):
-    """Each LSTM model as its authors wrote it, with an int8 variant: the LSTMs become ONNX
-    Runtime's integer op and the variant meets the default criterion (cosine >= 0.99) on the
-    seeded sweep, beside the fp32 file's tolerances."""
-    from rnnexport.export import export_model
-
-    result = export_model(real.build(), name=real.id.replace("-", "_"), out=tmp_path, inputs=real.inputs,
-                          dims=real.dims, outputs=real.outputs, runtimes=["onnxruntime-cpu"], variants="int8",
-                          exporter="dynamo")  # easyocr's adaptive pooling has no legacy ONNX
-    assert result.report.passed, [c.describe() for c in result.report.criteria_failures]
-    manifest = json.loads((result.path / "manifest.json").read_text())
+def assert_int8_meets_the_default_criterion(real: RealModel, result, manifest: dict) -> None:
+    """The LSTMs became ONNX Runtime's integer op and the int8 variant meets the default
+    criterion (cosine >= 0.99) on the seeded sweep, beside the fp32 file's tolerances."""
     assert "com.microsoft.DynamicQuantizeLSTM" in manifest["variants"]["int8"]["ops"]
     judged = [c for c in result.report.criteria if c.runtime == "onnxruntime-cpu:int8"]
     assert judged and all(c.judged and c.criterion == "cosine" and c.value >= 0.99 for c in judged)
