@@ -35,16 +35,21 @@ def test_list(cli):
     assert data["seq_first"]["shapes"]["input"] == [10, 40, 5]
 
 
-def test_validate_committed_models_with_reports(cli, tmp_path):
-    code, out, err = cli("validate", MODELS, "--json", tmp_path / "r.json", "--junit", tmp_path / "r.xml",
-                         "--cases", "40x10,b1xs1-h0zero")
+def test_validate_a_folder_of_artifacts_with_reports(cli, tmp_path):
+    """Every artifact found in a folder (an RNN configuration's and a model spec's, with its
+    variants), reported as JSON and JUnit. The committed models are validated in full by the
+    plugin's regression test (tests/test_models_regression.py)."""
+    committed = ["deep_bidirectional", "text_classifier"]
+    for name in committed:
+        shutil.copytree(MODELS / name, tmp_path / "models" / name)
+    code, out, err = cli("validate", tmp_path / "models", "--json", tmp_path / "r.json", "--junit",
+                         tmp_path / "r.xml", "--cases", "40x10,b1xs1-h0zero")
     assert code == 0, out + err
-    committed = sorted(p.name for p in MODELS.iterdir() if p.is_dir())
     assert f"{len(committed)} of {len(committed)} artifact(s) passed" in out
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["schema"] == "rnnexport.validation/1" and report["passed"] is True
     assert [a["artifact"] for a in report["artifacts"]] == committed
-    assert set(DOCUMENTED) < set(committed)
+    assert set(DOCUMENTED) < {p.name for p in MODELS.iterdir() if p.is_dir()}  # each committed, validated in full
     root = ET.parse(tmp_path / "r.xml").getroot()
     assert root.tag == "testsuites" and len(root.findall("testsuite")) == len(committed)
     cases = root.findall("testsuite/testcase")
