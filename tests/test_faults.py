@@ -23,12 +23,14 @@ from tests.test_cli import digest
 QUICK = ("--runtimes", "onnxruntime-cpu", "--cases", "3x17")
 
 
-def one_line_error(done: subprocess.CompletedProcess, code: int = 2) -> str:
-    """The single stderr line of a run that exited with `code` (and printed no traceback)."""
-    assert done.returncode == code, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
-    assert "Traceback" not in done.stdout + done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, done.stderr
+def one_line_error(done, code: int = 2) -> str:
+    """The single stderr line of a run that exited with `code` (and printed no traceback): a
+    finished process, or the `cli` fixture's ``(code, stdout, stderr)``."""
+    returncode, stdout, stderr = (done.returncode, done.stdout, done.stderr) if hasattr(done, "returncode") else done
+    assert returncode == code, (returncode, stdout[-2000:], stderr[-2000:])
+    assert "Traceback" not in stdout + stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
     return lines[0]
 
 
@@ -93,11 +95,11 @@ def test_symlinked_artifact_folder_is_followed_and_kept(tmp_path, cli):
     assert code == 0
 
 
-def test_dangling_symlink_is_refused(tmp_path):
+def test_dangling_symlink_is_refused(tmp_path, cli):
     out = tmp_path / "D"
     out.mkdir()
     (out / "deep").symlink_to(tmp_path / "nowhere")
-    line = one_line_error(run_process("export", "deep", "--out", out, "--no-validate"))
+    line = one_line_error(cli("export", "deep", "--out", out, "--no-validate"))
     assert "symbolic link" in line and "does not exist" in line
 
 
@@ -278,11 +280,11 @@ def test_export_onto_a_full_filesystem_then_one_that_fits(small_tmpfs):
         ("input_size", 2**40, "invalid value for 'input_size'"),
     ],
 )
-def test_oversize_specs_are_refused_up_front(tmp_path, key, value, match):
+def test_oversize_specs_are_refused_up_front(tmp_path, cli, key, value, match):
     spec = {"input_size": 5, "hidden_size": 8, key: value}
     (tmp_path / "big.toml").write_text("".join(f"{k} = {v}\n" for k, v in spec.items()))
     start = time.monotonic()
-    line = one_line_error(run_process("export", tmp_path / "big.toml", "--out", tmp_path / "D"))
+    line = one_line_error(cli("export", tmp_path / "big.toml", "--out", tmp_path / "D"))
     assert match in line
     assert time.monotonic() - start < 60
     assert not (tmp_path / "D" / "big").exists()

@@ -28,7 +28,7 @@ from rnnexport.export import export_model
 from rnnexport.limits import MAX_CASE_STEPS
 from rnnexport.contract import TensorSpec
 from rnnexport.modelspec_load import model_spec_from_dict
-from tests.conftest import MODELS, restamp, run_process
+from tests.conftest import MODELS, restamp
 from tests.test_cli import digest
 from tests.test_faults import small_tmpfs  # noqa: F401 (a fixture)
 from tests.test_faults import assert_refused_for_space, exports_onto_a_filled_filesystem, one_line_error
@@ -107,12 +107,12 @@ def test_case_estimate_counts_the_outputs_of_every_runtime() -> None:
         spec.output_tensors({"outputs": [{**io["outputs"][0], "dynamic_axes": {"0": "time"}}]})
 
 
-def test_export_counts_outputs_before_golden_data_and_validation(tmp_path: Path) -> None:
+def test_export_counts_outputs_before_golden_data_and_validation(tmp_path: Path, cli) -> None:
     (tmp_path / "wide.py").write_text(WIDE)
     (tmp_path / "wide.toml").write_text(WIDE_SPEC)
     out = tmp_path / "D"
-    line = one_line_error(run_process("export", tmp_path / "wide.toml", "--out", out, "--max-memory", "64M",
-                                      "--runtimes", "onnxruntime-cpu"))
+    line = one_line_error(cli("export", tmp_path / "wide.toml", "--out", out, "--max-memory", "64M",
+                              "--runtimes", "onnxruntime-cpu"))
     assert line.startswith("rnnexport: error: wide: case batch=")
     assert "would need an estimated" in line and "over the memory limit of 64.0 MiB" in line
     assert not out.exists()
@@ -172,24 +172,26 @@ def _npy_header(shape: tuple[int, ...], descr: str) -> bytes:
      ((8, 5), "<f8", "dtype float64, expected float32")],
     ids=["4 TiB shape", "float64"],
 )
-def test_golden_member_header_is_read_before_its_data(tmp_path: Path, shape, descr: str, found: str) -> None:
+def test_golden_member_header_is_read_before_its_data(tmp_path: Path, cli, shape, descr: str, found: str) -> None:
     folder = _artifact(tmp_path)
     _replace_member(folder / "golden.npz", f"{DOCUMENTED}/logits", _npy_header(shape, descr) + b"\0" * 160)
     restamp(folder, "golden.npz")
-    line = one_line_error(run_process("validate", folder, "--untrusted"))
-    assert f"golden '{DOCUMENTED}/logits' has {found} (its .npy header; not read)" in line
+    code, _, err = cli("validate", folder, "--untrusted")
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"golden '{DOCUMENTED}/logits' has {found} (its .npy header; not read)" in err
 
 
-def test_manifest_sweep_is_bounded(tmp_path: Path) -> None:
+def test_manifest_sweep_is_bounded(tmp_path: Path, cli) -> None:
     def long_sweep(manifest):
         for dim in manifest["spec"]["dims"]:
             dim["sweep"] = [1, 1048576] if dim["name"] == "seq" else [1, 2]
 
     folder = _artifact(tmp_path, long_sweep)
     start = time.monotonic()
-    line = one_line_error(run_process("validate", folder, "--runtimes", "onnxruntime-cpu"))
-    assert "text_classifier: case batch=8,seq=1048576 has 8,388,608 elements" in line
-    assert f"over the {MAX_CASE_STEPS:,} rnnexport runs in one case" in line
+    code, _, err = cli("validate", folder, "--runtimes", "onnxruntime-cpu")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "text_classifier: case batch=8,seq=1048576 has 8,388,608 elements" in err
+    assert f"over the {MAX_CASE_STEPS:,} rnnexport runs in one case" in err
     assert time.monotonic() - start < 60
 
 

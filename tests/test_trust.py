@@ -270,16 +270,16 @@ def test_malformed_manifest_is_refused(artifact_copy, edit, match):
         open_artifact(folder)
 
 
-def test_float64_golden_data_is_refused(artifact_copy):
+def test_float64_golden_data_is_refused(artifact_copy, cli):
     folder = artifact_copy("deep")
     arrays = read_npz(folder / "golden.npz")
     write_npz(folder / "golden.npz", {k: v.astype(np.float64) for k, v in arrays.items()})
     restamp(folder, "golden.npz")
     with pytest.raises(ArtifactError, match="dtype float64, expected float32"):
         open_artifact(folder).golden()
-    done = run_process("validate", folder)
-    assert done.returncode == 2 and "Traceback" not in done.stdout + done.stderr
-    assert "dtype float64" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    code, out, err = cli("validate", folder)
+    assert code == 2 and "Traceback" not in out + err
+    assert "dtype float64" in err and len(err.strip().splitlines()) == 1
 
 
 def test_golden_case_the_data_lacks_is_refused(artifact_copy):
