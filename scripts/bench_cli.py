@@ -4,12 +4,11 @@
     python scripts/bench_cli.py --baseline /path/to/checkout  # also another rnnexport, interleaved
 
 Rows: the import floor (``import torch, onnx, onnxruntime`` in a fresh process), what validating
-and exporting import before any artifact runs (this version only), ``rnnexport list``, ``export --all`` (every built-in configuration, validated on every available runtime; and
-``--jobs 1 --variant none``, without the examples' int8 variants, and its validation: this
-version only)
+and exporting import before any artifact runs (this version only), ``rnnexport list``, ``export --all`` (every built-in configuration, validated on every available runtime)
 and ``validate`` of those artifacts, both as typed (``--jobs`` defaults to the number of cores)
-and with ``--jobs 1``, and ``validate`` of 16 artifacts (copies of those) with ``--jobs 1`` and
-``--jobs 2``. Each command runs in a fresh process in a scratch folder; one unmeasured run of
+and with ``--jobs 1``; the same work without the examples' deployment variants (``--variant none``
+for a version that makes them: the same artifacts as a version from before variants) and its
+validation; and ``validate`` of 16 artifacts (copies of those) with ``--jobs 1`` and ``--jobs 2``. Each command runs in a fresh process in a scratch folder; one unmeasured run of
 the floor first, so that no row pays for a cold file cache.
 
 ``--baseline`` runs every row with another checkout of rnnexport as well (put first on
@@ -41,19 +40,28 @@ def _run(command: list[str], cwd: Path, env: dict[str, str] | None) -> float:
     return time.perf_counter() - start
 
 
-def _seconds(command: list[str], cwd: Path | list[Path], repeat: int, envs: list[dict[str, str] | None],
-             before=None) -> list[float]:
-    """Median seconds of `command` under each environment, the environments alternating; `cwd`
-    one folder, or one per environment (each version works on the artifacts it exported: an
-    older one may not read a newer manifest); `before(folder)` runs before each run."""
+def _seconds(command: list[str] | list[list[str]], cwd: Path | list[Path], repeat: int,
+             envs: list[dict[str, str] | None], before=None) -> list[float]:
+    """Median seconds of `command` (one, or one per environment) under each environment, the
+    environments alternating; `cwd` one folder, or one per environment (each version works on
+    the artifacts it exported: an older one may not read a newer manifest); `before(folder)`
+    runs before each run."""
     folders = cwd if isinstance(cwd, list) else [cwd] * len(envs)
+    commands = command if isinstance(command[0], list) else [command] * len(envs)
     times: list[list[float]] = [[] for _ in envs]
     for _ in range(repeat):
         for index, env in enumerate(envs):
             if before is not None:
                 before(folders[index])
-            times[index].append(_run(command, folders[index], env))
+            times[index].append(_run(commands[index], folders[index], env))
     return [statistics.median(t) for t in times]
+
+
+def _makes_variants(env: dict[str, str] | None, cwd: Path) -> bool:
+    """Whether the rnnexport that `env` runs makes deployment variants (``--variant``)."""
+    done = subprocess.run([*RNNEXPORT, "export", "--help"], cwd=cwd, env=env, capture_output=True, text=True,
+                          check=True)
+    return "--variant" in done.stdout
 
 
 def speed_change(before: float, after: float) -> str:
@@ -102,12 +110,16 @@ def main() -> int:
             rows.append((f"rnnexport export --all{label}", _seconds(
                 [*RNNEXPORT, "export", "--all", "--out", "models", *jobs], own, args.repeat, envs,
                 before=lambda folder: shutil.rmtree(folder / "models", ignore_errors=True))))
-        # The examples' int8 variants (made and validated by export --all) left out: this version only.
-        rows.append(("rnnexport export --all --jobs 1 --variant none", _seconds(
-            [*RNNEXPORT, "export", "--all", "--out", "variantless", "--jobs", "1", "--variant", "none"], own[0],
-            args.repeat, envs[:1], before=lambda folder: shutil.rmtree(folder / "variantless", ignore_errors=True))))
-        rows.append(("validate --jobs 1 of the --variant none export", _seconds(
-            [*RNNEXPORT, "validate", "variantless", "--jobs", "1"], own[0], args.repeat, envs[:1])))
+        # The same work without the examples' variants, in every version: --variant none where
+        # a version makes them.
+        without = [[*RNNEXPORT, "export", "--all", "--out", "variantless",
+                    *(["--variant", "none"] if _makes_variants(env, work) else [])] for env in envs]
+        for label, jobs in (("", []), (" --jobs 1", ["--jobs", "1"])):
+            rows.append((f"export --all --variant none{label}", _seconds(
+                [[*command, *jobs] for command in without], own, args.repeat, envs,
+                before=lambda folder: shutil.rmtree(folder / "variantless", ignore_errors=True))))
+            rows.append((f"validate of that{label}", _seconds(
+                [*RNNEXPORT, "validate", "variantless", *jobs], own, args.repeat, envs)))
         for label, jobs in (("", []), (" --jobs 1", ["--jobs", "1"])):
             rows.append((f"rnnexport validate models{label}",
                          _seconds([*RNNEXPORT, "validate", "models", *jobs], own, args.repeat, envs)))

@@ -97,9 +97,10 @@ def run_process(*args: str, cwd: Path | None = None, env: dict | None = None):
                           capture_output=True, text=True, timeout=600)
 
 
-def assert_quiet(done, own: tuple[str, ...] = ()) -> None:
-    """A passing run whose stderr holds only rnnexport's lines starting with `own`."""
-    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+def assert_quiet(done, own: tuple[str, ...] = (), code: int = 0) -> None:
+    """A run that exited with `code` (a pass by default) whose stderr holds only rnnexport's
+    lines starting with `own`."""
+    assert done.returncode == code, (done.stdout[-3000:], done.stderr[-3000:])
     for text in (done.stdout, done.stderr):
         assert "Warning" not in text and "\x1b" not in text and "[W:onnxruntime" not in text, text[-3000:]
     assert [line for line in done.stderr.splitlines() if line.strip() and not line.startswith(own)] == []
