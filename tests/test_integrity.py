@@ -187,10 +187,9 @@ def test_the_pytest_plugin_applies_the_users_tolerance(artifact_copy, pytester_l
 
 @pytest.fixture
 def pytester_like(tmp_path):
-    """Run a pytest session (in a subprocess) whose test checks `folder` with the plugin;
-    returns its exit code."""
-    import subprocess
-    import sys
+    """Run a pytest session (`tests.test_pytest_plugin.run_pytest`) whose test checks `folder`
+    with the plugin under the ini lines `ini`; returns its exit code."""
+    from tests.test_pytest_plugin import run_pytest
 
     def run(folder: Path, ini: str) -> int:
         project = tmp_path / f"project{len(list(tmp_path.iterdir()))}"
@@ -199,9 +198,7 @@ def pytester_like(tmp_path):
         (project / "test_it.py").write_text(
             "def test_it(rnnexport_check):\n"
             f"    rnnexport_check({str(folder)!r}, runtimes='onnxruntime-cpu', cases=['3x17'])\n")
-        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(project)],
-                              cwd=project, capture_output=True, text=True, timeout=300)
-        return done.returncode
+        return run_pytest(project).returncode
 
     return run
 

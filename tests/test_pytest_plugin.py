@@ -1,4 +1,5 @@
-"""The pytest plugin, used the way a user would: a separate project run by pytest."""
+"""The pytest plugin, used the way a user would: a separate project run by pytest (a session
+of its own, in this process: `run_pytest`; pytest-xdist's starts its own processes)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import MODELS, mutate_onnx, rnn_weights, set_array
@@ -27,9 +29,42 @@ def make_project(tmp_path: Path, names=("deep", "seq_first")) -> Path:
     return project
 
 
-def run_pytest(project: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
-                          cwd=project, capture_output=True, text=True, timeout=600)
+def run_pytest(project: Path, *args: str, cwd: Path | None = None) -> Session:
+    """A pytest session on `project` (from `cwd`, default the project), in this process:
+    ``pytest.main`` with its own configuration and plugins, the user's test modules imported
+    under names of their own (``--import-mode=importlib``)."""
+    import contextlib
+    import io
+    import os
+
+    import pytest
+
+    out = io.StringIO()
+    before, bytecode = Path.cwd(), sys.dont_write_bytecode
+    os.chdir(cwd or project)
+    sys.dont_write_bytecode = True  # a test file rewritten in the same second is read again
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            code = pytest.main(["-q", "-p", "no:cacheprovider", "--import-mode=importlib", *args])
+    finally:
+        os.chdir(before)
+        sys.dont_write_bytecode = bytecode
+        for name, module in list(sys.modules.items()):  # the project's test modules, for the next session
+            if str(getattr(module, "__file__", None) or "").startswith(str(project)):
+                del sys.modules[name]
+    return Session(int(code), out.getvalue())
+
+
+@dataclass
+class Session:
+    """A pytest session's exit code and output (stdout and stderr together)."""
+
+    returncode: int
+    stdout: str
+
+    @property
+    def stderr(self) -> str:
+        return self.stdout
 
 
 def test_plugin_passes_and_parametrizes(tmp_path):
@@ -120,8 +155,7 @@ def test_plugin_failure_is_reported_once_and_paths_are_the_ini_files(tmp_path):
             rnnexport_check("artifacts/nothing-here")
     """))
     # -rN: no short summary, whose line is cut to the terminal width (so it may or may not repeat it)
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rN", "-p", "no:cacheprovider", "test_paths.py"],
-                          cwd=project / "tests", capture_output=True, text=True, timeout=600)
+    done = run_pytest(project, "-rN", "test_paths.py", cwd=project / "tests")
     assert "1 failed, 1 passed" in done.stdout, done.stdout[-3000:]
     assert done.stdout.count("nothing-here: no such file or directory") == 1
     assert f"{project / 'artifacts' / 'nothing-here'}: no such file" in done.stdout
@@ -135,6 +169,8 @@ def test_plugin_under_pytest_xdist(tmp_path):
 
     pytest.importorskip("xdist", reason="pytest-xdist is not installed (pip install 'rnnexport[test]')")
     project = make_project(tmp_path)
-    done = run_pytest(project, "-n", "2", "--rnnexport-runtimes", "onnxruntime-cpu")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+                           "--rnnexport-runtimes", "onnxruntime-cpu"], cwd=project, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stdout[-3000:]
     assert "3 passed" in done.stdout
