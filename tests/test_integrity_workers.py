@@ -196,10 +196,21 @@ def test_the_fork_server_preload_starts_no_thread_or_process():
 def test_export_and_validate_print_only_their_own_lines(tmp_path):
     """In the exporting process and in validation workers (--jobs 2), with variants' trials:
     stderr holds rnnexport's lines only (the worker export path: test_cli's `export --all
-    --jobs 2`; validation in process: its quick-exit test)."""
+    --jobs 2`; validation in process: its quick-exit test). What torch prints meanwhile is
+    recorded in the manifest instead: the C++ warning on prim::PackPadded (written to the stderr
+    file descriptor) in full, without its time stamp, and oneDNN's on LSTM projections."""
     out = tmp_path / "D"
-    proj = ("--cell", "lstm", "--input-size", "3", "--hidden-size", "4", "--proj-size", "2", "--name", "proj")
-    assert_quiet(run_process("export", *proj, "--out", out), own=("wrote ", "note: "))
+    (tmp_path / "v.toml").write_text('name = "v"\ncell = "gru"\ninput_size = 3\nhidden_size = 4\n'
+                                     'variable_length = true\n')
+    (tmp_path / "proj.toml").write_text('name = "proj"\ncell = "lstm"\ninput_size = 3\nhidden_size = 4\n'
+                                        'proj_size = 2\n')
+    done = run_process("export", tmp_path / "v.toml", tmp_path / "proj.toml", "--out", out, "--jobs", "1")
+    assert_quiet(done, own=("wrote ", "note: "))
+    assert f"wrote {out / 'v'} (exporter legacy)" in done.stderr.splitlines()
+    warnings = json.loads((out / "v" / "manifest.json").read_text())["export_warnings"]["onnx"]
+    assert any(w.startswith("stderr: Warning: The shape inference of prim::PackPadded type is missing") for w in warnings)
+    assert not any("[W" in w for w in warnings)
+    assert any("https://docs.pytorch.org/docs/stable/onnx_export.html" in w for w in warnings)  # not cut short
     warnings = json.loads((out / "proj" / "manifest.json").read_text())["export_warnings"]["golden"]
     assert any("LSTM with projections is not supported with oneDNN" in w for w in warnings), warnings
     shutil.copytree(MODELS / "text_classifier", out / "text_classifier")  # with its variants

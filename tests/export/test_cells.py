@@ -211,21 +211,3 @@ def test_bad_lengths_never_reach_a_runtime(tmp_path, cli):
     restamp(folder, "golden.npz")
     code, _, err = cli("validate", folder)
     assert code == 2 and "'lengths' must be in" in err and "Traceback" not in err
-
-
-def test_cpp_warnings_are_recorded_not_printed(tmp_path):
-    """torch's C++ code warns about prim::PackPadded on variable-length export, on the stderr file
-    descriptor; the export records it in the manifest (without its time stamp), in full, and
-    prints nothing but its one progress line."""
-    import json
-
-    from tests.conftest import run_process
-
-    done = run_process("export", "--cell", "gru", "--input-size", "3", "--hidden-size", "4", "--variable-length",
-                       "--name", "v", "--out", tmp_path, "--no-validate")
-    assert done.returncode == 0, done.stderr
-    assert done.stderr.strip().splitlines() == [f"wrote {tmp_path / 'v'} (exporter legacy)"]
-    warnings = json.loads((tmp_path / "v" / "manifest.json").read_text())["export_warnings"]["onnx"]
-    assert any(w.startswith("stderr: Warning: The shape inference of prim::PackPadded type is missing") for w in warnings)
-    assert not any("[W" in w for w in warnings)
-    assert any("https://docs.pytorch.org/docs/stable/onnx_export.html" in w for w in warnings)  # not cut short
