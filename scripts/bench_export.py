@@ -26,11 +26,12 @@ from rnnexport.builder import build_module
 from rnnexport.export.capture import captured_messages
 from rnnexport.export.onnx_dynamo import export_onnx_dynamo
 from rnnexport.export.rnn import RNNExporting
+from rnnexport.export.program import native_program
 from rnnexport.spec import get_spec
 
 
 def native(spec, tmp) -> None:
-    program, _ = RNNExporting(spec, build_module(spec)).program()
+    program, _ = native_program(RNNExporting(spec, build_module(spec)))
     export_onnx_dynamo(program, spec, tmp, opset=18)
 
 
@@ -44,8 +45,9 @@ def default(spec, tmp) -> None:
 
 def model_native(spec, module, tmp) -> None:
     from rnnexport.export.model import ModelExporting
+    from rnnexport.export.program import native_program
 
-    program, _ = ModelExporting(spec, module, True).program()
+    program, _ = native_program(ModelExporting(spec, module, True))
     export_onnx_dynamo(program, spec, tmp, opset=18)
 
 

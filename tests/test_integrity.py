@@ -505,10 +505,11 @@ from pathlib import Path
 from rnnexport.builder import build_module
 from rnnexport.export.onnx_dynamo import save_program
 from rnnexport.export.rnn import RNNExporting
+from rnnexport.export.program import native_program
 from rnnexport.spec import get_spec
 
 spec = get_spec("single_layer")
-program, _ = RNNExporting(spec, build_module(spec)).program()
+program, _ = native_program(RNNExporting(spec, build_module(spec)))
 target = Path(sys.argv[1])
 with open(target.parent / "filler", "wb", buffering=0) as f:  # fill the disk, as another process would
     try:

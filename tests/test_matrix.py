@@ -24,6 +24,7 @@ from rnnexport.builder import build_module, call_model, example_args, wrap
 from rnnexport.compare import Tolerance, compare_arrays, failures
 from rnnexport.export.onnx_dynamo import export_onnx_dynamo
 from rnnexport.export.rnn import RNNExporting
+from rnnexport.export.program import native_program
 from rnnexport.export.onnx_legacy import export_onnx_legacy
 from rnnexport.export.torchscript import compile_and_save
 from rnnexport.inputs import Case, make_inputs
@@ -75,7 +76,7 @@ def check_every_path(spec: RNNSpec, tmp: Path) -> list:
     compile_and_save(module, spec, tmp / "model.pt")
     scripted = torch.jit.load(str(tmp / "model.pt"))
     _check(spec, "torchscript", lambda feeds: call_model(scripted, spec, feeds), records)
-    program, _ = RNNExporting(spec, module).program()
+    program, _ = native_program(RNNExporting(spec, module))
     exported = program.module()
     _check(spec, "torch-export", lambda feeds: call_model(exported, spec, feeds), records)
     export_onnx_legacy(wrap(module, spec), example_args(spec), spec, tmp / "legacy.onnx", opset=18)

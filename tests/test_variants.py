@@ -15,7 +15,7 @@ from rnnexport.artifacts import MANIFEST, open_artifact
 from rnnexport.criteria import Criterion, parse_criteria
 from rnnexport.errors import SpecError
 from rnnexport.validate import validate_artifact
-from tests.conftest import MODELS, restamp, run_process
+from tests.conftest import MODELS, restamp
 
 CATALOG = Path(__file__).resolve().parents[1] / "rnnexport" / "catalog"
 HELD_OUT = "data=text_classifier_heldout,batch=400,seq=24"

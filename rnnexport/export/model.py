@@ -114,9 +114,9 @@ class ModelExporting:
 
         return compile_model_spec(self.module, self.spec, path, method)
 
-    def program(self):
-        shapes = dynamic_shapes(self.spec)
-        return native_program(self.spec, self.module, self.example_args(), tuple(shapes[n] for n in self.spec.input_names))
+    def arranged(self, named: dict[str, Any]) -> tuple:
+        """One value per input, `named`, as the module takes them: ``m(*inputs)``."""
+        return tuple(named[n] for n in self.spec.input_names)
 
     def example_args(self) -> tuple:
         from rnnexport.usermodel import example_args

@@ -149,9 +149,10 @@ def _write_program(exporting, stage: Path, plan: FormatPlan, exporter: str, size
         return None
 
     from rnnexport.export.onnx_dynamo import save_program
+    from rnnexport.export.program import native_program
 
     def export() -> Any:
-        program, warnings["torch.export"] = exporting.program()
+        program, warnings["torch.export"] = native_program(exporting)
         if plan.wants("pt2"):
             with writing(stage, "model.pt2", size) as path:
                 save_program(program, path)

@@ -30,16 +30,19 @@ def dynamic_shapes(spec: ModelSpec) -> dict[str, Any]:
             for t in spec.inputs}
 
 
-def native_program(spec: ModelSpec, module, args: tuple, shapes: tuple):
-    """torch.export of `module` itself, called with `args`, with its recurrent layers computing
-    as native ops (`rnnexport.substitution`); the named dims dynamic (`shapes`, `dynamic_shapes`
-    arranged like `args`); source locations stripped (they hold absolute paths)."""
+def native_program(exporting):
+    """torch.export of an exporting's module (`contract_module`) itself, called with its
+    `example_args`, its recurrent layers computing as native ops (`rnnexport.substitution`), the
+    named dims dynamic (`dynamic_shapes`, as the module takes them: `arranged`); source locations
+    stripped (they hold absolute paths)."""
     import torch
 
     from rnnexport.export.capture import captured_messages
     from rnnexport.export.onnx_dynamo import strip_source_locations
     from rnnexport.substitution import native_recurrence
 
+    spec, module = exporting.spec, exporting.contract_module
+    args, shapes = exporting.example_args(), exporting.arranged(dynamic_shapes(spec))
     try:
         longest = any(t.reaches_max for t in spec.inputs)
         with captured_messages() as messages, torch.no_grad(), native_recurrence(module, padded_to_longest=longest):

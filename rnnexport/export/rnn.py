@@ -84,13 +84,11 @@ class RNNExporting:
         method = method or "script"
         return {"method": method, "messages": compile_and_save(self.module, self.spec, path, method=method)}
 
-    def program(self):
-        """The torch.export program of the module behind its contract, batch and seq dynamic."""
+    def arranged(self, named: dict[str, Any]) -> tuple:
+        """One value per input, `named`, as the calling contract takes them (`builder.arranged`)."""
         from rnnexport.builder import arranged
-        from rnnexport.export.program import dynamic_shapes, native_program
 
-        return native_program(self.spec, self.contract_module, self.example_args(),
-                              arranged(self.spec, dynamic_shapes(self.spec)))
+        return arranged(self.spec, named)
 
     def example_args(self) -> tuple:
         from rnnexport.builder import example_args

@@ -22,6 +22,7 @@ from rnnexport.compare import Tolerance, compare_arrays, passed
 from rnnexport.errors import ExportError, UsageError
 from rnnexport.export.onnx_dynamo import export_onnx_dynamo
 from rnnexport.export.rnn import RNNExporting
+from rnnexport.export.program import native_program
 from rnnexport.export.onnx_legacy import export_onnx_legacy
 from rnnexport.inputs import Case, check_feeds, make_inputs
 from rnnexport.spec import RNNSpec
@@ -44,7 +45,7 @@ def export_with(exporter: str, spec: RNNSpec, module, path: Path) -> None:
     if exporter == "legacy":
         export_onnx_legacy(wrap(module, spec), example_args(spec), spec, path, opset=18)
     else:
-        program, _ = RNNExporting(spec, module).program()
+        program, _ = native_program(RNNExporting(spec, module))
         export_onnx_dynamo(program, spec, path, opset=18)
 
 

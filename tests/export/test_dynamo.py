@@ -145,13 +145,14 @@ def test_training_mode_dropout_is_refused(tmp_path):
 
     from rnnexport.builder import build_module, example_args, wrap
     from rnnexport.export.rnn import RNNExporting
+    from rnnexport.export.program import native_program
 
     spec = get_spec("deep").replace(dropout=0.2)
     module = build_module(spec).train()
     with pytest.raises(ExportError, match="training mode with dropout=0.2"):
         export_spec(spec, tmp_path, module=module, exporter="dynamo", validate=False)
     assert module.training and not (tmp_path / spec.name).exists()
-    program, _ = RNNExporting(spec, module.eval()).program()
+    program, _ = native_program(RNNExporting(spec, module.eval()))
     args = example_args(spec)
     assert torch.allclose(program.module()(*args)[0], wrap(module, spec)(*args)[0], atol=1e-6)
 def test_custom_op_schema_is_what_the_translation_expects():

@@ -10,6 +10,7 @@ import onnx
 from rnnexport.builder import build_module
 from rnnexport.export.onnx_dynamo import export_onnx_dynamo
 from rnnexport.export.rnn import RNNExporting
+from rnnexport.export.program import native_program
 from rnnexport.spec import RNNSpec
 
 SPEC = RNNSpec("m_relu_3_bi_bf", input_size=6, hidden_size=4, num_layers=3, bidirectional=True, batch_first=True,
@@ -17,7 +18,7 @@ SPEC = RNNSpec("m_relu_3_bi_bf", input_size=6, hidden_size=4, num_layers=3, bidi
 
 
 def export(spec: RNNSpec, path) -> None:
-    program, _ = RNNExporting(spec, build_module(spec)).program()
+    program, _ = native_program(RNNExporting(spec, build_module(spec)))
     export_onnx_dynamo(program, spec, path, opset=18)
 
 

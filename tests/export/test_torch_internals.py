@@ -9,6 +9,7 @@ from rnnexport.builder import build_module
 from rnnexport.export.torch_internals import reused_torchlib_registry
 from rnnexport.export.onnx_dynamo import export_onnx_dynamo
 from rnnexport.export.rnn import RNNExporting
+from rnnexport.export.program import native_program
 from rnnexport.spec import get_spec
 
 
@@ -28,7 +29,7 @@ def test_patched_export_is_identical_to_unpatched(tmp_path, monkeypatch):
     import rnnexport.export.torch_internals as internals
 
     spec = get_spec("deep")
-    program, _ = RNNExporting(spec, build_module(spec)).program()
+    program, _ = native_program(RNNExporting(spec, build_module(spec)))
     export_onnx_dynamo(program, spec, tmp_path / "patched.onnx", opset=18)
     monkeypatch.setattr(internals, "_registry_class", lambda: None)
     export_onnx_dynamo(program, spec, tmp_path / "plain.onnx", opset=18)
