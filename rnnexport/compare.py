@@ -131,34 +131,39 @@ def compare_arrays(
     b = expected.astype(np.float64)
     finite = np.isfinite(a) & np.isfinite(b)
     if finite.all():  # the usual case: nothing to mask, no copies
-        a_finite, b_finite, nonfinite_count = a, b, 0
+        finite, nonfinite_bad, nonfinite_count = None, None, 0
     else:
         # Same non-finite pattern: NaN where NaN, +Inf where +Inf, -Inf where -Inf.
         nonfinite_bad = ~finite & ~((np.isnan(a) & np.isnan(b)) | (np.isinf(a) & (a == b)))
-        a_finite, b_finite = np.where(finite, a, 0.0), np.where(finite, b, 0.0)
+        a, b = np.where(finite, a, 0.0), np.where(finite, b, 0.0)  # masked positions count as equal
         nonfinite_count = int(nonfinite_bad.sum())
-    diff = np.abs(a_finite - b_finite)
-    allowed = atol + rtol * np.abs(b_finite)
-    outside = finite & (diff > allowed)
-    rel = np.divide(diff, np.abs(b), out=np.zeros_like(diff), where=finite & (b != 0))
+    diff = np.abs(a - b)
+    magnitude = np.abs(b)
+    allowed = atol + rtol * magnitude
     if a.size == 0:
         worst = None
     elif nonfinite_count:
         worst = tuple(int(i) for i in np.argwhere(nonfinite_bad)[0])
-    else:
-        ratio = np.divide(diff, allowed, out=np.zeros_like(diff), where=allowed > 0)
-        ratio = np.where(allowed > 0, ratio, np.where(diff > 0, np.inf, 0.0))
+    else:  # furthest outside the tolerance, relative to it; where none is allowed, any difference
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = diff / allowed if atol > 0 else np.where(allowed > 0, diff / allowed, np.where(diff > 0, np.inf, 0.0))
         worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(ratio)), a.shape))
-    spread = diff.ravel() if finite.all() else diff[finite]
-    stats = ({"mean_abs_error": float(spread.mean()), "median_abs_error": float(np.median(spread)),
-              "p99_abs_error": float(np.percentile(spread, 99))} if spread.size else {})
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = diff / magnitude  # inf or nan where the expected value is 0: left out below
+    nonzero = magnitude != 0
+    spread = diff.ravel() if finite is None else diff[finite]
+    if spread.size:
+        median, p99 = np.percentile(spread, [50, 99])
+        stats = {"mean_abs_error": float(spread.mean()), "median_abs_error": float(median), "p99_abs_error": float(p99)}
+    else:
+        stats = {}
     return Comparison(
         **labels,
         **stats,
         max_abs_error=float(diff.max()) if a.size else 0.0,
-        max_rel_error=float(rel.max()) if a.size else 0.0,
+        max_rel_error=float(rel.max(initial=0.0, where=nonzero)) if a.size else 0.0,
         worst_index=worst,
-        mismatched=int(np.count_nonzero(outside)) + nonfinite_count,
+        mismatched=int(np.count_nonzero(diff > allowed)) + nonfinite_count,
         nonfinite_mismatches=nonfinite_count,
         total=int(a.size),
     )

@@ -205,12 +205,14 @@ def _worker_death(exitcode: int | None) -> str:
 
 
 def _worker_start(owner: int, initializer: Callable[[], None] | None) -> None:
-    """In a worker: run `initializer` (before any thread starts: it may fork), then watch the
-    process that owns the pool and end this one as soon as the owner is gone."""
+    """In a worker: fork its own fork server (`_fork_server_here`) and run `initializer`
+    (before any thread starts: both fork), then watch the process that owns the pool and end
+    this one as soon as the owner is gone."""
     import os
     import threading
     import time
 
+    _fork_server_here()
     if initializer is not None:
         initializer()
 
@@ -220,6 +222,54 @@ def _worker_start(owner: int, initializer: Callable[[], None] | None) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, name="rnnexport-owner-watch", daemon=True).start()
+
+
+def _fork_server_here() -> None:
+    """Give this process a fork server of its own: a fork of it, made now, before it runs anything.
+
+    Why: a worker forks processes too (a model spec's eager reference, the variants' trials:
+    `start_workers`), but CPython's fork server belongs to the process that started it: in its
+    children ``ensure_running`` starts another, a fresh interpreter importing torch and the
+    runtimes again (seconds of CPU in every worker that needs one; measured in
+    scripts/bench_cli.py). A worker is a fork server's child that has only imported, so a
+    fork of it now is a fork server in the same state, at the cost of a fork. It runs
+    multiprocessing's own server loop (``forkserver.main``), with what ``ensure_running``
+    would hand a fresh one: a listening socket and the read end of a pipe whose end of file
+    (this process and the children it serves gone) ends it.
+
+    Where the fork server's internals differ from CPython 3.11-3.13's (checked, not assumed),
+    nothing is done: the worker starts a fresh one when it first needs it, as before.
+    """
+    import inspect
+    import os
+    import socket
+    from multiprocessing import connection, forkserver
+
+    server = forkserver._forkserver
+    known = ["listener_fd", "alive_r", "preload", "main_path", "sys_path"]
+    if (list(inspect.signature(forkserver.main).parameters) != known or server._forkserver_pid is not None
+            or not all(hasattr(server, f"_forkserver_{name}") for name in ("address", "alive_fd", "pid"))):
+        return
+    with socket.socket(socket.AF_UNIX) as listener:
+        address = connection.arbitrary_address("AF_UNIX")
+        listener.bind(address)
+        os.chmod(address, 0o600)
+        listener.listen()
+        alive_r, alive_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the server: only what a fresh one would hold (the pipe to the owner closed)
+            try:
+                keep = sorted((listener.fileno(), alive_r))
+                os.closerange(3, keep[0])
+                os.closerange(keep[0] + 1, keep[1])
+                os.closerange(keep[1] + 1, os.sysconf("SC_OPEN_MAX"))
+                forkserver.main(listener.fileno(), alive_r, [])
+            finally:
+                os._exit(0)
+        os.close(alive_r)
+    server._forkserver_address = address
+    server._forkserver_alive_fd = alive_w
+    server._forkserver_pid = pid
 
 
 def _gone(pid: int) -> bool:

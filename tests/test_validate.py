@@ -3,8 +3,13 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import os
 import shutil
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -14,7 +19,7 @@ from rnnexport.compare import Tolerance
 from rnnexport.errors import UsageError
 from rnnexport.inputs import Case
 from rnnexport.validate import validate_artifact
-from tests.conftest import MODELS, mutate_onnx, perturb_weight, restamp, rnn_weights, set_array
+from tests.conftest import MODELS, REPO, mutate_onnx, perturb_weight, restamp, rnn_weights, set_array
 
 QUICK = [Case.rnn(40, 10, "random"), Case.rnn(3, 17, "zero"), Case.rnn(3, 17, "random")]
 
@@ -268,3 +273,43 @@ def test_workers_end_when_the_process_that_started_them_is_killed(tmp_path):
                     (tmp_path / n).read_text()]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_worker_forks_from_a_fork_server_forked_from_it_not_a_fresh_interpreter(tmp_path):
+    """A worker that starts processes (a model spec's eager reference, the variants' trials)
+    gets them from a fork of itself made at its start, with what it preloaded: CPython would
+    start a fresh interpreter importing torch again in every such worker. The servers end with
+    their workers."""
+    script = tmp_path / "nested.py"
+    script.write_text(
+        "import os, sys\n"
+        "from rnnexport.workers import map_in_processes, start_workers\n"
+        "def ppid(queue):\n"
+        "    queue.put((os.getppid(), 'rnnexport.compare' in sys.modules))\n"
+        "def child_of(_):\n"
+        "    context = start_workers()\n"
+        "    queue = context.SimpleQueue()\n"
+        "    process = context.Process(target=ppid, args=(queue,))\n"
+        "    process.start()\n"
+        "    server, preloaded = queue.get()\n"
+        "    process.join()\n"
+        "    with open(f'/proc/{server}/stat') as stat:\n"
+        "        server_parent = int(stat.read().rsplit(')', 1)[1].split()[1])\n"
+        "    with open(f'/proc/{server}/cmdline', 'rb') as a, open('/proc/self/cmdline', 'rb') as b:\n"
+        "        forked = a.read() == b.read()\n"
+        "    return os.getpid(), server, server_parent, forked, preloaded\n"
+        "if __name__ == '__main__':\n"
+        "    print(map_in_processes(child_of, [1, 2], 2, preload=['rnnexport.compare']))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    results = ast.literal_eval(done.stdout.strip())
+    assert len({worker for worker, *_ in results}) == 2
+    for worker, server, server_parent, forked, preloaded in results:
+        assert server_parent == worker and forked and preloaded, results
+    from rnnexport.workers import _gone
+
+    deadline = time.monotonic() + 10
+    while not all(_gone(server) for _, server, *_ in results):
+        assert time.monotonic() < deadline, f"fork servers {results} outlived their workers by 10 s"
+        time.sleep(0.1)

@@ -44,7 +44,8 @@ def export_specs(
             from rnnexport.export.compile_server import start_compile_server
 
             start_compile_server()  # its import of torch overlaps this process's
-            if options.get("validate", True) and (options.get("variants") or any(s.variants for s in specs)):
+            asked = options.get("variants")  # None: each spec's own
+            if options.get("validate", True) and (asked or asked is None and any(s.variants for s in specs)):
                 from rnnexport.runtimes.probe import start_probing
 
                 start_probing()  # the variants' trials fork from it when validating: importing meanwhile
