@@ -22,6 +22,7 @@ class ModelBehaviour:
     weights_file = "weights.safetensors"
     pipeline = "rnnexport.export.model:ModelExporting"  # what it does at each export step (`rnnexport.export.pipeline`)
     num_layers = None  # a module's recurrent layers are found in it, not in the spec
+    reference_forks = True  # its eager reference runs the user's code in a forked child (`load_reference`)
 
     def bench_cases(self) -> list:
         """The documented sizes and the all-largest combination of the sweep (random state)."""

@@ -34,6 +34,7 @@ class RNNBehaviour:
     positional_call = False  # its TorchScript module takes (input, h_0 | (h_0, c_0)[, lengths])
     weights_file = "weights.pt"
     pipeline = "rnnexport.export.rnn:RNNExporting"  # what it does at each export step (`rnnexport.export.pipeline`)
+    reference_forks = False  # its eager reference is torch's own module, built here (`load_reference`)
 
     # --- cases and inputs -------------------------------------------------------------------
 

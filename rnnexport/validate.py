@@ -225,6 +225,10 @@ def validate_paths(
         from rnnexport.runtimes.probe import start_probing
 
         start_probing()  # the variants' trials fork from it (`rnnexport.runtimes.probe`): importing meanwhile
+    elif not parallel and trusted and any(a.spec.reference_forks for a in artifacts):
+        from rnnexport.runtimes.isolated import IsolatedReference
+
+        IsolatedReference.start_server()  # a model's eager reference forks from it: importing meanwhile
     if runtimes is not None:
         resolve_runtimes(runtimes, trusted=trusted)  # unknown or unavailable: before the scan below
         for name in dict.fromkeys(runtimes if require_runnable else []):

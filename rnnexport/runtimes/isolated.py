@@ -32,15 +32,21 @@ class IsolatedReference:
     """
 
     def __init__(self, artifact, sha256: str | None, threads: int) -> None:
-        from rnnexport.workers import start_workers
-
         self.label = f"{artifact.path}: the eager reference (module {artifact.spec.module})"
-        context = start_workers(_PRELOAD)
+        context = self.start_server()
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_serve, args=(child, artifact, sha256, threads), daemon=True,
                                         name="rnnexport-reference")
         self._process.start()
         child.close()
+
+    @staticmethod
+    def start_server():
+        """The context the references start in (`rnnexport.workers.start_workers`): called
+        early, its fork server imports while this process does other work."""
+        from rnnexport.workers import start_workers
+
+        return start_workers(_PRELOAD)
 
     def load(self) -> None:
         self._call("load")
