@@ -29,6 +29,7 @@ def start_workers(preload: Sequence[str] = ()):
 
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(preload))  # applies when the fork server starts: the first time
+    _short_socket_folder()
     saved = os.environ.get("PYTHONHASHSEED")
     os.environ["PYTHONHASHSEED"] = "0"  # read by the fork server's interpreter when it starts
     try:
@@ -250,6 +251,7 @@ def _fork_server_here() -> None:
     if (list(inspect.signature(forkserver.main).parameters) != known or server._forkserver_pid is not None
             or not all(hasattr(server, f"_forkserver_{name}") for name in ("address", "alive_fd", "pid"))):
         return
+    _short_socket_folder()
     with socket.socket(socket.AF_UNIX) as listener:
         address = connection.arbitrary_address("AF_UNIX")
         listener.bind(address)
@@ -270,6 +272,27 @@ def _fork_server_here() -> None:
     server._forkserver_address = address
     server._forkserver_alive_fd = alive_w
     server._forkserver_pid = pid
+
+
+def _short_socket_folder() -> None:
+    """Make multiprocessing's temporary folder, where its fork servers' sockets go, one whose
+    socket paths fit: a Unix socket's path has at most 107 bytes, and under a long ``TMPDIR``
+    (a test's, a CI runner's) starting a fork server failed with "AF_UNIX path too long". Then,
+    as Python 3.13 does, the system's own temporary folder holds it. Nothing changes where the
+    folder exists already (it is made once per process)."""
+    import os
+    import tempfile
+    from multiprocessing import util
+
+    below = len("/pymp-12345678/listener-12345678")
+    if len(os.fsencode(tempfile.gettempdir())) + below <= 107:
+        return
+    saved = tempfile.tempdir
+    tempfile.tempdir = next((d for d in ("/tmp", "/var/tmp", "/usr/tmp") if os.access(d, os.W_OK | os.X_OK)), saved)
+    try:
+        util.get_temp_dir()
+    finally:
+        tempfile.tempdir = saved
 
 
 def _gone(pid: int) -> bool:
