@@ -7,6 +7,7 @@ import ast
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -222,9 +223,6 @@ def test_workers_start_with_the_preloaded_modules(tmp_path):
         "    return name in sys.modules, sys.flags.hash_randomization\n"
         "if __name__ == '__main__':\n"
         "    print(map_in_processes(loaded, ['rnnexport.compare', 'rnnexport.bench'], 2, preload=['rnnexport.compare']))\n")
-    import os
-    import subprocess
-    import sys
 
     env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
@@ -236,19 +234,14 @@ def test_workers_end_when_the_process_that_started_them_is_killed(tmp_path):
     """A --jobs worker is a child of the fork server, not of the process it works for: killed
     mid-run, that process must not leave workers running (an export worker would go on and
     install its artifact, then wait forever)."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     script = tmp_path / "owner.py"
     script.write_text(
         "import os, sys, time\n"
         "from pathlib import Path\n"
         "from rnnexport.workers import map_in_processes\n"
+        "from multiprocessing import forkserver\n"
         "def work(path):\n"
-        "    Path(path).write_text(str(os.getpid()))\n"
+        "    Path(path).write_text(f'{os.getpid()} {forkserver._forkserver._forkserver_pid}')\n"
         "    time.sleep(120)\n"
         "if __name__ == '__main__':\n"
         "    map_in_processes(work, [sys.argv[1] + '/a', sys.argv[1] + '/b'], 2)\n")
@@ -258,19 +251,19 @@ def test_workers_end_when_the_process_that_started_them_is_killed(tmp_path):
         while not all((tmp_path / n).exists() and (tmp_path / n).read_text() for n in "ab"):
             assert time.monotonic() < deadline and owner.poll() is None, "the workers did not start"
             time.sleep(0.1)
-        workers = [int((tmp_path / n).read_text()) for n in "ab"]
+        workers = [int(pid) for n in "ab" for pid in (tmp_path / n).read_text().split()]  # and their fork servers
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait()
         deadline = time.monotonic() + 10
         from rnnexport.workers import _gone
 
         while not all(_gone(pid) for pid in workers):
-            assert time.monotonic() < deadline, f"workers {workers} still run 10 s after their owner was killed"
+            assert time.monotonic() < deadline, f"workers and their fork servers {workers} still run 10 s after " \
+                                                "their owner was killed"
             time.sleep(0.1)
     finally:
         owner.kill()
-        for pid in [int((tmp_path / n).read_text()) for n in "ab" if (tmp_path / n).exists() and
-                    (tmp_path / n).read_text()]:
+        for pid in [int(pid) for n in "ab" if (tmp_path / n).exists() for pid in (tmp_path / n).read_text().split()]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
