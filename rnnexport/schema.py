@@ -16,7 +16,7 @@ from typing import Any
 
 from rnnexport.errors import did_you_mean
 
-__all__ = ["KINDS", "check", "schema_text"]
+__all__ = ["KINDS", "check", "prepare_validators", "schema_text"]
 
 KINDS = ("rnn-config", "model-spec", "manifest")
 _PYTHON_TYPES = {"integer": "int", "boolean": "bool", "string": "str", "number": "float", "object": "table",
@@ -33,6 +33,13 @@ def _validator(kind: str):
     import jsonschema  # ~0.2 s: only once a spec or manifest is read
 
     return jsonschema.Draft202012Validator(json.loads(schema_text(kind)))
+
+
+def prepare_validators() -> None:
+    """Import jsonschema and build every kind's validator now, not at the first check: a
+    process that forks a child per spec it reads (the compile server) does it once for all."""
+    for kind in KINDS:
+        _validator(kind)
 
 
 def check(kind: str, data: Any, where: str, error: type[Exception]) -> None:

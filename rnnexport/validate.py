@@ -221,11 +221,12 @@ def validate_paths(
 
         start_workers(preload)  # the workers' imports, while the artifacts are opened and verified here
     artifacts = [open_artifact(path, max_memory=max_memory) for path in folders]
+    references = trusted and any(a.spec.reference_forks for a in artifacts)
     if not parallel and any(a.manifest.get("variants") for a in artifacts):
         from rnnexport.runtimes.probe import start_probing
 
-        start_probing()  # the variants' trials fork from it (`rnnexport.runtimes.probe`): importing meanwhile
-    elif not parallel and trusted and any(a.spec.reference_forks for a in artifacts):
+        start_probing(references)  # the variants' trials fork from it (`rnnexport.runtimes.probe`): importing meanwhile
+    elif not parallel and references:
         from rnnexport.runtimes.isolated import IsolatedReference
 
         IsolatedReference.start_server()  # a model's eager reference forks from it: importing meanwhile

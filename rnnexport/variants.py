@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 
-__all__ = ["VARIANTS", "Variant", "check_variants_field", "parse_variants", "record_variants", "variant_files",
+__all__ = ["SOURCE", "VARIANTS", "Variant", "check_variants_field", "parse_variants", "record_variants", "variant_files",
            "write_variants"]
 
-_SOURCE = "model.onnx"
+SOURCE = "model.onnx"  # every variant is made from it, and runs where it runs
 
 
 def _int8(source: Path, target: Path) -> None:
@@ -114,7 +114,7 @@ def write_variants(name: str, stage: Path, variants: tuple[str, ...], writing,
 
     if not variants:
         return {}
-    source = stage / _SOURCE
+    source = stage / SOURCE
     if not source.exists():  # left out with its reason (`rnnexport.formats`): the export says so
         notes.append(f"{name}: the variants ({', '.join(variants)}) are not made: they are made from model.onnx, "
                      "which this export could not make")
@@ -128,7 +128,7 @@ def write_variants(name: str, stage: Path, variants: tuple[str, ...], writing,
                 raise ExportError(f"{name}: the {variant.name} variant cannot be made: {type(exc).__name__}: "
                                   f"{first_line(exc)}") from None
         check_onnx(path, f"{name} ({variant.name})", session=False)
-        table[variant.name] = {"file": variant.file, "of": _SOURCE, "method": variant.method, "ops": ops_of(path)}
+        table[variant.name] = {"file": variant.file, "of": SOURCE, "method": variant.method, "ops": ops_of(path)}
         if variant.name == "int8" and not any("Integer" in op or "Quantize" in op for op in table["int8"]["ops"]):
             notes.append(f"{name}: int8: no op was quantized (ONNX Runtime's dynamic quantization has integer kernels "
                          "for LSTM, MatMul, Conv and Gather, not for GRU or RNN ops): model.int8.onnx computes in "

@@ -8,7 +8,7 @@ from typing import Any
 
 from rnnexport.errors import WorkerDied
 
-__all__ = ["describe_death", "map_in_processes", "start_workers"]
+__all__ = ["describe_death", "freeze_imported", "map_in_processes", "start_workers"]
 
 
 def start_workers(preload: Sequence[str] = ()):
@@ -186,6 +186,20 @@ def _serve(function: Callable[[Any], Any], connection, owner: int, initializer: 
                              traceback.format_exc()))
 
 
+def freeze_imported() -> None:
+    """Leave every object this process holds now out of its garbage collections from now on
+    (``gc.freeze``): what it imported (torch and the runtimes: millions of objects) or inherited
+    from the process it was forked from. A full collection walks every tracked object: tens of
+    milliseconds each, and in a forked process a copy of every page it touches (copy-on-write).
+    Called where a process has imported what it needs and starts its work (workers, compile
+    servers, a model's reference). Frozen objects are still freed by reference counting; only
+    reference cycles among them are never collected, which for imports is what happens anyway.
+    """
+    import gc
+
+    gc.freeze()
+
+
 def describe_death(exitcode: int | None) -> str:
     """How a process ended, from its exit code: ``exit status 0``, ``killed by signal 9,
     SIGKILL``."""
@@ -213,6 +227,7 @@ def _worker_start(owner: int, initializer: Callable[[], None] | None) -> None:
     import threading
     import time
 
+    freeze_imported()  # before the fork server is forked: its children start frozen too
     _fork_server_here()
     if initializer is not None:
         initializer()

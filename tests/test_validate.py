@@ -272,25 +272,27 @@ def test_a_worker_forks_from_a_fork_server_forked_from_it_not_a_fresh_interprete
     """A worker that starts processes (a model spec's eager reference, the variants' trials)
     gets them from a fork of itself made at its start, with what it preloaded: CPython would
     start a fresh interpreter importing torch again in every such worker. The servers end with
-    their workers."""
+    their workers. Workers and what they start leave what they imported out of their garbage
+    collections (``gc.freeze``): no full collection walks (and copies) the inherited heap."""
     script = tmp_path / "nested.py"
     script.write_text(
-        "import os, sys\n"
+        "import gc, os, sys\n"
         "from rnnexport.workers import map_in_processes, start_workers\n"
         "def ppid(queue):\n"
-        "    queue.put((os.getppid(), 'rnnexport.compare' in sys.modules))\n"
+        "    queue.put((os.getppid(), 'rnnexport.compare' in sys.modules, gc.get_freeze_count()))\n"
         "def child_of(_):\n"
+        "    frozen = gc.get_freeze_count()\n"
         "    context = start_workers()\n"
         "    queue = context.SimpleQueue()\n"
         "    process = context.Process(target=ppid, args=(queue,))\n"
         "    process.start()\n"
-        "    server, preloaded = queue.get()\n"
+        "    server, preloaded, child_frozen = queue.get()\n"
         "    process.join()\n"
         "    with open(f'/proc/{server}/stat') as stat:\n"
         "        server_parent = int(stat.read().rsplit(')', 1)[1].split()[1])\n"
         "    with open(f'/proc/{server}/cmdline', 'rb') as a, open('/proc/self/cmdline', 'rb') as b:\n"
         "        forked = a.read() == b.read()\n"
-        "    return os.getpid(), server, server_parent, forked, preloaded\n"
+        "    return os.getpid(), server, server_parent, forked, preloaded, frozen, child_frozen\n"
         "if __name__ == '__main__':\n"
         "    print(map_in_processes(child_of, [1, 2], 2, preload=['rnnexport.compare']))\n")
     scratch = tmp_path / ("tmp" + "-long" * 20)  # too long a folder for a socket below it: see test_cli's quick exit
@@ -301,8 +303,9 @@ def test_a_worker_forks_from_a_fork_server_forked_from_it_not_a_fresh_interprete
     assert done.returncode == 0, done.stderr
     results = ast.literal_eval(done.stdout.strip())
     assert len({worker for worker, *_ in results}) == 2
-    for worker, server, server_parent, forked, preloaded in results:
+    for worker, server, server_parent, forked, preloaded, frozen, child_frozen in results:
         assert server_parent == worker and forked and preloaded, results
+        assert frozen > 10_000 and child_frozen > 10_000, results  # numpy alone is tens of thousands of objects
     from rnnexport.workers import _gone
 
     deadline = time.monotonic() + 10

@@ -65,7 +65,8 @@ def export_imports(runtimes: list[str] | None = None, *, validate: bool = True) 
     exporting = ["torch", "rnnexport.export", "rnnexport.export.pipeline", "rnnexport.export.rnn", "rnnexport.export.model",
                  "rnnexport.export.onnx_dynamo",
                  "rnnexport.export.compile_server", "rnnexport.export.torchscript", "rnnexport.builder",
-                 "rnnexport.usermodel", "rnnexport.ops", "torch.onnx", "onnxscript"]
+                 "rnnexport.usermodel", "rnnexport.ops", "torch.onnx", "onnxscript",
+                 "torch.export._trace"]  # what torch.export.export imports at its first call (networkx, AOTAutograd)
     return list(dict.fromkeys([*exporting, *(validation_imports(runtimes) if validate else [])]))
 
 

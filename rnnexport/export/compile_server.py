@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 from rnnexport.errors import ExportError, RNNExportError, WorkerDied
+from rnnexport.workers import freeze_imported
 
 __all__ = ["COMPILER", "TorchScriptJob", "fork_compile_server", "start_compile", "start_compile_server"]
 
@@ -323,9 +324,12 @@ def _server() -> None:
 
     import rnnexport.builder  # noqa: F401
     import rnnexport.usermodel  # noqa: F401
+    from rnnexport.schema import prepare_validators
 
     for name in (COMPILER, *EXPORTINGS):
         importlib.import_module(name)
+    prepare_validators()  # each request's spec is checked again as the child rebuilds it
+    freeze_imported()  # no compiling child walks (and copies) what the server imported
 
     for line in sys.stdin:
         if not line.strip():
@@ -352,3 +356,4 @@ def _server() -> None:
 
 if __name__ == "__main__":
     _server()
+    os._exit(0)  # every reply is flushed: no interpreter teardown (torch's takes ~0.5 s) for the exporter to wait for

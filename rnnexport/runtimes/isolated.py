@@ -17,11 +17,11 @@ import numpy as np
 
 from rnnexport.errors import ArtifactError
 
-__all__ = ["IsolatedReference"]
+__all__ = ["REFERENCE_IMPORTS", "IsolatedReference"]
 
 # What the reference's child needs, when it starts the fork server: only torch (the first start
 # decides; validating with variants starts it earlier with every runtime, for their trials).
-_PRELOAD = ("torch", "rnnexport.runtimes.torch_runners", "rnnexport.usermodel", "rnnexport.builder")
+REFERENCE_IMPORTS = ("torch", "rnnexport.runtimes.torch_runners", "rnnexport.usermodel", "rnnexport.builder")
 
 class IsolatedReference:
     """A `TorchEagerRunner` of `artifact` living in a child process: `load` imports the module
@@ -46,7 +46,7 @@ class IsolatedReference:
         early, its fork server imports while this process does other work."""
         from rnnexport.workers import start_workers
 
-        return start_workers(_PRELOAD)
+        return start_workers(REFERENCE_IMPORTS)
 
     def load(self) -> None:
         self._call("load")
@@ -96,7 +96,9 @@ def _serve(conn, artifact, sha256: str | None, threads: int) -> None:
     from rnnexport.runtimes.torch_runners import TorchEagerRunner
     from rnnexport.userimport import import_module
     from rnnexport.usermodel import build_user_module
+    from rnnexport.workers import freeze_imported
 
+    freeze_imported()
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)

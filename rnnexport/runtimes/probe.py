@@ -19,14 +19,21 @@ from rnnexport.errors import WorkerDied, first_line
 __all__ = ["probe_variants", "start_probing"]
 
 
-def start_probing() -> None:
-    """Start the fork server the trials' workers fork from, now, so that it imports
-    (`rnnexport.runtimes.registry.validation_imports`) while this process does other work
-    (opening artifacts, exporting)."""
-    from rnnexport.runtimes.registry import validation_imports
+def start_probing(references: bool = False) -> None:
+    """Start the fork server the trials' workers fork from, now, so that it imports what they
+    need (`rnnexport.runtimes.registry.trial_imports`) while this process does other work
+    (opening artifacts, exporting); with `references`, also what a model's eager reference needs
+    (`rnnexport.runtimes.isolated`: it forks from the same server, whose first start decides)."""
     from rnnexport.workers import start_workers
 
-    start_workers(validation_imports())
+    start_workers(_server_imports(references))
+
+
+def _server_imports(references: bool) -> list[str]:
+    from rnnexport.runtimes.isolated import REFERENCE_IMPORTS
+    from rnnexport.runtimes.registry import trial_imports
+
+    return [*trial_imports(), *(REFERENCE_IMPORTS if references else ())]
 
 
 def probe_variants(artifact, rows: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -35,12 +42,14 @@ def probe_variants(artifact, rows: dict[str, dict[str, Any]]) -> dict[str, str]:
     if not rows:
         return {}
     from rnnexport.workers import map_in_processes
-    from rnnexport.runtimes.registry import split_row, validation_imports
+    from rnnexport.runtimes.registry import split_row
 
     case = min(artifact.golden_cases(), key=artifact.spec.case_steps)  # read once, for every row
     feeds = {n: artifact.golden()[case][n] for n in artifact.spec.input_names}
     items = [(artifact, row, options, feeds) for row, options in rows.items()]
-    outcomes = map_in_processes(_probe, items, 1, preload=validation_imports(), label=lambda item: item[1])
+    # The fork server, if none runs yet (an API call): what the trials and this artifact's reference need
+    preload = _server_imports(artifact.spec.reference_forks)
+    outcomes = map_in_processes(_probe, items, 1, preload=preload, label=lambda item: item[1])
     reasons = {}
     for row, outcome in zip(rows, outcomes):
         if isinstance(outcome, WorkerDied):

@@ -66,3 +66,27 @@ def test_the_compile_server_compiles_in_the_callers_folder_even_after_its_own_is
     shutil.rmtree(first)
     result = export_spec(get_spec("single_layer"), "again", validate=False)
     assert (tmp_path / "again" / "single_layer" / "model.pt").is_file() and not result.path.is_absolute()
+
+
+class _Reporter:
+    """An exporting (``spec.pipeline``) whose compilation reports the compiling child's state."""
+
+    @staticmethod
+    def compile_request(request):
+        import gc
+        import sys
+
+        return {"frozen": gc.get_freeze_count(), "jsonschema": "jsonschema" in sys.modules}
+
+
+def test_a_compiling_child_starts_with_the_servers_imports_frozen_and_the_spec_schemas_loaded(tmp_path):
+    """Every compilation forks from the compile server: the child rechecks its spec against the
+    shipped schema, and a collection of its own would walk every object torch made at import
+    (tens of ms, and each page copied). The server loads the schemas and freezes (``gc.freeze``)
+    once, before it forks."""
+    from rnnexport.export.compile_server import start_compile
+
+    request = {"exporting": f"{__name__}:_Reporter", "weights": str(tmp_path / "w"), "path": str(tmp_path / "m")}
+    with start_compile(request, "reporter") as job:
+        state = job.result()
+    assert state["jsonschema"] and state["frozen"] > 100_000, state  # torch alone is hundreds of thousands
