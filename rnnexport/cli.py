@@ -239,6 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def console_main() -> None:
     """Entry point of the ``rnnexport`` console script (and ``python -m rnnexport``)."""
+    from rnnexport.workers import collect_less
+
+    collect_less()  # this process is the CLI's own
     try:
         code = main()
         sys.stdout.flush()

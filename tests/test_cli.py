@@ -315,6 +315,17 @@ def test_python_m_entry_point():
     assert done.returncode == 0 and "single_layer" in done.stdout
 
 
+def test_the_command_collects_garbage_less_often_and_only_the_command():
+    """The CLI's process is its own: it collects less often (`collect_less`: importing torch
+    made CPython's default walk millions of objects again and again). Importing rnnexport, as
+    the API and the pytest plugin do, leaves the caller's process as it was."""
+    code = ("import gc, rnnexport.cli as cli, rnnexport.export, rnnexport.validate; imported = gc.get_threshold()[0]; "
+            "cli.main = lambda: print(imported, gc.get_threshold()[0]) or 0; cli.console_main()")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["700", "10000"]  # CPython's default, then the command's
+
+
 def test_export_help_offers_no_cases_and_no_validate_refuses_report_files(cli, tmp_path):
     done = run_process("export", "--help")
     assert done.returncode == 0 and "--cases" not in done.stdout and "--max-memory" in done.stdout

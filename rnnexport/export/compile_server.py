@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 from rnnexport.errors import ExportError, RNNExportError, WorkerDied
-from rnnexport.workers import freeze_imported
+from rnnexport.workers import collect_less, freeze_imported
 
 __all__ = ["COMPILER", "TorchScriptJob", "fork_compile_server", "start_compile", "start_compile_server"]
 
@@ -318,6 +318,7 @@ def _server() -> None:
     ``{"result": ...}`` or ``{"error": ...}``.
     """
     _die_with_parent()
+    collect_less()
     import importlib
 
     import torch  # noqa: F401 (imported once, here, for every child)

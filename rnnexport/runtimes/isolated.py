@@ -96,8 +96,9 @@ def _serve(conn, artifact, sha256: str | None, threads: int) -> None:
     from rnnexport.runtimes.torch_runners import TorchEagerRunner
     from rnnexport.userimport import import_module
     from rnnexport.usermodel import build_user_module
-    from rnnexport.workers import freeze_imported
+    from rnnexport.workers import collect_less, freeze_imported
 
+    collect_less()
     freeze_imported()
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)

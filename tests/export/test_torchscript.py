@@ -76,7 +76,8 @@ class _Reporter:
         import gc
         import sys
 
-        return {"frozen": gc.get_freeze_count(), "jsonschema": "jsonschema" in sys.modules}
+        return {"frozen": gc.get_freeze_count(), "jsonschema": "jsonschema" in sys.modules,
+                "threshold": gc.get_threshold()[0]}
 
 
 def test_a_compiling_child_starts_with_the_servers_imports_frozen_and_the_spec_schemas_loaded(tmp_path):
@@ -90,3 +91,4 @@ def test_a_compiling_child_starts_with_the_servers_imports_frozen_and_the_spec_s
     with start_compile(request, "reporter") as job:
         state = job.result()
     assert state["jsonschema"] and state["frozen"] > 100_000, state  # torch alone is hundreds of thousands
+    assert state["threshold"] == 10_000, state  # collect_less, from before the server's imports
