@@ -51,6 +51,7 @@ def map_in_processes(
     preload: Sequence[str] = (),
     initializer: Callable[[], None] | None = None,
     label: Callable[[Any], str] = str,
+    forks: bool = True,
 ) -> list[Any]:
     """``function(item)`` for every item, `jobs` at once, each in a worker process.
 
@@ -62,7 +63,9 @@ def map_in_processes(
     `items`; `on_done(index)` is called as each item succeeds. When one raises, the items not
     started yet are cancelled, the running ones finish, and the first error in item order is
     raised (the items start in order, so a cancelled one always comes after it). `initializer`
-    runs first in each worker.
+    runs first in each worker. `forks`: whether `function` may start processes of its own (a
+    model's eager reference, the variants' trials); only then does each worker fork a fork
+    server of its own at its start (`_fork_server_here`).
 
     An item whose worker ends without a result (killed, often by the out-of-memory killer, or
     crashed in native code) gets a `WorkerDied` naming it by `label(item)` in place of its
@@ -80,7 +83,7 @@ def map_in_processes(
     context = start_workers(preload)
 
     def worker() -> _Worker:
-        return _Worker(context, function, os.getpid(), initializer)
+        return _Worker(context, function, os.getpid(), initializer, forks)
 
     outcomes: dict[int, tuple[bool, Any, str | None]] = {}
     pending = list(range(len(items)))
@@ -127,9 +130,9 @@ class _Worker:
     runs (None: idle)."""
 
     def __init__(self, context, function: Callable[[Any], Any], owner: int,
-                 initializer: Callable[[], None] | None) -> None:
+                 initializer: Callable[[], None] | None, forks: bool) -> None:
         self.connection, there = context.Pipe()
-        self.process = context.Process(target=_serve, args=(function, there, owner, initializer),
+        self.process = context.Process(target=_serve, args=(function, there, owner, initializer, forks),
                                        name="rnnexport-worker")
         self.process.start()
         there.close()  # the worker holds the only other end: its death is an end of file here
@@ -163,12 +166,13 @@ class _RemoteTraceback(Exception):
         return f"in the worker process:\n{self.args[0]}"
 
 
-def _serve(function: Callable[[Any], Any], connection, owner: int, initializer: Callable[[], None] | None) -> None:
+def _serve(function: Callable[[Any], Any], connection, owner: int, initializer: Callable[[], None] | None,
+           forks: bool) -> None:
     """A worker: start (`_worker_start`), then for each item received until None send back
     ``(True, function(item), None)`` or ``(False, error, traceback)``."""
     import traceback
 
-    _worker_start(owner, initializer)
+    _worker_start(owner, initializer, forks)
     while True:
         try:
             item = connection.recv()
@@ -233,17 +237,18 @@ def _worker_death(exitcode: int | None) -> str:
     return f"its worker process died ({describe_death(exitcode)}) before returning a result{hint}"
 
 
-def _worker_start(owner: int, initializer: Callable[[], None] | None) -> None:
-    """In a worker: fork its own fork server (`_fork_server_here`) and run `initializer`
-    (before any thread starts: both fork), then watch the process that owns the pool and end
-    this one as soon as the owner is gone."""
+def _worker_start(owner: int, initializer: Callable[[], None] | None, forks: bool) -> None:
+    """In a worker: fork its own fork server (`_fork_server_here`) where it `forks`, and run
+    `initializer` (before any thread starts: both fork), then watch the process that owns the
+    pool and end this one as soon as the owner is gone."""
     import os
     import threading
     import time
 
     collect_less()
     freeze_imported()  # before the fork server is forked: its children start frozen too
-    _fork_server_here()
+    if forks:
+        _fork_server_here()
     if initializer is not None:
         initializer()
 

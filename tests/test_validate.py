@@ -268,6 +268,22 @@ def test_workers_end_when_the_process_that_started_them_is_killed(tmp_path):
                 os.kill(pid, signal.SIGKILL)
 
 
+def _own_fork_server(_) -> int | None:
+    from multiprocessing import forkserver
+
+    return forkserver._forkserver._forkserver_pid
+
+
+@pytest.mark.parametrize("forks", [True, False])
+def test_a_worker_forks_a_fork_server_of_its_own_only_where_it_may_start_processes(forks):
+    """A variant's trial starts no process: its worker does not fork a fork server it would
+    never use (a fork and an exit of a process holding torch, ~0.1 s of CPU each)."""
+    from rnnexport.workers import map_in_processes
+
+    [server] = map_in_processes(_own_fork_server, [0], 1, forks=forks)
+    assert (server is not None) == forks, server
+
+
 def test_a_worker_forks_from_a_fork_server_forked_from_it_not_a_fresh_interpreter(tmp_path):
     """A worker that starts processes (a model spec's eager reference, the variants' trials)
     gets them from a fork of itself made at its start, with what it preloaded: CPython would

@@ -19,8 +19,9 @@ from rnnexport.errors import ArtifactError
 
 __all__ = ["REFERENCE_IMPORTS", "IsolatedReference"]
 
-# What the reference's child needs, when it starts the fork server: only torch (the first start
-# decides; validating with variants starts it earlier with every runtime, for their trials).
+# What the reference's child needs, when it starts the fork server: torch, not the runtimes (the
+# first start decides; validating with variants starts it earlier with these and the trials'
+# imports: `rnnexport.runtimes.probe.start_probing`).
 REFERENCE_IMPORTS = ("torch", "rnnexport.runtimes.torch_runners", "rnnexport.usermodel", "rnnexport.builder")
 
 class IsolatedReference:

@@ -49,7 +49,7 @@ def probe_variants(artifact, rows: dict[str, dict[str, Any]]) -> dict[str, str]:
     items = [(artifact, row, options, feeds) for row, options in rows.items()]
     # The fork server, if none runs yet (an API call): what the trials and this artifact's reference need
     preload = _server_imports(artifact.spec.reference_forks)
-    outcomes = map_in_processes(_probe, items, 1, preload=preload, label=lambda item: item[1])
+    outcomes = map_in_processes(_probe, items, 1, preload=preload, label=lambda item: item[1], forks=False)
     reasons = {}
     for row, outcome in zip(rows, outcomes):
         if isinstance(outcome, WorkerDied):
