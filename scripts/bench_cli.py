@@ -9,7 +9,8 @@ and ``validate`` of those artifacts, both as typed (``--jobs`` defaults to the n
 and with ``--jobs 1``; the same work without the examples' deployment variants (``--variant none``
 for a version that makes them: the same artifacts as a version from before variants) and its
 validation; and ``validate`` of 16 artifacts (copies of those) with ``--jobs 1`` and ``--jobs 2``. Each command runs in a fresh process in a scratch folder; one unmeasured run of
-the floor first, so that no row pays for a cold file cache.
+the floor first, so that no row pays for a cold file cache; each version's modules byte-compiled
+first, as an installed package's are.
 
 ``--baseline`` runs every row with another checkout of rnnexport as well (put first on
 ``PYTHONPATH``, in the same environment), alternating the two run by run, so that a shared
@@ -57,7 +58,16 @@ def _seconds(command: list[str] | list[list[str]], cwd: Path | list[Path], repea
     return [statistics.median(t) for t in times]
 
 
-def _makes_variants(env: dict[str, str] | None, cwd: Path) -> bool:
+def _byte_compile(env: dict[str, str] | None, cwd: Path) -> None:
+    """Byte-compile the rnnexport that `env` runs, as ``pip install`` does: a checkout run with
+    ``PYTHONDONTWRITEBYTECODE=1`` (this machine sets it) compiles every module from source in
+    every process it starts, which would measure the checkout's size, not its speed."""
+    where = subprocess.run([sys.executable, "-c", "import os, rnnexport; print(os.path.dirname(rnnexport.__file__))"],
+                           cwd=cwd, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run([sys.executable, "-m", "compileall", "-q", where], env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def makes_variants(env: dict[str, str] | None, cwd: Path) -> bool:
     """Whether the rnnexport that `env` runs makes deployment variants (``--variant``)."""
     done = subprocess.run([*RNNEXPORT, "export", "--help"], cwd=cwd, env=env, capture_output=True, text=True,
                           check=True)
@@ -90,6 +100,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="rnnexport-bench-cli-") as scratch:
         work = Path(scratch)
         rows: list[tuple[str, list[float]]] = []
+        for env in envs:
+            _byte_compile(env, work)
         floor_command = [sys.executable, "-c", "import torch, onnx, onnxruntime"]
         _run(floor_command, work, None)  # warm the file cache
         rows.append(("import torch, onnx, onnxruntime", _seconds(floor_command, work, args.repeat, envs)))
@@ -113,7 +125,7 @@ def main() -> int:
         # The same work without the examples' variants, in every version: --variant none where
         # a version makes them.
         without = [[*RNNEXPORT, "export", "--all", "--out", "variantless",
-                    *(["--variant", "none"] if _makes_variants(env, work) else [])] for env in envs]
+                    *(["--variant", "none"] if makes_variants(env, work) else [])] for env in envs]
         for label, jobs in (("", []), (" --jobs 1", ["--jobs", "1"])):
             rows.append((f"export --all --variant none{label}", _seconds(
                 [[*command, *jobs] for command in without], own, args.repeat, envs,
