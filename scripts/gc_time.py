@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from bench_cli import makes_variants  # scripts/, on the path when run as a script
@@ -43,7 +44,7 @@ gc.callbacks.append(_record)
 def gc_seconds(checkout: Path | None, args: list[str]) -> list[tuple[float, int]]:
     """(seconds, collections) of each Python process of ``rnnexport export --all ARGS`` run
     with `checkout` first on the path (None: the installed rnnexport), most first."""
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as scratch:
         scratch = Path(scratch)
         (scratch / "hook").mkdir()
         (scratch / "hook" / "sitecustomize.py").write_text(_HOOK)
@@ -52,6 +53,7 @@ def gc_seconds(checkout: Path | None, args: list[str]) -> list[tuple[float, int]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path)), "RNNEXPORT_GC_LOG": str(scratch / "log")}
         subprocess.run([sys.executable, "-m", "rnnexport", "export", "--all", "--out", str(scratch / "models"), *args],
                        env=env, cwd=scratch, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(2)  # the fork server and the workers' helpers end in the background
         records = [log.read_text().split() for log in (scratch / "log").iterdir()]
     return sorted(((float(seconds), int(count)) for seconds, count in records), reverse=True)
 
