@@ -197,7 +197,8 @@ def collect_less() -> None:
     of CPython's 700. Importing torch and the runtimes makes millions of objects that live as
     long as the process, and CPython's default walks all of them again and again while they are
     made: `export --all --jobs 1` spent 0.70 s of its main process in collections, 0.21 s with
-    this (scripts/gc_time.py). Garbage is still collected, in bigger batches. Never called in a process rnnexport does not own (the API, the pytest plugin)."""
+    this (scripts/gc_time.py). Garbage is still collected, in bigger batches. Never called in a
+    process rnnexport does not own (the API, the pytest plugin)."""
     import gc
 
     gc.set_threshold(10_000, *gc.get_threshold()[1:])

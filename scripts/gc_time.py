@@ -55,7 +55,8 @@ def gc_seconds(checkout: Path | None, args: list[str]) -> list[tuple[float, int]
                        env=env, cwd=scratch, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(2)  # the fork server and the workers' helpers end in the background
         records = [log.read_text().split() for log in (scratch / "log").iterdir()]
-    return sorted(((float(seconds), int(count)) for seconds, count in records), reverse=True)
+    # A record still being rewritten by a process that outlived the wait is left out
+    return sorted(((float(r[0]), int(r[1])) for r in records if len(r) == 2), reverse=True)
 
 
 def main() -> int:
@@ -74,7 +75,6 @@ def main() -> int:
         print(f"{name:8} export --all {' '.join(args)}: {sum(s for s, _ in made):.2f} s in garbage collection "
               f"over {len(made)} processes; most: {top}")
     return 0
-
 
 
 if __name__ == "__main__":

@@ -17,12 +17,7 @@ import numpy as np
 
 from rnnexport.errors import ArtifactError
 
-__all__ = ["REFERENCE_IMPORTS", "IsolatedReference"]
-
-# What the reference's child needs, when it starts the fork server: torch, not the runtimes (the
-# first start decides; validating with variants starts it earlier with these and the trials'
-# imports: `rnnexport.runtimes.probe.start_probing`).
-REFERENCE_IMPORTS = ("torch", "rnnexport.runtimes.torch_runners", "rnnexport.usermodel", "rnnexport.builder")
+__all__ = ["IsolatedReference"]
 
 class IsolatedReference:
     """A `TorchEagerRunner` of `artifact` living in a child process: `load` imports the module
@@ -44,10 +39,14 @@ class IsolatedReference:
     @staticmethod
     def start_server():
         """The context the references start in (`rnnexport.workers.start_workers`): called
-        early, its fork server imports while this process does other work."""
+        early, its fork server imports while this process does other work. When it starts the
+        server, what the reference runs needs: the ``torch`` runtime's imports, not the other
+        runtimes' (the first start decides; validating with variants starts it earlier with these
+        and the trials' imports: `rnnexport.runtimes.probe.start_probing`)."""
+        from rnnexport.runtimes.registry import runtime_imports
         from rnnexport.workers import start_workers
 
-        return start_workers(REFERENCE_IMPORTS)
+        return start_workers(runtime_imports(["torch"]))
 
     def load(self) -> None:
         self._call("load")

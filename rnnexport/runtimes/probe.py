@@ -23,17 +23,17 @@ def start_probing(references: bool = False) -> None:
     """Start the fork server the trials' workers fork from, now, so that it imports what they
     need (`rnnexport.runtimes.registry.trial_imports`) while this process does other work
     (opening artifacts, exporting); with `references`, also what a model's eager reference needs
-    (`rnnexport.runtimes.isolated`: it forks from the same server, whose first start decides)."""
+    (the ``torch`` runtime's imports; `rnnexport.runtimes.isolated`: it forks from the same
+    server, whose first start decides)."""
     from rnnexport.workers import start_workers
 
     start_workers(_server_imports(references))
 
 
 def _server_imports(references: bool) -> list[str]:
-    from rnnexport.runtimes.isolated import REFERENCE_IMPORTS
-    from rnnexport.runtimes.registry import trial_imports
+    from rnnexport.runtimes.registry import runtime_imports, trial_imports
 
-    return [*trial_imports(), *(REFERENCE_IMPORTS if references else ())]
+    return [*trial_imports(), *(runtime_imports(["torch"]) if references else [])]  # the reference: torch's runner
 
 
 def probe_variants(artifact, rows: dict[str, dict[str, Any]]) -> dict[str, str]:

@@ -155,14 +155,18 @@ def runtime_imports(names: list[str] | None) -> list[str]:
     return list(dict.fromkeys(module for info in chosen.values() for module in info.imports))
 
 
+# What validating imports whatever it runs: jsonschema, since every manifest read is checked
+# against its schema (rnnexport.schema).
+_VALIDATING = ("rnnexport.validate", "jsonschema")
+
+
 def validation_imports(runtimes: list[str] | None = None) -> list[str]:
     """The modules validating on `runtimes` (None: all; the eager reference always) imports: what
     the fork server of a validating process preloads (`rnnexport.workers.start_workers`) for the
     ``--jobs`` workers, so that they start with them imported. Without workers, the fork server
     the variants' trials and a model's eager reference fork from imports less
-    (`trial_imports`, `rnnexport.runtimes.isolated.REFERENCE_IMPORTS`)."""
-    # jsonschema: every manifest read is checked against its schema (rnnexport.schema)
-    return ["rnnexport.validate", "jsonschema", *runtime_imports(None if runtimes is None else ["torch", *runtimes])]
+    (`trial_imports`, and the ``torch`` runtime's for a reference)."""
+    return [*_VALIDATING, *runtime_imports(None if runtimes is None else ["torch", *runtimes])]
 
 
 def trial_imports() -> list[str]:
@@ -171,8 +175,7 @@ def trial_imports() -> list[str]:
     (0.7 s of imports here against 4.7 s for `validation_imports`)."""
     from rnnexport.variants import SOURCE
 
-    return ["rnnexport.validate", "jsonschema",
-            *runtime_imports([name for name, info in RUNTIMES.items() if info.requires == SOURCE])]
+    return [*_VALIDATING, *runtime_imports([name for name, info in RUNTIMES.items() if info.requires == SOURCE])]
 
 
 def make_runner(name: str, artifact, **options) -> Runner:
